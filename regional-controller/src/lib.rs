@@ -1,0 +1,1 @@
+//! Regional controller (being built).

@@ -1,0 +1,59 @@
+//! Real servers for tests: PostgreSQL, etcd, OpenBao (Vault API), InfluxDB 1.x and a private `dockerd`,
+//! each on free loopback ports in its own temporary directory.
+//!
+//! Every `start()` waits until the server answers and returns its connection info. Dropping the handle
+//! stops the server and removes its directory — also when the test panics. Servers are started with
+//! `PR_SET_PDEATHSIG`, so they also die when the test process is killed (e.g. by a test timeout); they
+//! are tied to the thread that starts them, so start them from the test's own task, not from a
+//! short-lived thread. To start several at once, `tokio::join!` their `start()` futures.
+//!
+//! Binaries come from `infra/install.sh`; a missing one fails with a message naming that script.
+
+mod docker;
+mod etcd;
+mod influx;
+mod openbao;
+mod postgres;
+mod process;
+
+pub use docker::Docker;
+pub use etcd::Etcd;
+pub use influx::Influx;
+pub use openbao::OpenBao;
+pub use postgres::Postgres;
+pub use process::{free_port, http_get};
+
+/// Why a server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "`{0}` not found in PATH: run `sudo infra/install.sh` to install the servers the tests need"
+    )]
+    Missing(&'static str),
+    #[error("{server}: {what}: {source}")]
+    Io {
+        server: &'static str,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{server} did not become ready within {secs} s; last lines of its log:\n{log}")]
+    NotReady {
+        server: &'static str,
+        secs: u64,
+        log: String,
+    },
+    #[error("{server} exited during start-up ({status}); last lines of its log:\n{log}")]
+    Exited {
+        server: &'static str,
+        status: std::process::ExitStatus,
+        log: String,
+    },
+    #[error("{server}: `{command}` failed: {output}")]
+    Command {
+        server: &'static str,
+        command: String,
+        output: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

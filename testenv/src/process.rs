@@ -1,0 +1,207 @@
+//! Spawning, readiness polling and teardown shared by every server.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// Finds `bin` in PATH (or the Debian locations install.sh links from).
+pub(crate) fn require(bin: &'static str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/bin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .ok_or(Error::Missing(bin))
+}
+
+/// A free TCP port on 127.0.0.1 (bound once and released, so the server can take it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A free port `p` with `p + 1` also free (OpenBao's dev server binds both).
+pub(crate) fn free_port_pair() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let p = l.local_addr().expect("local addr").port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET against loopback: `(status, body)`, or `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A server process with its log file; stopped (SIGTERM, then SIGKILL) when dropped.
+pub(crate) struct ServerProcess {
+    pub name: &'static str,
+    child: Child,
+    log: PathBuf,
+    /// Signal that asks for a prompt clean shutdown (SIGTERM unless the server wants another).
+    stop_signal: libc::c_int,
+}
+
+impl ServerProcess {
+    /// Starts `cmd` with output going to `log` and the parent-death signal set.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<Self> {
+        let io = |what: &str, source| Error::Io {
+            server: name,
+            what: what.to_string(),
+            source,
+        };
+        let out = File::create(log).map_err(|e| io("creating log file", e))?;
+        let err = out.try_clone().map_err(|e| io("creating log file", e))?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| io(&format!("spawning {:?}", cmd.get_program()), e))?;
+        Ok(Self {
+            name,
+            child,
+            log: log.to_path_buf(),
+            stop_signal: libc::SIGTERM,
+        })
+    }
+
+    /// Uses `signal` instead of SIGTERM to stop the server.
+    pub fn with_stop_signal(mut self, signal: libc::c_int) -> Self {
+        self.stop_signal = signal;
+        self
+    }
+
+    /// Polls `ready` every 50 ms until it holds, the process exits, or `timeout` passes.
+    pub async fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Error::Exited {
+                    server: self.name,
+                    status,
+                    log: self.log_tail(),
+                });
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    server: self.name,
+                    secs: timeout.as_secs(),
+                    log: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last 20 lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Asks the process to stop and waits up to `grace`, then kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: plain syscall on our own child's pid, which has not been reaped yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, self.stop_signal);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+/// Creates a fresh temporary directory for one server.
+pub(crate) fn temp_dir(server: &'static str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("edge-{server}-"))
+        .tempdir_in("/tmp")
+        .map_err(|source| Error::Io {
+            server,
+            what: "creating temp dir".into(),
+            source,
+        })
+}
+
+/// Runs a short command to completion, mapping failure to an error with its output.
+pub(crate) fn run(server: &'static str, cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().map_err(|source| Error::Io {
+        server,
+        what: format!("running {:?}", cmd.get_program()),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            server,
+            command: format!("{cmd:?}"),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_names_the_install_script() {
+        let err = require("edge-no-such-server").expect_err("must be missing");
+        assert!(err.to_string().contains("infra/install.sh"), "{err}");
+    }
+}
