@@ -10,7 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .message_attribute(".", "#[serde(default)]")
         .compile_protos(
-            &["proto/edge/objects.proto", "proto/edge/notify.proto"],
+            &[
+                "proto/edge/objects.proto",
+                "proto/edge/notify.proto",
+                "proto/edge/api.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

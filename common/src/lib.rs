@@ -1,8 +1,17 @@
 //! Shared pieces of the edge platform: canonical object keys, tracing setup and the small HTTP server
 //! for `/metrics`, `/healthz` and `/readyz` that every process runs.
 
+pub mod access_key;
 pub mod keys;
 pub mod ops;
 pub mod telemetry;
 
 pub use keys::{Keyed, store_key, store_prefix};
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

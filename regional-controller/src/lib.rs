@@ -1,1 +1,236 @@
-//! Regional controller (being built).
+//! Regional controller: the source of truth of one region.
+//!
+//! Every object lives in etcd (see [`store`]); an in-memory [`cache`] follows one etcd watch and feeds
+//! Show calls, progress streams and the [`notify`] server. Several replicas may run against one etcd:
+//! every write is a guarded transaction and every replica streams changes from its own watch.
+
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod metrics;
+pub mod notify;
+pub mod objects;
+pub mod reports;
+pub mod store;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_common::ops::{self, Readiness};
+use edge_proto::edge::{
+    app_api_server::AppApiServer, app_inst_api_server::AppInstApiServer,
+    cloudlet_api_server::CloudletApiServer, cluster_inst_api_server::ClusterInstApiServer,
+    flavor_api_server::FlavorApiServer, notify_server::NotifyServer,
+    operator_code_api_server::OperatorCodeApiServer,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::Api;
+use crate::cache::Cache;
+use crate::metrics::{Metrics, MetricsLayer};
+use crate::store::Store;
+
+/// Version of the stored data model this controller writes. Upgrade steps from older versions run at
+/// start, in order; a newer stored version refuses to start (an older binary must not rewrite it).
+pub const DATA_MODEL_VERSION: u32 = 1;
+
+/// Settings of one controller replica.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub region: String,
+    pub etcd_endpoints: Vec<String>,
+    pub api_addr: SocketAddr,
+    pub notify_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Notify address given to CRMs at onboarding (defaults to the bound notify address).
+    pub notify_public_addr: String,
+    /// How long Create/Update/Delete streams wait for the CRM before giving up (the work goes on).
+    pub lifecycle_timeout: Duration,
+    /// How long a cloudlet's CRM may be disconnected before the cloudlet is marked Offline.
+    pub offline_after: Duration,
+    /// Heartbeat interval asked of notify clients; three missed ones close the stream.
+    pub heartbeat_interval: Duration,
+    /// Public ports handed out on shared root load balancers, inclusive.
+    pub port_range: (u16, u16),
+    /// Name of this replica (in logs and CloudletInfo.controller).
+    pub replica: String,
+}
+
+impl Config {
+    /// Defaults for `region` against `etcd`, every listener on a free loopback port (tests).
+    pub fn local(region: &str, etcd: &str) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self {
+            region: region.into(),
+            etcd_endpoints: vec![etcd.into()],
+            api_addr: any,
+            notify_addr: any,
+            http_addr: any,
+            notify_public_addr: String::new(),
+            lifecycle_timeout: Duration::from_secs(600),
+            offline_after: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            port_range: (10000, 19999),
+            replica: format!("controller-{}", std::process::id()),
+        }
+    }
+}
+
+/// A running controller replica; dropping it stops every task.
+pub struct Controller {
+    pub api_addr: SocketAddr,
+    pub notify_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Controller {
+    pub async fn start(mut config: Config) -> anyhow::Result<Self> {
+        if config.port_range.0 == 0 || config.port_range.0 > config.port_range.1 {
+            anyhow::bail!(
+                "invalid public port range {}-{}",
+                config.port_range.0,
+                config.port_range.1
+            );
+        }
+        let client = etcd_client::Client::connect(
+            &config.etcd_endpoints,
+            Some(
+                etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5)),
+            ),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "connecting to etcd at {}: {e}",
+                config.etcd_endpoints.join(",")
+            )
+        })?;
+        let store = Store::new(client, &config.region);
+        upgrade_data_model(&store).await?;
+
+        let api_listener = TcpListener::bind(config.api_addr).await?;
+        let notify_listener = TcpListener::bind(config.notify_addr).await?;
+        let api_addr = api_listener.local_addr()?;
+        let notify_addr = notify_listener.local_addr()?;
+        if config.notify_public_addr.is_empty() {
+            config.notify_public_addr = notify_addr.to_string();
+        }
+        let config = Arc::new(config);
+        let cache = Cache::new(store.clone());
+        let api = Api {
+            store,
+            cache: cache.clone(),
+            config: config.clone(),
+        };
+        let metrics = Metrics::new();
+        let ready = Readiness::default();
+        let ops_server =
+            ops::serve(config.http_addr, metrics.registry.clone(), ready.clone()).await?;
+
+        let mut tasks = vec![ops_server.task, tokio::spawn(cache.clone().run())];
+        tasks.push(tokio::spawn(notify::sweep_offline(api.clone())));
+        tasks.push(tokio::spawn(watch_health(
+            cache.clone(),
+            ready,
+            metrics.clone(),
+        )));
+        let api_server = tonic::transport::Server::builder()
+            .layer(MetricsLayer(metrics.clone()))
+            .add_service(FlavorApiServer::new(api::FlavorService(api.clone())))
+            .add_service(OperatorCodeApiServer::new(api::OperatorCodeService(
+                api.clone(),
+            )))
+            .add_service(CloudletApiServer::new(api::CloudletService(api.clone())))
+            .add_service(ClusterInstApiServer::new(api::ClusterInstService(
+                api.clone(),
+            )))
+            .add_service(AppApiServer::new(api::AppService(api.clone())))
+            .add_service(AppInstApiServer::new(api::AppInstService(api.clone())))
+            .serve_with_incoming(TcpListenerStream::new(api_listener));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = api_server.await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        }));
+        let notify = notify::NotifyService {
+            api: api.clone(),
+            metrics: metrics.clone(),
+        };
+        let notify_server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(NotifyServer::new(notify))
+            .serve_with_incoming(TcpListenerStream::new(notify_listener));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = notify_server.await {
+                tracing::error!(error = %e, "notify server stopped");
+            }
+        }));
+        tracing::info!(region = %config.region, %api_addr, %notify_addr, http_addr = %ops_server.addr, "controller started");
+        Ok(Self {
+            api_addr,
+            notify_addr,
+            http_addr: ops_server.addr,
+            metrics,
+            tasks,
+        })
+    }
+}
+
+/// Keeps `/readyz` and the per-kind object gauges up to date.
+async fn watch_health(cache: Arc<Cache>, ready: Readiness, metrics: Arc<Metrics>) {
+    loop {
+        ready.set(cache.is_healthy());
+        metrics.objects.reset();
+        for (kind, n) in cache.counts() {
+            metrics.objects.with_label_values(&[kind]).set(n as i64);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Brings stored data to [`DATA_MODEL_VERSION`]. There are no upgrade steps yet: version 1 is the first.
+async fn upgrade_data_model(store: &Store) -> anyhow::Result<()> {
+    let key = format!("{}DataModelVersion", store.root());
+    let mut kv = store.client.kv_client();
+    let stored = match kv.get(key.as_str(), None).await?.kvs().first() {
+        Some(v) => v
+            .value_str()?
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| anyhow::anyhow!("reading {key}: {e}"))?,
+        None => 0,
+    };
+    if stored > DATA_MODEL_VERSION {
+        anyhow::bail!(
+            "stored data model version {stored} is newer than this controller's {DATA_MODEL_VERSION}: run a newer controller"
+        );
+    }
+    if stored < DATA_MODEL_VERSION {
+        // Upgrade steps from `stored` to DATA_MODEL_VERSION go here, each idempotent, in order.
+        kv.put(key.as_str(), DATA_MODEL_VERSION.to_string(), None)
+            .await?;
+        tracing::info!(
+            from = stored,
+            to = DATA_MODEL_VERSION,
+            "data model upgraded"
+        );
+    }
+    Ok(())
+}

@@ -1,11 +1,95 @@
-use clap::Parser;
+//! `regional-controller`: serves one region's object API and notify streams from etcd.
 
-/// Regional controller: the source of truth of one region, on etcd.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use edge_common::telemetry::{self, LogFormat};
+use regional_controller::{Config, Controller};
+
+/// Regional controller: the source of truth of one region. Stores every object in etcd, validates
+/// changes, tracks the lifecycle of clusters and app instances, and streams changes to the region's
+/// CRMs, DMEs and Shepherds.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// Region this controller serves (e.g. EU).
+    #[arg(long, env = "EDGE_REGION")]
+    region: String,
+    /// etcd client URLs, comma separated.
+    #[arg(
+        long,
+        env = "EDGE_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd: Vec<String>,
+    /// gRPC API address (master controller, edgectl).
+    #[arg(long, env = "EDGE_CTRL_API_ADDR", default_value = "127.0.0.1:55001")]
+    api_addr: SocketAddr,
+    /// gRPC notify address (CRMs, DMEs, Shepherds dial in).
+    #[arg(long, env = "EDGE_CTRL_NOTIFY_ADDR", default_value = "127.0.0.1:37001")]
+    notify_addr: SocketAddr,
+    /// HTTP address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "EDGE_CTRL_HTTP_ADDR", default_value = "127.0.0.1:36001")]
+    http_addr: SocketAddr,
+    /// Notify address handed to CRMs at cloudlet onboarding [default: the notify address].
+    #[arg(long, env = "EDGE_CTRL_NOTIFY_PUBLIC_ADDR")]
+    notify_public_addr: Option<String>,
+    /// Seconds a Create/Update/Delete stream waits for the CRM (the work continues after).
+    #[arg(long, env = "EDGE_CTRL_LIFECYCLE_TIMEOUT", default_value_t = 600)]
+    lifecycle_timeout_secs: u64,
+    /// Seconds a cloudlet's CRM may be disconnected before the cloudlet is marked Offline.
+    #[arg(long, env = "EDGE_CTRL_OFFLINE_AFTER", default_value_t = 30)]
+    offline_after_secs: u64,
+    /// Public port range of shared root load balancers, e.g. 10000-19999.
+    #[arg(long, env = "EDGE_CTRL_PORT_RANGE", default_value = "10000-19999", value_parser = parse_range)]
+    port_range: (u16, u16),
+    /// Name of this replica [default: controller-<pid>].
+    #[arg(long, env = "EDGE_CTRL_REPLICA")]
+    replica: Option<String>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "EDGE_LOG_JSON")]
+    log_json: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("regional-controller is not implemented yet")
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected LOW-HIGH, e.g. 10000-19999")?;
+    let lo: u16 = a.parse().map_err(|_| format!("\"{a}\" is not a port"))?;
+    let hi: u16 = b.parse().map_err(|_| format!("\"{b}\" is not a port"))?;
+    if lo == 0 || lo > hi {
+        return Err("LOW must be 1-65535 and not above HIGH".into());
+    }
+    Ok((lo, hi))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _telemetry = telemetry::init(
+        "regional-controller",
+        if args.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+    )?;
+    let mut config = Config::local(&args.region, "");
+    config.etcd_endpoints = args.etcd;
+    config.api_addr = args.api_addr;
+    config.notify_addr = args.notify_addr;
+    config.http_addr = args.http_addr;
+    config.notify_public_addr = args.notify_public_addr.unwrap_or_default();
+    config.lifecycle_timeout = Duration::from_secs(args.lifecycle_timeout_secs);
+    config.offline_after = Duration::from_secs(args.offline_after_secs);
+    config.port_range = args.port_range;
+    if let Some(r) = args.replica {
+        config.replica = r;
+    }
+    let _controller = Controller::start(config).await?;
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    Ok(())
 }

@@ -1,0 +1,202 @@
+//! AppApi: what a developer deploys — image, deployment type, access ports, default flavor.
+
+use edge_common::Keyed;
+use edge_proto::edge::app_api_server::AppApi;
+use edge_proto::edge::{App, AppKey, AppUpdate, ImageType, Result as ApiResult};
+use tonic::{Request, Response, Status};
+
+use super::{Api, ObjectStream, matches, now, result};
+use crate::error::{CtrlError, Result, invalid};
+use crate::validate;
+
+pub struct AppService(pub Api);
+
+const UPDATABLE: &[&str] = &[
+    "image_path",
+    "access_ports",
+    "default_flavor",
+    "auth_public_key",
+    "official_fqdn",
+    "command",
+    "env",
+    "deployment_manifest",
+];
+pub const DEPLOYMENTS: &[&str] = &["docker", "kubernetes", "vm", "helm"];
+
+pub fn validate_key(k: &AppKey) -> Result<()> {
+    validate::name("key.organization", &k.organization)?;
+    validate::name("key.name", &k.name)?;
+    validate::name("key.version", &k.version)
+}
+
+/// Fills defaults (image type from deployment and back) and checks every field.
+fn normalize(a: &mut App) -> Result<()> {
+    validate_key(&a.key.clone().unwrap_or_default())?;
+    let image_type = ImageType::try_from(a.image_type)
+        .map_err(|_| invalid(format!("invalid image_type {}", a.image_type)))?;
+    let image_type = match (image_type, a.deployment.as_str()) {
+        (ImageType::Unknown, "docker" | "kubernetes") => ImageType::Docker,
+        (ImageType::Unknown, "vm") => ImageType::Qcow,
+        (ImageType::Unknown, "helm") => ImageType::Helm,
+        (ImageType::Unknown, _) => {
+            return Err(invalid(
+                "image_type is required (IMAGE_TYPE_DOCKER, IMAGE_TYPE_QCOW or IMAGE_TYPE_HELM), or a deployment to derive it from",
+            ));
+        }
+        (t, _) => t,
+    };
+    a.image_type = image_type as i32;
+    if a.deployment.is_empty() {
+        a.deployment = match image_type {
+            ImageType::Qcow => "vm",
+            ImageType::Helm => "helm",
+            _ => "kubernetes",
+        }
+        .into();
+    }
+    if !DEPLOYMENTS.contains(&a.deployment.as_str()) {
+        return Err(invalid(format!(
+            "invalid deployment \"{}\": allowed are {}",
+            a.deployment,
+            DEPLOYMENTS.join(", ")
+        )));
+    }
+    let fits = match a.deployment.as_str() {
+        "docker" | "kubernetes" => image_type == ImageType::Docker,
+        "vm" => image_type == ImageType::Qcow,
+        _ => image_type == ImageType::Helm,
+    };
+    if !fits {
+        return Err(invalid(format!(
+            "image_type {} does not fit deployment \"{}\": docker and kubernetes need IMAGE_TYPE_DOCKER, vm needs IMAGE_TYPE_QCOW, helm needs IMAGE_TYPE_HELM",
+            image_type.as_str_name(),
+            a.deployment
+        )));
+    }
+    validate_fields(a)
+}
+
+fn validate_fields(a: &App) -> Result<()> {
+    if a.image_path.is_empty() {
+        return Err(invalid("image_path is required"));
+    }
+    if a.image_path.chars().any(char::is_whitespace) {
+        return Err(invalid(format!(
+            "invalid image_path \"{}\": must not contain spaces",
+            a.image_path
+        )));
+    }
+    if a.image_type == ImageType::Qcow as i32 {
+        let md5 = a
+            .image_path
+            .split_once("#md5:")
+            .map(|(_, m)| m)
+            .unwrap_or_default();
+        let url_ok = a.image_path.starts_with("http://") || a.image_path.starts_with("https://");
+        if !url_ok || md5.len() != 32 || !md5.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "invalid image_path \"{}\": a VM image must be an http(s) URL ending in #md5:<32 hex digits>",
+                a.image_path
+            )));
+        }
+    }
+    if !a.access_ports.is_empty() {
+        validate::access_ports("access_ports", &a.access_ports)?;
+    }
+    if let Some(f) = &a.default_flavor {
+        validate::name("default_flavor.name", &f.name)?;
+    }
+    if !a.auth_public_key.is_empty() && !a.auth_public_key.contains("-----BEGIN PUBLIC KEY-----") {
+        return Err(invalid(
+            "invalid auth_public_key: must be a PEM public key (-----BEGIN PUBLIC KEY-----)",
+        ));
+    }
+    let fqdn_ok = a.official_fqdn.len() <= 253
+        && a.official_fqdn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if !fqdn_ok {
+        return Err(invalid(format!(
+            "invalid official_fqdn \"{}\": letters, digits, '.' and '-' only, at most 253 characters",
+            a.official_fqdn
+        )));
+    }
+    for k in a.env.keys() {
+        let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(invalid(format!(
+                "invalid env name \"{k}\": letters, digits and '_', not starting with a digit"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AppApi for AppService {
+    async fn create_app(&self, req: Request<App>) -> Result<Response<ApiResult>, Status> {
+        let mut a = req.into_inner();
+        normalize(&mut a)?;
+        a.created_at = now();
+        a.updated_at = a.created_at;
+        self.0.create_plain(&a).await?;
+        Ok(Response::new(result("App created")))
+    }
+
+    async fn update_app(&self, req: Request<AppUpdate>) -> Result<Response<ApiResult>, Status> {
+        let AppUpdate { app, fields } = req.into_inner();
+        let new = app.ok_or_else(|| invalid("app is required"))?;
+        let fields = validate::check_fields(&fields, UPDATABLE)?;
+        let key = new.key.clone().unwrap_or_default();
+        validate_key(&key)?;
+        if fields.iter().any(|f| f == "access_ports") {
+            let users = self.0.store.referrers(App::KIND, &key.key_string()).await?;
+            if !users.is_empty() {
+                return Err(CtrlError::FailedPrecondition(format!(
+                    "access_ports of App \"{}\" cannot change while it has instances: {}",
+                    key.key_string(),
+                    users.join(", ")
+                ))
+                .into());
+            }
+        }
+        self.0
+            .update_plain::<App>(&key.key_string(), |a| {
+                for field in &fields {
+                    match field.as_str() {
+                        "image_path" => a.image_path = new.image_path.clone(),
+                        "access_ports" => a.access_ports = new.access_ports.clone(),
+                        "default_flavor" => a.default_flavor = new.default_flavor.clone(),
+                        "auth_public_key" => a.auth_public_key = new.auth_public_key.clone(),
+                        "official_fqdn" => a.official_fqdn = new.official_fqdn.clone(),
+                        "command" => a.command = new.command.clone(),
+                        "env" => a.env = new.env.clone(),
+                        _ => a.deployment_manifest = new.deployment_manifest.clone(),
+                    }
+                }
+                a.updated_at = now();
+                validate_fields(a)
+            })
+            .await?;
+        Ok(Response::new(result("App updated")))
+    }
+
+    async fn delete_app(&self, req: Request<App>) -> Result<Response<ApiResult>, Status> {
+        let key = req.into_inner().key.unwrap_or_default();
+        validate_key(&key)?;
+        self.0.delete_plain::<App>(&key.key_string()).await?;
+        Ok(Response::new(result("App deleted")))
+    }
+
+    type ShowAppStream = ObjectStream<App>;
+    async fn show_app(&self, req: Request<App>) -> Result<Response<Self::ShowAppStream>, Status> {
+        let f = req.into_inner().key.unwrap_or_default();
+        Ok(Response::new(self.0.show(|a: &App| {
+            let k = a.key.clone().unwrap_or_default();
+            matches(&f.organization, &k.organization)
+                && matches(&f.name, &k.name)
+                && matches(&f.version, &k.version)
+        })))
+    }
+}

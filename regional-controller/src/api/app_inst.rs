@@ -1,0 +1,379 @@
+//! AppInstApi: an App deployed on a cluster (or as a VM) on a cloudlet, with public ports on the
+//! cloudlet's shared root load balancer.
+
+use std::collections::BTreeSet;
+
+use edge_common::Keyed;
+use edge_proto::edge::app_inst_api_server::AppInstApi;
+use edge_proto::edge::{
+    App, AppInst, AppInstKey, AppInstUpdate, AppPort, Cloudlet, CloudletInfo, ClusterInst,
+    IpAccess, LProto, TrackedState,
+};
+use tonic::{Request, Response, Status};
+
+use super::cloudlet::key_matches;
+use super::{Api, ObjectStream, ProgressStream, matches, now};
+use crate::error::{CtrlError, Result, invalid};
+use crate::objects::{Object, Tracked};
+use crate::store::{Store, Write};
+use crate::validate;
+
+pub struct AppInstService(pub Api);
+
+pub fn validate_key(k: &AppInstKey) -> Result<()> {
+    validate::name("key.organization", &k.organization)?;
+    validate::name("key.name", &k.name)
+}
+
+fn precondition(msg: String) -> CtrlError {
+    CtrlError::FailedPrecondition(msg)
+}
+
+fn proto_name(p: i32) -> &'static str {
+    if p == LProto::Udp as i32 {
+        "udp"
+    } else {
+        "tcp"
+    }
+}
+
+/// Keys of the public ports an AppInst holds on a cloudlet: `Port/<cloudlet>/<proto>/<port>`.
+fn port_keys(store: &Store, cloudlet: &str, p: &AppPort) -> Vec<String> {
+    let prefix = store.ports_prefix(cloudlet);
+    (p.public_port..p.public_port + validate::port_count(p))
+        .map(|port| format!("{prefix}{}/{port}", proto_name(p.proto)))
+        .collect()
+}
+
+impl AppInstService {
+    /// Checks `inst` against the objects it refers to, fills the derived fields (cloudlet, flavor, ports,
+    /// URI) and adds guards, reference keys and port holds to `w`.
+    async fn prepare(&self, inst: &mut AppInst, w: &mut Write) -> Result<()> {
+        let api = &self.0;
+        let key = inst.key.clone().unwrap_or_default();
+        let app_key = inst
+            .app_key
+            .clone()
+            .ok_or_else(|| invalid("app_key is required"))?;
+        validate::name("app_key.organization", &app_key.organization)?;
+        validate::name("app_key.name", &app_key.name)?;
+        validate::name("app_key.version", &app_key.version)?;
+        if app_key.organization != key.organization {
+            return Err(invalid(format!(
+                "app_key.organization \"{}\" must match key.organization \"{}\": an AppInst belongs to its App's organization",
+                app_key.organization, key.organization
+            )));
+        }
+        let app = api.store.must_get::<App>(&app_key.key_string()).await?.obj;
+
+        let cluster = match inst
+            .cluster_key
+            .clone()
+            .filter(|k| !k.name.is_empty() || !k.organization.is_empty())
+        {
+            None if app.deployment == "vm" => None,
+            None => {
+                return Err(invalid(format!(
+                    "cluster_key is required for a {} App",
+                    app.deployment
+                )));
+            }
+            Some(_) if app.deployment == "vm" => {
+                return Err(invalid(
+                    "cluster_key must be empty for a vm App: it runs as its own VM",
+                ));
+            }
+            Some(ck) => {
+                validate::name("cluster_key.organization", &ck.organization)?;
+                validate::name("cluster_key.name", &ck.name)?;
+                if ck.organization != key.organization {
+                    return Err(invalid(format!(
+                        "cluster_key.organization \"{}\" must match key.organization \"{}\"",
+                        ck.organization, key.organization
+                    )));
+                }
+                let c = api
+                    .store
+                    .must_get::<ClusterInst>(&ck.key_string())
+                    .await?
+                    .obj;
+                if c.state() != TrackedState::Ready {
+                    return Err(precondition(format!(
+                        "ClusterInst \"{}\" is {}: wait until it is READY",
+                        ck.key_string(),
+                        c.state().as_str_name()
+                    )));
+                }
+                let needed = if app.deployment == "docker" {
+                    "docker"
+                } else {
+                    "kubernetes"
+                };
+                if c.deployment != needed {
+                    return Err(invalid(format!(
+                        "App deployment \"{}\" needs a {needed} cluster, ClusterInst \"{}\" is {}",
+                        app.deployment,
+                        ck.key_string(),
+                        c.deployment
+                    )));
+                }
+                Some(c)
+            }
+        };
+
+        let cloudlet_key = match (&inst.cloudlet_key, &cluster) {
+            (Some(k), Some(c)) if !k.name.is_empty() && Some(k) != c.cloudlet_key.as_ref() => {
+                return Err(invalid(format!(
+                    "cloudlet_key \"{}\" differs from the cloudlet of its cluster, \"{}\"",
+                    k.key_string(),
+                    c.cloudlet_key.clone().unwrap_or_default().key_string()
+                )));
+            }
+            (_, Some(c)) => c.cloudlet_key.clone().unwrap_or_default(),
+            (Some(k), None) => k.clone(),
+            (None, None) => return Err(invalid("cloudlet_key is required for a vm App")),
+        };
+        validate::name("cloudlet_key.organization", &cloudlet_key.organization)?;
+        validate::name("cloudlet_key.name", &cloudlet_key.name)?;
+        let ck = cloudlet_key.key_string();
+        let cloudlet = api.store.must_get::<Cloudlet>(&ck).await?.obj;
+        if cloudlet.state() != TrackedState::Ready {
+            return Err(precondition(format!(
+                "Cloudlet \"{ck}\" is {}: start its CRM and wait until it is READY",
+                cloudlet.state().as_str_name()
+            )));
+        }
+        if cluster.is_none()
+            && !api
+                .cache
+                .get::<CloudletInfo>(&ck)
+                .and_then(|i| i.features)
+                .is_some_and(|f| f.supports_vms)
+        {
+            return Err(precondition(format!(
+                "Cloudlet \"{ck}\" does not support VM apps"
+            )));
+        }
+        inst.cloudlet_key = Some(cloudlet_key);
+
+        if inst.flavor.as_ref().is_none_or(|f| f.name.is_empty()) {
+            inst.flavor = app
+                .default_flavor
+                .clone()
+                .or_else(|| cluster.as_ref().and_then(|c| c.flavor.clone()));
+        }
+        if inst.flavor.as_ref().is_none_or(|f| f.name.is_empty()) {
+            return Err(invalid("flavor is required: the App has no default_flavor"));
+        }
+
+        let mut ports = if app.access_ports.is_empty() {
+            Vec::new()
+        } else {
+            validate::access_ports("access_ports", &app.access_ports)?
+        };
+        let shared = cluster
+            .as_ref()
+            .is_none_or(|c| c.ip_access == IpAccess::Shared as i32);
+        if shared {
+            self.allocate_ports(w, &ck, &key.key_string(), &mut ports)
+                .await?;
+            inst.uri = cloudlet.root_lb_fqdn.clone();
+        } else {
+            for p in &mut ports {
+                p.public_port = p.internal_port;
+            }
+            let cname = cluster
+                .as_ref()
+                .and_then(|c| c.key.clone())
+                .unwrap_or_default()
+                .name;
+            inst.uri = format!(
+                "{}.{}",
+                cname.to_ascii_lowercase().replace('_', "-"),
+                cloudlet.root_lb_fqdn
+            );
+        }
+        inst.mapped_ports = ports;
+
+        let refs = inst.references();
+        api.guard_refs(w, &refs).await?;
+        w.absent(&api.store.path_of(inst));
+        api.store.put_refs(w, inst, &refs);
+        Ok(())
+    }
+
+    /// Picks the lowest free public ports of the configured range on the cloudlet (TCP and UDP counted
+    /// separately; a range gets a contiguous block) and holds them in the same write.
+    async fn allocate_ports(
+        &self,
+        w: &mut Write,
+        cloudlet: &str,
+        inst: &str,
+        ports: &mut [AppPort],
+    ) -> Result<()> {
+        let store = &self.0.store;
+        let prefix = store.ports_prefix(cloudlet);
+        let mut held: BTreeSet<(String, i32)> = store
+            .keys(&prefix)
+            .await?
+            .iter()
+            .filter_map(|k| {
+                let (proto, port) = k.strip_prefix(&prefix)?.split_once('/')?;
+                Some((proto.to_string(), port.parse().ok()?))
+            })
+            .collect();
+        let (lo, hi) = self.0.config.port_range;
+        for p in ports.iter_mut() {
+            let proto = proto_name(p.proto).to_string();
+            let n = validate::port_count(p);
+            let start = (i32::from(lo)..=i32::from(hi) - n + 1)
+                .find(|s| (*s..*s + n).all(|port| !held.contains(&(proto.clone(), port))))
+                .ok_or_else(|| {
+                    precondition(format!(
+                        "no {n} free public {proto} port(s) left on Cloudlet \"{cloudlet}\" (range {lo}-{hi})"
+                    ))
+                })?;
+            p.public_port = start;
+            if p.end_port != 0 {
+                p.end_port = start + n - 1;
+            }
+            for port in start..start + n {
+                held.insert((proto.clone(), port));
+            }
+            for k in port_keys(store, cloudlet, p) {
+                w.absent(&k);
+                w.put(&k, inst);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The public-port keys an AppInst holds, for release when it is deleted.
+pub async fn held_ports(store: &Store, inst: &AppInst) -> Result<Vec<String>> {
+    let cloudlet = inst.cloudlet_key.clone().unwrap_or_default().key_string();
+    let me = inst.key_string();
+    let resp = store
+        .client
+        .kv_client()
+        .get(
+            store.ports_prefix(&cloudlet),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .filter(|kv| kv.value() == me.as_bytes())
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect())
+}
+
+#[tonic::async_trait]
+impl AppInstApi for AppInstService {
+    type CreateAppInstStream = ProgressStream;
+    async fn create_app_inst(
+        &self,
+        req: Request<AppInst>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let req = req.into_inner();
+        let key = req.key.clone().unwrap_or_default();
+        validate_key(&key)?;
+        let api = &self.0;
+        let what = format!("AppInst \"{}\"", key.key_string());
+        let create = api.write(&what, || async {
+            let mut inst = req.clone();
+            let mut w = Write::default();
+            self.prepare(&mut inst, &mut w).await?;
+            inst.request(TrackedState::CreateRequested);
+            inst.created_at = now();
+            inst.updated_at = inst.created_at;
+            api.store.put_obj(&mut w, &inst);
+            let done = api.store.commit(w).await?;
+            if done.is_none()
+                && api
+                    .store
+                    .get::<AppInst>(&inst.key_string())
+                    .await?
+                    .is_some()
+            {
+                return Err(CtrlError::AlreadyExists(inst.describe()));
+            }
+            Ok(done)
+        });
+        Ok(Response::new(
+            api.create_tracked::<AppInst>(key.key_string(), create)
+                .await?,
+        ))
+    }
+
+    type UpdateAppInstStream = ProgressStream;
+    async fn update_app_inst(
+        &self,
+        req: Request<AppInstUpdate>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let AppInstUpdate { app_inst, fields } = req.into_inner();
+        let new = app_inst.ok_or_else(|| invalid("app_inst is required"))?;
+        // No fields: redeploy as it is (e.g. to pick up a new image of the App).
+        let fields = if fields.is_empty() {
+            Vec::new()
+        } else {
+            validate::check_fields(&fields, &["flavor"])?
+        };
+        let key = new.key.clone().unwrap_or_default();
+        validate_key(&key)?;
+        if fields.iter().any(|f| f == "flavor") {
+            let name = new.flavor.clone().unwrap_or_default().name;
+            validate::name("flavor.name", &name)?;
+            self.0
+                .store
+                .must_get::<edge_proto::edge::Flavor>(&name)
+                .await?;
+        }
+        let stream = self
+            .0
+            .update_tracked::<AppInst>(key.key_string(), |i| {
+                if !fields.is_empty() {
+                    i.flavor = new.flavor.clone();
+                }
+                i.updated_at = now();
+            })
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    type DeleteAppInstStream = ProgressStream;
+    async fn delete_app_inst(
+        &self,
+        req: Request<AppInst>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let key = req.into_inner().key.unwrap_or_default();
+        validate_key(&key)?;
+        Ok(Response::new(
+            self.0.delete_tracked::<AppInst>(key.key_string()).await?,
+        ))
+    }
+
+    type ShowAppInstStream = ObjectStream<AppInst>;
+    async fn show_app_inst(
+        &self,
+        req: Request<AppInst>,
+    ) -> Result<Response<Self::ShowAppInstStream>, Status> {
+        let f = req.into_inner();
+        let fk = f.key.unwrap_or_default();
+        let fa = f.app_key.unwrap_or_default();
+        let fc = f.cloudlet_key.unwrap_or_default();
+        let fcl = f.cluster_key.unwrap_or_default();
+        Ok(Response::new(self.0.show(|i: &AppInst| {
+            let k = i.key.clone().unwrap_or_default();
+            let a = i.app_key.clone().unwrap_or_default();
+            let cl = i.cluster_key.clone().unwrap_or_default();
+            matches(&fk.organization, &k.organization)
+                && matches(&fk.name, &k.name)
+                && matches(&fa.name, &a.name)
+                && matches(&fa.version, &a.version)
+                && key_matches(&fc, i.cloudlet_key.as_ref())
+                && matches(&fcl.name, &cl.name)
+        })))
+    }
+}

@@ -1,0 +1,329 @@
+//! In-memory mirror of the region's objects, fed by one etcd watch.
+//!
+//! API reads (Show), notify syncs and progress streams read from here; writes go to etcd and come back
+//! through the watch, so every replica sees exactly what was committed. The watch resumes from the last
+//! revision after an error or an etcd restart, and reloads everything when that revision was compacted
+//! (subscribers then get [`Event::Reset`] and resync).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use edge_proto::edge::ChangeAction;
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use tokio::sync::{broadcast, watch};
+
+use crate::objects::{Any, Object, decode};
+use crate::store::Store;
+
+/// One committed change of an object.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub action: ChangeAction,
+    pub revision: i64,
+    /// etcd key of the object
+    pub path: String,
+    /// the object after the change, or as it was before a delete
+    pub object: Any,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Change(Arc<Change>),
+    /// The cache was reloaded from scratch: resync from a new snapshot.
+    Reset,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Any>,
+    /// cloudlet key strings whose CRM holds a notify connection (on any replica)
+    connected: BTreeSet<String>,
+    revision: i64,
+}
+
+pub struct Cache {
+    store: Store,
+    state: RwLock<State>,
+    events: broadcast::Sender<Event>,
+    revision: watch::Sender<i64>,
+    /// false until the first load, and while the watch is broken
+    healthy: watch::Sender<bool>,
+}
+
+impl Cache {
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            state: RwLock::default(),
+            events: broadcast::channel(4096).0,
+            revision: watch::channel(0).0,
+            healthy: watch::channel(false).0,
+        })
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        *self.healthy.borrow()
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.read().expect("cache lock").revision
+    }
+
+    /// Waits until the cache reflects etcd revision `rev` (read-your-writes for API callers).
+    pub async fn wait_for(&self, rev: i64) {
+        let mut rx = self.revision.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r >= rev)).await;
+    }
+
+    /// Subscribes to changes and takes a consistent snapshot: every change after the snapshot's revision
+    /// arrives on the receiver, none before.
+    pub fn snapshot(&self) -> (Vec<(String, Any)>, i64, broadcast::Receiver<Event>) {
+        let st = self.state.read().expect("cache lock");
+        let rx = self.events.subscribe();
+        let objs = st
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (objs, st.revision, rx)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn get<T: Object>(&self, key: &str) -> Option<T> {
+        let st = self.state.read().expect("cache lock");
+        st.objects
+            .get(&self.store.path(T::KIND, key))
+            .and_then(T::from_any)
+            .cloned()
+    }
+
+    pub fn get_path(&self, path: &str) -> Option<Any> {
+        self.state
+            .read()
+            .expect("cache lock")
+            .objects
+            .get(path)
+            .cloned()
+    }
+
+    /// Every object of kind `T`.
+    pub fn list<T: Object>(&self) -> Vec<T> {
+        let prefix = edge_common::store_prefix(&self.store.region, T::KIND);
+        let st = self.state.read().expect("cache lock");
+        st.objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, v)| T::from_any(v).cloned())
+            .collect()
+    }
+
+    pub fn is_connected(&self, cloudlet: &str) -> bool {
+        self.state
+            .read()
+            .expect("cache lock")
+            .connected
+            .contains(cloudlet)
+    }
+
+    /// Number of objects per kind, for metrics.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for o in self.state.read().expect("cache lock").objects.values() {
+            *counts.entry(crate::objects::kind_of(o)).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Keeps the cache in sync with etcd until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut resume_from = None;
+        loop {
+            let from = match resume_from {
+                Some(rev) => rev,
+                None => match self.load().await {
+                    Ok(rev) => rev,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "loading the region from etcd failed; retrying");
+                        self.healthy.send_replace(false);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            match self.watch_from(from + 1).await {
+                WatchEnd::Compacted => {
+                    tracing::warn!(
+                        revision = from,
+                        "watch revision was compacted; reloading the region"
+                    );
+                    resume_from = None;
+                }
+                WatchEnd::Error(e) => {
+                    tracing::warn!(error = %e, "etcd watch broke; resuming from revision {}", self.revision());
+                    self.healthy.send_replace(false);
+                    resume_from = Some(self.revision());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Loads every key of the region; returns the revision of the load.
+    async fn load(&self) -> Result<i64, etcd_client::Error> {
+        let root = self.store.root();
+        let resp = self
+            .store
+            .client
+            .kv_client()
+            .get(root.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let mut fresh = State {
+            revision: rev,
+            ..Default::default()
+        };
+        for kv in resp.kvs() {
+            let path = String::from_utf8_lossy(kv.key()).into_owned();
+            match self.classify(&path) {
+                Some(Entry::Object(kind)) => match decode(kind, kv.value()) {
+                    Some(Ok(obj)) => {
+                        fresh.objects.insert(path, obj);
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(key = %path, error = %e, "skipping unreadable stored object")
+                    }
+                    None => {}
+                },
+                Some(Entry::Conn(c)) => {
+                    fresh.connected.insert(c);
+                }
+                None => {}
+            }
+        }
+        {
+            let mut st = self.state.write().expect("cache lock");
+            *st = fresh;
+            // Subscribers (none at the first load) resync from a new snapshot.
+            let _ = self.events.send(Event::Reset);
+        }
+        self.revision.send_replace(rev);
+        self.healthy.send_replace(true);
+        tracing::info!(
+            revision = rev,
+            objects = self.state.read().expect("cache lock").objects.len(),
+            "region loaded"
+        );
+        Ok(rev)
+    }
+
+    async fn watch_from(&self, start: i64) -> WatchEnd {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(start)
+            .with_progress_notify();
+        let mut stream = match self
+            .store
+            .client
+            .watch_client()
+            .watch(self.store.root(), Some(opts))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return WatchEnd::Error(e.to_string()),
+        };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return WatchEnd::Error("watch stream ended".into()),
+                Err(e) => return WatchEnd::Error(e.to_string()),
+            };
+            if resp.compact_revision() > 0 {
+                return WatchEnd::Compacted;
+            }
+            if resp.canceled() {
+                return WatchEnd::Error(format!("watch canceled: {}", resp.cancel_reason()));
+            }
+            self.healthy.send_replace(true);
+            let header_rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+            let mut st = self.state.write().expect("cache lock");
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let path = String::from_utf8_lossy(kv.key()).into_owned();
+                let rev = kv.mod_revision();
+                st.revision = st.revision.max(rev);
+                match (self.classify(&path), ev.event_type()) {
+                    (Some(Entry::Object(kind)), EventType::Put) => match decode(kind, kv.value()) {
+                        Some(Ok(obj)) => {
+                            st.objects.insert(path.clone(), obj.clone());
+                            let c = Change {
+                                action: ChangeAction::Update,
+                                revision: rev,
+                                path,
+                                object: obj,
+                            };
+                            let _ = self.events.send(Event::Change(Arc::new(c)));
+                        }
+                        Some(Err(e)) => {
+                            tracing::error!(key = %path, error = %e, "ignoring unreadable stored object")
+                        }
+                        None => {}
+                    },
+                    (Some(Entry::Object(_)), EventType::Delete) => {
+                        if let Some(obj) = st.objects.remove(&path) {
+                            let c = Change {
+                                action: ChangeAction::Delete,
+                                revision: rev,
+                                path,
+                                object: obj,
+                            };
+                            let _ = self.events.send(Event::Change(Arc::new(c)));
+                        }
+                    }
+                    (Some(Entry::Conn(c)), EventType::Put) => {
+                        st.connected.insert(c);
+                    }
+                    (Some(Entry::Conn(c)), EventType::Delete) => {
+                        st.connected.remove(&c);
+                    }
+                    (None, _) => {}
+                }
+            }
+            // A progress notification (no events) says everything up to its header revision was seen. With
+            // events, the header may be ahead of events still to come, so only the events count.
+            if resp.events().is_empty() {
+                st.revision = st.revision.max(header_rev);
+            }
+            let rev = st.revision;
+            drop(st);
+            self.revision.send_replace(rev);
+        }
+    }
+
+    fn classify<'a>(&self, path: &'a str) -> Option<Entry<'a>> {
+        let rest = path.strip_prefix(&self.store.root())?;
+        let (kind, key) = rest.split_once('/')?;
+        match kind {
+            "Conn" => Some(Entry::Conn(key.to_string())),
+            "Ref" | "Port" => None,
+            k => Some(Entry::Object(k)),
+        }
+    }
+}
+
+enum Entry<'a> {
+    Object(&'a str),
+    Conn(String),
+}
+
+enum WatchEnd {
+    Compacted,
+    Error(String),
+}

@@ -1,0 +1,461 @@
+//! The notify server (port 37001): one bidirectional stream per CRM, DME or Shepherd.
+//!
+//! After the client's hello (CRMs and Shepherds prove their cloudlet with its access key), the server
+//! sends every visible object of the wanted kinds, `SendAllEnd`, then each committed change from the
+//! cache (which follows the etcd watch, so every replica streams the same truth). CRMs and Shepherds see
+//! only their cloudlet's objects: its Cloudlet, ClusterInsts and AppInsts, the Apps those AppInsts use,
+//! and all Flavors. A CRM's reports are written to etcd; while its stream lives, the controller holds a
+//! `Conn/<cloudlet>` key on an etcd lease, and a cloudlet whose key expired is marked Offline.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_common::{Keyed, access_key};
+use edge_proto::edge::notify_server::Notify;
+use edge_proto::edge::{
+    App, AppInst, Change as ChangeMsg, ChangeAction, ClientType, Cloudlet, CloudletInfo,
+    CloudletKey, CloudletState, Hello, HelloReply, NotifyDown, NotifyUp, ObjectKind, SendAllEnd,
+    notify_down, notify_up,
+};
+use etcd_client::PutOptions;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::Api;
+use crate::cache::{Cache, Event};
+use crate::error::{CtrlError, Result};
+use crate::metrics::Metrics;
+use crate::objects::{Any, kind_of, sync_rank};
+use crate::store::Write;
+
+pub struct NotifyService {
+    pub api: Api,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Who is on the other end of a stream, after the hello.
+#[derive(Clone, Debug)]
+struct Client {
+    kind: ClientType,
+    /// the client's cloudlet (CRM, Shepherd); None for a DME, which sees the whole region
+    cloudlet: Option<CloudletKey>,
+    /// the access public key the client authenticated with
+    public_key: String,
+    wanted: HashSet<&'static str>,
+    name: String,
+}
+
+fn kind_name(k: ObjectKind) -> Option<&'static str> {
+    Some(match k {
+        ObjectKind::Flavor => "Flavor",
+        ObjectKind::OperatorCode => "OperatorCode",
+        ObjectKind::Cloudlet => "Cloudlet",
+        ObjectKind::CloudletInfo => "CloudletInfo",
+        ObjectKind::ClusterInst => "ClusterInst",
+        ObjectKind::App => "App",
+        ObjectKind::AppInst => "AppInst",
+        ObjectKind::Unknown => return None,
+    })
+}
+
+impl NotifyService {
+    fn authenticate(&self, hello: &Hello) -> Result<Client> {
+        let region = &self.api.store.region;
+        if &hello.region != region {
+            return Err(CtrlError::Invalid(format!(
+                "this controller serves region \"{region}\", not \"{}\"",
+                hello.region
+            )));
+        }
+        let kind = hello.client_type();
+        let default_kinds: &[&'static str] = match kind {
+            ClientType::Crm | ClientType::Shepherd => {
+                &["Flavor", "Cloudlet", "ClusterInst", "App", "AppInst"]
+            }
+            ClientType::Dme => &[
+                "Flavor",
+                "OperatorCode",
+                "Cloudlet",
+                "CloudletInfo",
+                "App",
+                "AppInst",
+            ],
+            ClientType::Unknown => {
+                return Err(CtrlError::Invalid("hello.client_type is required".into()));
+            }
+        };
+        let mut wanted: HashSet<&'static str> = hello.wanted().filter_map(kind_name).collect();
+        if wanted.is_empty() {
+            wanted = default_kinds.iter().copied().collect();
+        }
+        let mut client = Client {
+            kind,
+            cloudlet: None,
+            public_key: String::new(),
+            wanted,
+            name: hello.client_name.clone(),
+        };
+        if kind == ClientType::Dme {
+            return Ok(client);
+        }
+        let key = hello
+            .cloudlet_key
+            .clone()
+            .ok_or_else(|| CtrlError::Invalid("hello.cloudlet_key is required".into()))?;
+        // One answer for an unknown cloudlet and a wrong key: the caller learns nothing about which.
+        let refuse = |why: String| {
+            tracing::warn!(cloudlet = %key.key_string(), why, "notify client refused");
+            CtrlError::Unauthenticated(format!(
+                "cloudlet \"{}\": unknown cloudlet or wrong access key",
+                key.key_string()
+            ))
+        };
+        let cloudlet = self
+            .api
+            .cache
+            .get::<Cloudlet>(&key.key_string())
+            .ok_or_else(|| refuse("unknown cloudlet".into()))?;
+        access_key::verify(
+            &cloudlet.access_public_key,
+            region,
+            &key.organization,
+            &key.name,
+            hello.signed_at,
+            &hello.signature,
+            edge_common::now_ms(),
+        )
+        .map_err(|e| refuse(e.to_string()))?;
+        client.cloudlet = Some(key);
+        client.public_key = cloudlet.access_public_key;
+        Ok(client)
+    }
+}
+
+type DownStream = ReceiverStream<Result<NotifyDown, Status>>;
+
+#[tonic::async_trait]
+impl Notify for NotifyService {
+    type StreamStream = DownStream;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<NotifyUp>>,
+    ) -> Result<Response<DownStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let Some(NotifyUp {
+            msg: Some(notify_up::Msg::Hello(hello)),
+            ..
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first notify message must be a hello",
+            ));
+        };
+        let client = self.authenticate(&hello)?;
+        tracing::info!(client_type = client.kind.as_str_name(), cloudlet = ?client.cloudlet.as_ref().map(|k| k.key_string()), name = %client.name, "notify client connected");
+        let (tx, rx) = mpsc::channel(1024);
+        let session = Session {
+            api: self.api.clone(),
+            client,
+            tx,
+            sent: HashSet::new(),
+        };
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let gauge = metrics
+                .notify_clients
+                .with_label_values(&[session.client.kind.as_str_name()]);
+            gauge.inc();
+            session.run(inbound).await;
+            gauge.dec();
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    api: Api,
+    client: Client,
+    tx: mpsc::Sender<Result<NotifyDown, Status>>,
+    /// etcd paths of the objects this client holds
+    sent: HashSet<String>,
+}
+
+/// Why a session ended.
+enum End {
+    ClientGone,
+    Refused(Status),
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<NotifyUp>) {
+        let cfg = self.api.config.clone();
+        let crm_key = self
+            .client
+            .cloudlet
+            .clone()
+            .filter(|_| self.client.kind == ClientType::Crm);
+        let conn = crm_key.as_ref().map(|k| {
+            let key = self.api.store.conn_key(&k.key_string());
+            tokio::spawn(hold_connection(
+                self.api.store.client.clone(),
+                key,
+                cfg.replica.clone(),
+                cfg.offline_after,
+            ))
+        });
+        let reply = HelloReply {
+            region: self.api.store.region.clone(),
+            controller: cfg.replica.clone(),
+            heartbeat_interval_secs: cfg.heartbeat_interval.as_secs().max(1) as u32,
+        };
+        let end: Result<(), End> = async {
+            self.send(notify_down::Msg::HelloReply(reply)).await?;
+            let mut events = self.full_sync().await?;
+            // A client silent for three heartbeat intervals is gone (half-open connection).
+            let silence = cfg.heartbeat_interval * 3;
+            let mut deadline = tokio::time::Instant::now() + silence;
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(Event::Change(c)) => self.on_change(&c).await?,
+                        Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => events = self.full_sync().await?,
+                        Err(broadcast::error::RecvError::Closed) => return Err(End::ClientGone),
+                    },
+                    msg = inbound.message() => match msg {
+                        Ok(Some(up)) => {
+                            deadline = tokio::time::Instant::now() + silence;
+                            self.on_report(up).await;
+                        }
+                        Ok(None) | Err(_) => return Err(End::ClientGone),
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!(name = %self.client.name, "notify client silent for {} s; closing", silence.as_secs());
+                        return Err(End::ClientGone);
+                    }
+                }
+            }
+        }
+        .await;
+        if let Err(End::Refused(status)) = end {
+            let _ = self.tx.send(Err(status)).await;
+        }
+        if let Some(task) = conn {
+            // The lease now expires after `offline_after` unless the CRM reconnects (to any replica).
+            task.abort();
+        }
+        tracing::info!(name = %self.client.name, "notify client disconnected");
+    }
+
+    async fn send(&self, msg: notify_down::Msg) -> Result<(), End> {
+        let down = NotifyDown {
+            trace_context: Default::default(),
+            msg: Some(msg),
+        };
+        self.tx.send(Ok(down)).await.map_err(|_| End::ClientGone)
+    }
+
+    async fn send_change(
+        &mut self,
+        action: ChangeAction,
+        revision: i64,
+        path: &str,
+        object: Any,
+    ) -> Result<(), End> {
+        match action {
+            ChangeAction::Delete => self.sent.remove(path),
+            ChangeAction::Update => self.sent.insert(path.to_string()),
+        };
+        let change = ChangeMsg {
+            action: action as i32,
+            revision,
+            object: Some(object),
+        };
+        self.send(notify_down::Msg::Change(change)).await
+    }
+
+    /// Sends every visible object (what others refer to first), then `SendAllEnd`. The client drops
+    /// whatever it holds that this resend did not include.
+    async fn full_sync(&mut self) -> Result<broadcast::Receiver<Event>, End> {
+        let (mut objs, rev, rx) = self.api.cache.snapshot();
+        objs.sort_by_key(|(path, o)| (sync_rank(kind_of(o)), path.clone()));
+        self.sent.clear();
+        for (path, obj) in objs {
+            if self.visible(&obj, &self.api.cache) {
+                self.send_change(ChangeAction::Update, rev, &path, obj)
+                    .await?;
+            }
+        }
+        self.send(notify_down::Msg::SendAllEnd(SendAllEnd { revision: rev }))
+            .await?;
+        Ok(rx)
+    }
+
+    async fn on_change(&mut self, c: &crate::cache::Change) -> Result<(), End> {
+        if let (Some(mine), Any::Cloudlet(cl)) = (&self.client.cloudlet, &c.object)
+            && cl.key.as_ref() == Some(mine)
+            && (c.action == ChangeAction::Delete || cl.access_public_key != self.client.public_key)
+        {
+            return Err(End::Refused(Status::unauthenticated(format!(
+                "cloudlet \"{}\" was deleted or its access key rotated",
+                mine.key_string()
+            ))));
+        }
+        if c.action == ChangeAction::Delete {
+            if self.sent.contains(&c.path) {
+                self.send_change(ChangeAction::Delete, c.revision, &c.path, c.object.clone())
+                    .await?;
+            }
+            return Ok(());
+        }
+        if !self.visible(&c.object, &self.api.cache) {
+            return Ok(());
+        }
+        // A cloudlet-scoped client gets an AppInst's App before the AppInst itself.
+        if let (Some(_), Any::AppInst(i)) = (&self.client.cloudlet, &c.object) {
+            let app_key = i.app_key.clone().unwrap_or_default().key_string();
+            let app_path = self.api.store.path(App::KIND, &app_key);
+            if self.client.wanted.contains("App")
+                && !self.sent.contains(&app_path)
+                && let Some(app) = self.api.cache.get::<App>(&app_key)
+            {
+                self.send_change(ChangeAction::Update, c.revision, &app_path, Any::App(app))
+                    .await?;
+            }
+        }
+        self.send_change(ChangeAction::Update, c.revision, &c.path, c.object.clone())
+            .await
+    }
+
+    fn visible(&self, obj: &Any, cache: &Cache) -> bool {
+        if !self.client.wanted.contains(kind_of(obj)) {
+            return false;
+        }
+        let Some(mine) = &self.client.cloudlet else {
+            return true;
+        };
+        let on_mine = |k: &Option<CloudletKey>| k.as_ref() == Some(mine);
+        match obj {
+            Any::Flavor(_) => true,
+            Any::Cloudlet(c) => on_mine(&c.key),
+            Any::CloudletInfo(c) => on_mine(&c.key),
+            Any::ClusterInst(c) => on_mine(&c.cloudlet_key),
+            Any::AppInst(i) => on_mine(&i.cloudlet_key),
+            Any::App(a) => cache
+                .list::<AppInst>()
+                .iter()
+                .any(|i| on_mine(&i.cloudlet_key) && i.app_key == a.key),
+            Any::OperatorCode(_) => false,
+        }
+    }
+
+    async fn on_report(&self, up: NotifyUp) {
+        let Some(msg) = up.msg else { return };
+        let cloudlet = match (&self.client.cloudlet, self.client.kind) {
+            (Some(k), ClientType::Crm) => k,
+            _ => {
+                if !matches!(msg, notify_up::Msg::Heartbeat(_)) {
+                    tracing::warn!(name = %self.client.name, "only a CRM may report object state; ignored");
+                }
+                return;
+            }
+        };
+        let result = match msg {
+            notify_up::Msg::CloudletInfo(info) => {
+                self.api
+                    .apply_cloudlet_info(cloudlet, info, &self.api.config.replica)
+                    .await
+            }
+            notify_up::Msg::ClusterInstInfo(info) => {
+                self.api.apply_cluster_inst_info(cloudlet, info).await
+            }
+            notify_up::Msg::AppInstInfo(info) => self.api.apply_app_inst_info(cloudlet, info).await,
+            notify_up::Msg::Heartbeat(_) | notify_up::Msg::Hello(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(cloudlet = %cloudlet.key_string(), error = %e, "storing a CRM report failed");
+        }
+    }
+}
+
+/// Holds `key` on an etcd lease of `ttl` while the task runs; re-creates it after etcd errors.
+async fn hold_connection(
+    mut client: etcd_client::Client,
+    key: String,
+    value: String,
+    ttl: Duration,
+) {
+    let ttl_secs = ttl.as_secs().max(1) as i64;
+    loop {
+        let held: Result<(), etcd_client::Error> = async {
+            let lease = client.lease_grant(ttl_secs, None).await?.id();
+            client
+                .put(
+                    key.as_str(),
+                    value.as_str(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await?;
+            let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                keeper.keep_alive().await?;
+                match responses.message().await? {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => return Ok(()),
+                }
+            }
+        }
+        .await;
+        if let Err(e) = held {
+            tracing::warn!(key, error = %e, "holding the CRM connection key failed; retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Marks Offline every cloudlet whose CRM connection key is gone (its lease expired): checked every
+/// second on every replica; the write is guarded, so replicas never fight.
+pub async fn sweep_offline(api: Api) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for info in api.cache.list::<CloudletInfo>() {
+            let ck = info.key.clone().unwrap_or_default().key_string();
+            if info.state == CloudletState::Offline as i32 || api.cache.is_connected(&ck) {
+                continue;
+            }
+            if let Err(e) = mark_offline(&api, &ck).await {
+                tracing::warn!(cloudlet = %ck, error = %e, "marking cloudlet offline failed");
+            }
+        }
+    }
+}
+
+async fn mark_offline(api: &Api, ck: &str) -> Result<()> {
+    let rev = api
+        .write(&format!("CloudletInfo \"{ck}\""), || async {
+            let Some(cur) = api.store.get::<CloudletInfo>(ck).await? else {
+                return Ok(Some(0));
+            };
+            if cur.obj.state == CloudletState::Offline as i32 || api.cache.is_connected(ck) {
+                return Ok(Some(0));
+            }
+            let mut w = Write::default();
+            w.absent(&api.store.conn_key(ck));
+            w.unchanged(&api.store.path_of(&cur.obj), cur.rev);
+            let mut info = cur.obj;
+            info.state = CloudletState::Offline as i32;
+            api.store.put_obj(&mut w, &info);
+            api.store.commit(w).await
+        })
+        .await?;
+    if rev > 0 {
+        tracing::info!(cloudlet = %ck, "CRM connection gone: cloudlet marked offline");
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Applies what CRMs report (CloudletInfo, ClusterInstInfo, AppInstInfo) to the stored objects.
+//!
+//! Only legal transitions of the tracked state are applied (see [`legal_transition`]); a report that
+//! does not fit the stored state is dropped with a warning, since the CRM re-reports on its next pass.
+//! A NOT_PRESENT report for an object being deleted removes it, with its reference keys and ports.
+
+use edge_common::Keyed;
+use edge_proto::edge::{
+    AppInst, AppInstInfo, Cloudlet, CloudletInfo, CloudletKey, CloudletState, ClusterInst,
+    ClusterInstInfo, TrackedState,
+};
+
+use crate::api::{Api, held_ports, legal_transition};
+use crate::error::Result;
+use crate::objects::Tracked;
+use crate::store::Write;
+
+/// Fields a CRM reports for one tracked object.
+pub struct Report {
+    pub state: TrackedState,
+    pub errors: Vec<String>,
+    pub status: Vec<String>,
+}
+
+impl Api {
+    /// Stores a CRM's CloudletInfo (keyed by the CRM's authenticated cloudlet, whatever it claims) and
+    /// moves the Cloudlet to READY on the first READY report.
+    pub async fn apply_cloudlet_info(
+        &self,
+        cloudlet: &CloudletKey,
+        mut info: CloudletInfo,
+        replica: &str,
+    ) -> Result<()> {
+        info.key = Some(cloudlet.clone());
+        info.heartbeat_at = edge_common::now_ms();
+        info.controller = replica.to_string();
+        let ck = cloudlet.key_string();
+        self.write(&format!("CloudletInfo \"{ck}\""), || async {
+            let Some(cur) = self.store.get::<Cloudlet>(&ck).await? else {
+                return Ok(Some(0));
+            };
+            let mut w = Write::default();
+            w.unchanged(&self.store.path_of(&cur.obj), cur.rev);
+            self.store.put_obj(&mut w, &info);
+            let ready = info.state == CloudletState::Ready as i32;
+            if ready
+                && matches!(
+                    cur.obj.state(),
+                    TrackedState::CreateRequested | TrackedState::Creating
+                )
+            {
+                let mut c = cur.obj;
+                c.set_state(TrackedState::Ready);
+                self.store.put_obj(&mut w, &c);
+            }
+            self.store.commit(w).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn apply_cluster_inst_info(
+        &self,
+        cloudlet: &CloudletKey,
+        info: ClusterInstInfo,
+    ) -> Result<()> {
+        let key = info.key.clone().unwrap_or_default().key_string();
+        let report = Report {
+            state: info.state(),
+            errors: info.errors,
+            status: info.status,
+        };
+        self.apply_report::<ClusterInst>(cloudlet, &key, report, |_| {})
+            .await
+    }
+
+    pub async fn apply_app_inst_info(
+        &self,
+        cloudlet: &CloudletKey,
+        info: AppInstInfo,
+    ) -> Result<()> {
+        let key = info.key.clone().unwrap_or_default().key_string();
+        let (runtime, health) = (info.runtime_info.clone(), info.health_check);
+        let report = Report {
+            state: info.state(),
+            errors: info.errors,
+            status: info.status,
+        };
+        self.apply_report::<AppInst>(cloudlet, &key, report, |i| {
+            if runtime.is_some() {
+                i.runtime_info = runtime.clone();
+            }
+            i.health_check = health;
+        })
+        .await
+    }
+
+    async fn apply_report<T: Tracked + OnCloudlet>(
+        &self,
+        cloudlet: &CloudletKey,
+        key: &str,
+        report: Report,
+        extra: impl Fn(&mut T),
+    ) -> Result<()> {
+        self.write(&format!("{} \"{key}\"", T::KIND), || async {
+            let Some(cur) = self.store.get::<T>(key).await? else {
+                tracing::debug!(
+                    kind = T::KIND,
+                    key,
+                    "report for an object that no longer exists"
+                );
+                return Ok(Some(0));
+            };
+            if cur.obj.cloudlet() != Some(cloudlet) {
+                tracing::warn!(
+                    kind = T::KIND,
+                    key,
+                    "report from the CRM of another cloudlet ignored"
+                );
+                return Ok(Some(0));
+            }
+            let from = cur.obj.state();
+            if !legal_transition(from, report.state) {
+                tracing::warn!(
+                    kind = T::KIND,
+                    key,
+                    from = from.as_str_name(),
+                    to = report.state.as_str_name(),
+                    "illegal state report ignored"
+                );
+                return Ok(Some(0));
+            }
+            let path = self.store.path_of(&cur.obj);
+            let mut w = Write::default();
+            w.unchanged(&path, cur.rev);
+            if report.state == TrackedState::NotPresent {
+                w.delete(&path);
+                self.store
+                    .delete_refs(&mut w, &cur.obj, &cur.obj.references());
+                for port in cur.obj.held_ports(self).await? {
+                    w.delete(&port);
+                }
+            } else {
+                let mut obj = cur.obj;
+                obj.set_state(report.state);
+                obj.set_progress(report.errors.clone(), report.status.clone());
+                extra(&mut obj);
+                self.store.put_obj(&mut w, &obj);
+            }
+            self.store.commit(w).await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Tracked objects that live on one cloudlet.
+pub(crate) trait OnCloudlet {
+    fn cloudlet(&self) -> Option<&CloudletKey>;
+    /// Public-port keys the object holds (released with it).
+    async fn held_ports(&self, api: &Api) -> Result<Vec<String>>;
+}
+
+impl OnCloudlet for ClusterInst {
+    fn cloudlet(&self) -> Option<&CloudletKey> {
+        self.cloudlet_key.as_ref()
+    }
+    async fn held_ports(&self, _: &Api) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+impl OnCloudlet for AppInst {
+    fn cloudlet(&self) -> Option<&CloudletKey> {
+        self.cloudlet_key.as_ref()
+    }
+    async fn held_ports(&self, api: &Api) -> Result<Vec<String>> {
+        held_ports(&api.store, self).await
+    }
+}

@@ -1,0 +1,457 @@
+//! The object API against a real etcd: CRUD of each kind, validation messages, reference rules,
+//! concurrent creates.
+
+mod common;
+
+use common::*;
+use edge_proto::edge::*;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flavor_crud_and_validation() {
+    let r = Region::start().await;
+    let mut api = r.flavors();
+    api.create_flavor(flavor("small")).await.unwrap();
+    assert_code(
+        api.create_flavor(flavor("small")).await,
+        Code::AlreadyExists,
+        "Flavor \"small\" already exists",
+    );
+    assert_code(
+        api.create_flavor(flavor("bad/name")).await,
+        Code::InvalidArgument,
+        "invalid key.name \"bad/name\"",
+    );
+    assert_code(
+        api.create_flavor(flavor("")).await,
+        Code::InvalidArgument,
+        "key.name is required",
+    );
+    let mut zero = flavor("zero");
+    zero.ram = 0;
+    assert_code(
+        api.create_flavor(zero).await,
+        Code::InvalidArgument,
+        "ram must be positive",
+    );
+
+    let shown = collect(
+        api.show_flavor(Flavor::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].vcpus, 2);
+
+    let mut bigger = flavor("small");
+    bigger.vcpus = 8;
+    bigger.ram = 1; // not in the field list: must stay
+    api.update_flavor(FlavorUpdate {
+        flavor: Some(bigger.clone()),
+        fields: vec!["vcpus".into()],
+    })
+    .await
+    .unwrap();
+    let shown = collect(api.show_flavor(flavor("small")).await.unwrap().into_inner()).await;
+    assert_eq!((shown[0].vcpus, shown[0].ram), (8, 2048));
+    assert_code(
+        api.update_flavor(FlavorUpdate {
+            flavor: Some(bigger.clone()),
+            fields: vec!["name".into()],
+        })
+        .await,
+        Code::InvalidArgument,
+        "field \"name\" cannot be updated; updatable fields: vcpus, ram, disk, gpu",
+    );
+    bigger.vcpus = 0;
+    assert_code(
+        api.update_flavor(FlavorUpdate {
+            flavor: Some(bigger),
+            fields: vec!["vcpus".into()],
+        })
+        .await,
+        Code::InvalidArgument,
+        "vcpus must be positive",
+    );
+    assert_code(
+        api.delete_flavor(flavor("nope")).await,
+        Code::NotFound,
+        "Flavor \"nope\" not found",
+    );
+    api.delete_flavor(flavor("small")).await.unwrap();
+    assert!(
+        collect(
+            api.show_flavor(Flavor::default())
+                .await
+                .unwrap()
+                .into_inner()
+        )
+        .await
+        .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_code_crud() {
+    let r = Region::start().await;
+    let mut api = r.operator_codes();
+    let code = OperatorCode {
+        code: "26201".into(),
+        organization: "tmus".into(),
+    };
+    api.create_operator_code(code.clone()).await.unwrap();
+    assert_code(
+        api.create_operator_code(code.clone()).await,
+        Code::AlreadyExists,
+        "OperatorCode \"26201\"",
+    );
+    assert_code(
+        api.create_operator_code(OperatorCode {
+            code: "12ab".into(),
+            organization: "x".into(),
+        })
+        .await,
+        Code::InvalidArgument,
+        "must be 5 or 6 digits",
+    );
+    let moved = OperatorCode {
+        code: "26201".into(),
+        organization: "vodafone".into(),
+    };
+    api.update_operator_code(OperatorCodeUpdate {
+        operator_code: Some(moved),
+        fields: vec![],
+    })
+    .await
+    .unwrap();
+    let shown = collect(
+        api.show_operator_code(OperatorCode::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(shown[0].organization, "vodafone");
+    api.delete_operator_code(code).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_validation_and_flavor_reference() {
+    let r = Region::start().await;
+    let mut apps = r.apps();
+    assert_code(
+        apps.create_app(app("acme", "game", "tcp:80")).await,
+        Code::NotFound,
+        "Flavor \"small\" not found",
+    );
+    r.create_flavor("small").await;
+
+    for (mutate, code, msg) in [
+        (
+            (|a: &mut App| a.access_ports = "tcp:99999".into()) as fn(&mut App),
+            Code::InvalidArgument,
+            "invalid access_ports \"tcp:99999\": port must be 1-65535",
+        ),
+        (
+            |a| a.access_ports = "tcp:80,tcp:80".into(),
+            Code::InvalidArgument,
+            "overlaps tcp port 80",
+        ),
+        (
+            |a| a.deployment = "vm".into(),
+            Code::InvalidArgument,
+            "does not fit deployment \"vm\"",
+        ),
+        (
+            |a| a.deployment = "swarm".into(),
+            Code::InvalidArgument,
+            "invalid deployment \"swarm\": allowed are docker, kubernetes, vm, helm",
+        ),
+        (
+            |a| a.image_path = String::new(),
+            Code::InvalidArgument,
+            "image_path is required",
+        ),
+        (
+            |a| a.key.as_mut().unwrap().version = String::new(),
+            Code::InvalidArgument,
+            "key.version is required",
+        ),
+        (
+            |a| a.auth_public_key = "nonsense".into(),
+            Code::InvalidArgument,
+            "invalid auth_public_key",
+        ),
+        (
+            |a| {
+                a.image_type = ImageType::Qcow as i32;
+                a.deployment = "vm".into();
+                a.image_path = "https://x/img.qcow2".into()
+            },
+            Code::InvalidArgument,
+            "#md5:",
+        ),
+        (
+            |a| {
+                a.env.insert("1BAD".into(), "x".into());
+            },
+            Code::InvalidArgument,
+            "invalid env name \"1BAD\"",
+        ),
+    ] {
+        let mut a = app("acme", "game", "tcp:80");
+        mutate(&mut a);
+        assert_code(apps.create_app(a).await, code, msg);
+    }
+    // Deployment and image type are derived from each other.
+    let mut a = app("acme", "game", "tcp:80,udp:10000-10010");
+    a.image_type = ImageType::Unknown as i32;
+    apps.create_app(a).await.unwrap();
+    let shown = collect(apps.show_app(App::default()).await.unwrap().into_inner()).await;
+    assert_eq!(shown[0].image_type, ImageType::Docker as i32);
+
+    // A flavor in use cannot be deleted; the message names the user.
+    assert_code(
+        r.flavors().delete_flavor(flavor("small")).await,
+        Code::FailedPrecondition,
+        "Flavor \"small\" is in use by App \"acme/game/1.0\"",
+    );
+    // Changing the default flavor moves the reference.
+    r.create_flavor("large").await;
+    let mut a = app("acme", "game", "");
+    a.default_flavor = Some(FlavorKey {
+        name: "large".into(),
+    });
+    apps.update_app(AppUpdate {
+        app: Some(a.clone()),
+        fields: vec!["default_flavor".into()],
+    })
+    .await
+    .unwrap();
+    r.flavors().delete_flavor(flavor("small")).await.unwrap();
+    a.default_flavor = Some(FlavorKey {
+        name: "gone".into(),
+    });
+    assert_code(
+        apps.update_app(AppUpdate {
+            app: Some(a),
+            fields: vec!["default_flavor".into()],
+        })
+        .await,
+        Code::NotFound,
+        "Flavor \"gone\" not found",
+    );
+    assert_code(
+        r.flavors().delete_flavor(flavor("large")).await,
+        Code::FailedPrecondition,
+        "in use by App",
+    );
+    apps.delete_app(app("acme", "game", "")).await.unwrap();
+    r.flavors().delete_flavor(flavor("large")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_key_exactly_one_wins() {
+    let r = Region::start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let mut api = r.flavors();
+        tasks.push(tokio::spawn(async move {
+            api.create_flavor(flavor("race"))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(code) => assert_eq!(code, Code::AlreadyExists),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudlet_onboarding_validation_and_key_rotation() {
+    let r = Region::start_with(|c| c.lifecycle_timeout = std::time::Duration::from_secs(2)).await;
+    let mut api = r.cloudlets();
+    let mut bad = cloudlet("tmus", "berlin");
+    bad.location = Some(Loc {
+        latitude: 95.0,
+        longitude: 13.4,
+    });
+    assert_code(
+        api.create_cloudlet(bad).await,
+        Code::InvalidArgument,
+        "invalid location.latitude 95: must be -90 to 90",
+    );
+    let mut bad = cloudlet("tmus", "berlin");
+    bad.resource_quotas = vec![ResourceQuota {
+        name: "Bananas".into(),
+        value: 1,
+    }];
+    assert_code(
+        api.create_cloudlet(bad).await,
+        Code::InvalidArgument,
+        "invalid resource_quotas name \"Bananas\"",
+    );
+
+    // Without a CRM the create stream times out, leaving the cloudlet for its CRM to bring up later.
+    let (private, mut stream) = r.create_cloudlet("tmus", "berlin").await;
+    let err = drain(&mut stream).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
+    assert!(
+        err.message().contains("CREATE_REQUESTED"),
+        "{}",
+        err.message()
+    );
+    let shown = collect(
+        api.show_cloudlet(Cloudlet::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(shown[0].state, TrackedState::CreateRequested as i32);
+    assert_eq!(
+        shown[0].access_public_key,
+        edge_common::access_key::public_of(&private).unwrap()
+    );
+    assert_eq!(shown[0].public_addr, "127.0.0.1");
+    assert_eq!(shown[0].root_lb_fqdn, "berlin.tmus.eu.edgecloud.local");
+    assert_code(
+        api.create_cloudlet(cloudlet("tmus", "berlin")).await,
+        Code::AlreadyExists,
+        "Cloudlet \"tmus/berlin\" already exists",
+    );
+
+    // Rotation: the new key works, the old one is refused.
+    let access = api
+        .rotate_cloudlet_access_key(CloudletKey {
+            organization: "tmus".into(),
+            name: "berlin".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(access.access_private_key, private);
+    let old = TestCrm::connect(r.ctrl.notify_addr, "tmus", "berlin", &private).await;
+    assert_code(
+        old.map(|_| ()),
+        Code::Unauthenticated,
+        "unknown cloudlet or wrong access key",
+    );
+    let mut crm = TestCrm::connect(
+        r.ctrl.notify_addr,
+        "tmus",
+        "berlin",
+        &access.access_private_key,
+    )
+    .await
+    .unwrap();
+    crm.sync().await;
+    crm.report_cloudlet(CloudletState::Ready).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let shown = collect(
+        api.show_cloudlet(Cloudlet::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(shown[0].state, TrackedState::Ready as i32);
+    let infos = collect(
+        api.show_cloudlet_info(CloudletInfo::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(infos[0].state, CloudletState::Ready as i32);
+
+    let mut del = api
+        .delete_cloudlet(cloudlet("tmus", "berlin"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = drain(&mut del).await.unwrap();
+    assert_eq!(done.last().unwrap().state, TrackedState::NotPresent as i32);
+    assert!(
+        collect(
+            api.show_cloudlet(Cloudlet::default())
+                .await
+                .unwrap()
+                .into_inner()
+        )
+        .await
+        .is_empty()
+    );
+    assert!(
+        collect(
+            api.show_cloudlet_info(CloudletInfo::default())
+                .await
+                .unwrap()
+                .into_inner()
+        )
+        .await
+        .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_inst_needs_a_ready_capable_cloudlet() {
+    let r = Region::start().await;
+    r.create_flavor("small").await;
+    let mut clusters = r.clusters();
+    assert_code(
+        clusters
+            .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+            .await,
+        Code::NotFound,
+        "Cloudlet \"tmus/berlin\" not found",
+    );
+    let (_key, _stream) = r.create_cloudlet("tmus", "berlin").await;
+    assert_code(
+        clusters
+            .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+            .await,
+        Code::FailedPrecondition,
+        "is CREATE_REQUESTED: start its CRM",
+    );
+    drop(_stream);
+    let _crm = r.onboard("tmus", "paris").await;
+    let mut bad = cluster("acme", "c1", "tmus", "paris");
+    bad.num_nodes = 2;
+    assert_code(
+        clusters.create_cluster_inst(bad).await,
+        Code::InvalidArgument,
+        "num_masters and num_nodes must be 0 for a docker cluster",
+    );
+    let mut k8s = cluster("acme", "c1", "tmus", "paris");
+    k8s.deployment = "kubernetes".into();
+    assert_code(
+        clusters.create_cluster_inst(k8s).await,
+        Code::FailedPrecondition,
+        "Cloudlet \"tmus/paris\" does not support kubernetes clusters",
+    );
+    let mut noflavor = cluster("acme", "c1", "tmus", "paris");
+    noflavor.flavor = Some(FlavorKey {
+        name: "huge".into(),
+    });
+    assert_code(
+        clusters.create_cluster_inst(noflavor).await,
+        Code::NotFound,
+        "Flavor \"huge\" not found",
+    );
+    assert_code(
+        r.cloudlets()
+            .delete_cloudlet(cloudlet("nobody", "nowhere"))
+            .await,
+        Code::NotFound,
+        "Cloudlet \"nobody/nowhere\" not found",
+    );
+}

@@ -1,0 +1,452 @@
+//! A region for tests: a real etcd from testenv and a controller replica in-process on free ports, plus
+//! a test CRM that speaks notify the way a real CRM does.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use edge_common::access_key;
+use edge_proto::edge::*;
+use regional_controller::{Config, Controller};
+use std::result::Result;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+pub const REGION: &str = "EU";
+
+pub struct Region {
+    pub etcd: testenv::Etcd,
+    pub ctrl: Controller,
+    pub channel: Channel,
+}
+
+pub fn config(etcd: &testenv::Etcd) -> Config {
+    let mut c = Config::local(REGION, &etcd.url);
+    c.lifecycle_timeout = Duration::from_secs(20);
+    c.offline_after = Duration::from_secs(3);
+    c.heartbeat_interval = Duration::from_secs(2);
+    c.port_range = (20000, 20099);
+    c
+}
+
+impl Region {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        let etcd = testenv::Etcd::start().await.expect("etcd");
+        let mut cfg = config(&etcd);
+        f(&mut cfg);
+        let ctrl = Controller::start(cfg).await.expect("controller");
+        let channel = connect(ctrl.api_addr).await;
+        Self {
+            etcd,
+            ctrl,
+            channel,
+        }
+    }
+
+    pub fn flavors(&self) -> flavor_api_client::FlavorApiClient<Channel> {
+        flavor_api_client::FlavorApiClient::new(self.channel.clone())
+    }
+    pub fn operator_codes(&self) -> operator_code_api_client::OperatorCodeApiClient<Channel> {
+        operator_code_api_client::OperatorCodeApiClient::new(self.channel.clone())
+    }
+    pub fn cloudlets(&self) -> cloudlet_api_client::CloudletApiClient<Channel> {
+        cloudlet_api_client::CloudletApiClient::new(self.channel.clone())
+    }
+    pub fn clusters(&self) -> cluster_inst_api_client::ClusterInstApiClient<Channel> {
+        cluster_inst_api_client::ClusterInstApiClient::new(self.channel.clone())
+    }
+    pub fn apps(&self) -> app_api_client::AppApiClient<Channel> {
+        app_api_client::AppApiClient::new(self.channel.clone())
+    }
+    pub fn app_insts(&self) -> app_inst_api_client::AppInstApiClient<Channel> {
+        app_inst_api_client::AppInstApiClient::new(self.channel.clone())
+    }
+
+    pub async fn create_flavor(&self, name: &str) {
+        self.flavors()
+            .create_flavor(flavor(name))
+            .await
+            .expect("create flavor");
+    }
+
+    /// Creates cloudlet `org/name` and returns its access private key plus the create stream (still
+    /// waiting for the CRM).
+    pub async fn create_cloudlet(&self, org: &str, name: &str) -> (String, Streaming<Progress>) {
+        let mut stream = self
+            .cloudlets()
+            .create_cloudlet(cloudlet(org, name))
+            .await
+            .expect("create cloudlet")
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .expect("first progress")
+            .expect("a message");
+        let access = first.access.expect("access key in the first message");
+        assert_eq!(access.region, REGION);
+        assert_eq!(access.notify_addr, self.ctrl.notify_addr.to_string());
+        (access.access_private_key, stream)
+    }
+
+    /// Creates a cloudlet, connects its test CRM and reports it READY; the create stream ends READY.
+    pub async fn onboard(&self, org: &str, name: &str) -> TestCrm {
+        let (private, mut stream) = self.create_cloudlet(org, name).await;
+        let mut crm = TestCrm::connect(self.ctrl.notify_addr, org, name, &private)
+            .await
+            .expect("crm connects");
+        crm.sync().await;
+        crm.report_cloudlet(CloudletState::Ready).await;
+        let progress = drain(&mut stream).await.expect("cloudlet becomes ready");
+        assert_eq!(
+            progress.last().unwrap().state,
+            TrackedState::Ready as i32,
+            "{progress:?}"
+        );
+        crm
+    }
+}
+
+pub async fn connect(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to controller")
+}
+
+/// Reads a progress stream to its end: the messages, or the final error.
+pub async fn drain(stream: &mut Streaming<Progress>) -> Result<Vec<Progress>, tonic::Status> {
+    let mut all = Vec::new();
+    while let Some(p) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("stream stalled")?
+    {
+        all.push(p);
+    }
+    Ok(all)
+}
+
+/// Reads a Show stream into a Vec.
+pub async fn collect<T>(mut s: Streaming<T>) -> Vec<T> {
+    let mut v = Vec::new();
+    while let Some(x) = s.next().await {
+        v.push(x.expect("show item"));
+    }
+    v
+}
+
+pub fn flavor(name: &str) -> Flavor {
+    Flavor {
+        key: Some(FlavorKey { name: name.into() }),
+        vcpus: 2,
+        ram: 2048,
+        disk: 20,
+        gpu: String::new(),
+    }
+}
+
+pub fn cloudlet(org: &str, name: &str) -> Cloudlet {
+    Cloudlet {
+        key: Some(CloudletKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        location: Some(Loc {
+            latitude: 52.52,
+            longitude: 13.40,
+        }),
+        platform_type: PlatformType::Docker as i32,
+        ..Default::default()
+    }
+}
+
+pub fn app(org: &str, name: &str, ports: &str) -> App {
+    App {
+        key: Some(AppKey {
+            organization: org.into(),
+            name: name.into(),
+            version: "1.0".into(),
+        }),
+        image_type: ImageType::Docker as i32,
+        image_path: "edge-busybox:test".into(),
+        deployment: "docker".into(),
+        access_ports: ports.into(),
+        default_flavor: Some(FlavorKey {
+            name: "small".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn cluster(org: &str, name: &str, cloudlet_org: &str, cloudlet_name: &str) -> ClusterInst {
+    ClusterInst {
+        key: Some(ClusterInstKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        cloudlet_key: Some(CloudletKey {
+            organization: cloudlet_org.into(),
+            name: cloudlet_name.into(),
+        }),
+        flavor: Some(FlavorKey {
+            name: "small".into(),
+        }),
+        deployment: "docker".into(),
+        ..Default::default()
+    }
+}
+
+pub fn app_inst(org: &str, name: &str, app_name: &str, cluster_name: &str) -> AppInst {
+    AppInst {
+        key: Some(AppInstKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        app_key: Some(AppKey {
+            organization: org.into(),
+            name: app_name.into(),
+            version: "1.0".into(),
+        }),
+        cluster_key: Some(ClusterInstKey {
+            organization: org.into(),
+            name: cluster_name.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn assert_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, msg: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?} containing {msg:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{}", s.message());
+            assert!(
+                s.message().contains(msg),
+                "message {:?} does not contain {msg:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+/// A test CRM: connects to notify with a cloudlet access key and reports like a real CRM.
+pub struct TestCrm {
+    pub tx: mpsc::Sender<NotifyUp>,
+    pub rx: Streaming<NotifyDown>,
+    pub key: CloudletKey,
+}
+
+pub fn up(msg: notify_up::Msg) -> NotifyUp {
+    NotifyUp {
+        trace_context: Default::default(),
+        msg: Some(msg),
+    }
+}
+
+impl TestCrm {
+    pub async fn connect(
+        notify: std::net::SocketAddr,
+        org: &str,
+        name: &str,
+        private: &str,
+    ) -> Result<Self, tonic::Status> {
+        let key = CloudletKey {
+            organization: org.into(),
+            name: name.into(),
+        };
+        let now = edge_common::now_ms();
+        let hello = Hello {
+            client_type: ClientType::Crm as i32,
+            region: REGION.into(),
+            cloudlet_key: Some(key.clone()),
+            signed_at: now,
+            signature: access_key::sign(private, REGION, org, name, now).unwrap_or_default(),
+            client_name: format!("test-crm-{name}"),
+            ..Default::default()
+        };
+        let (tx, rx) = open(notify, hello).await?;
+        Ok(Self { tx, rx, key })
+    }
+
+    /// Reads the initial sync up to SendAllEnd; returns the objects.
+    pub async fn sync(&mut self) -> Vec<change::Object> {
+        read_sync(&mut self.rx).await
+    }
+
+    /// The next change, within 10 s.
+    pub async fn next_change(&mut self) -> Change {
+        next_change(&mut self.rx).await
+    }
+
+    /// Waits for a change of an AppInst/ClusterInst with the given state.
+    pub async fn wait_for(&mut self, pred: impl Fn(&change::Object) -> bool) -> change::Object {
+        loop {
+            let c = self.next_change().await;
+            if let Some(o) = c.object
+                && pred(&o)
+            {
+                return o;
+            }
+        }
+    }
+
+    pub async fn send(&self, msg: notify_up::Msg) {
+        self.tx.send(up(msg)).await.expect("notify stream open");
+    }
+
+    pub async fn report_cloudlet(&self, state: CloudletState) {
+        let info = CloudletInfo {
+            key: Some(self.key.clone()),
+            state: state as i32,
+            features: Some(PlatformFeatures {
+                supports_docker_clusters: true,
+                supports_shared_root_lb: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.send(notify_up::Msg::CloudletInfo(info)).await;
+    }
+
+    pub async fn report_cluster(
+        &self,
+        name: &str,
+        org: &str,
+        state: TrackedState,
+        status: &[&str],
+        errors: &[&str],
+    ) {
+        let info = ClusterInstInfo {
+            key: Some(ClusterInstKey {
+                organization: org.into(),
+                name: name.into(),
+            }),
+            state: state as i32,
+            status: status.iter().map(|s| s.to_string()).collect(),
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+        };
+        self.send(notify_up::Msg::ClusterInstInfo(info)).await;
+    }
+
+    pub async fn report_app_inst(
+        &self,
+        name: &str,
+        org: &str,
+        state: TrackedState,
+        status: &[&str],
+        errors: &[&str],
+    ) {
+        let info = AppInstInfo {
+            key: Some(AppInstKey {
+                organization: org.into(),
+                name: name.into(),
+            }),
+            state: state as i32,
+            status: status.iter().map(|s| s.to_string()).collect(),
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        self.send(notify_up::Msg::AppInstInfo(info)).await;
+    }
+}
+
+/// Opens a notify stream with `hello`; fails with the server's status (e.g. Unauthenticated).
+pub async fn open(
+    notify: std::net::SocketAddr,
+    hello: Hello,
+) -> Result<(mpsc::Sender<NotifyUp>, Streaming<NotifyDown>), tonic::Status> {
+    let channel = connect(notify).await;
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(up(notify_up::Msg::Hello(hello))).await.unwrap();
+    // Heartbeats while the caller holds the sender, like a real client.
+    let weak = tx.downgrade();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some(tx) = weak.upgrade() else { return };
+            if tx
+                .send(up(notify_up::Msg::Heartbeat(Heartbeat {
+                    sent_at: edge_common::now_ms(),
+                })))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut client = notify_client::NotifyClient::new(channel);
+    let mut down = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    // The first message is the HelloReply, or the refusal.
+    match down.message().await? {
+        Some(NotifyDown {
+            msg: Some(notify_down::Msg::HelloReply(_)),
+            ..
+        }) => Ok((tx, down)),
+        other => panic!("expected HelloReply, got {other:?}"),
+    }
+}
+
+/// A DME-style client that sees the whole region; keep the sender to keep the stream open.
+pub async fn open_dme(
+    notify: std::net::SocketAddr,
+) -> (mpsc::Sender<NotifyUp>, Streaming<NotifyDown>) {
+    let hello = Hello {
+        client_type: ClientType::Dme as i32,
+        region: REGION.into(),
+        ..Default::default()
+    };
+    open(notify, hello).await.expect("dme connects")
+}
+
+pub async fn read_sync(rx: &mut Streaming<NotifyDown>) -> Vec<change::Object> {
+    let mut objs = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.message())
+            .await
+            .expect("sync stalled");
+        match m.expect("stream ok").expect("stream open").msg {
+            Some(notify_down::Msg::Change(c)) => objs.extend(c.object),
+            Some(notify_down::Msg::SendAllEnd(_)) => return objs,
+            other => panic!("unexpected during sync: {other:?}"),
+        }
+    }
+}
+
+pub async fn next_change(rx: &mut Streaming<NotifyDown>) -> Change {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.message())
+            .await
+            .expect("no change within 10 s");
+        match m.expect("stream ok").expect("stream open").msg {
+            Some(notify_down::Msg::Change(c)) => return c,
+            Some(notify_down::Msg::SendAllEnd(_)) => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+}
+
+pub fn name_of(o: &change::Object) -> String {
+    match o {
+        change::Object::Flavor(x) => format!("Flavor {}", x.key.clone().unwrap_or_default().name),
+        change::Object::OperatorCode(x) => format!("OperatorCode {}", x.code),
+        change::Object::Cloudlet(x) => {
+            format!("Cloudlet {}", x.key.clone().unwrap_or_default().name)
+        }
+        change::Object::CloudletInfo(x) => {
+            format!("CloudletInfo {}", x.key.clone().unwrap_or_default().name)
+        }
+        change::Object::ClusterInst(x) => {
+            format!("ClusterInst {}", x.key.clone().unwrap_or_default().name)
+        }
+        change::Object::App(x) => format!("App {}", x.key.clone().unwrap_or_default().name),
+        change::Object::AppInst(x) => format!("AppInst {}", x.key.clone().unwrap_or_default().name),
+    }
+}
