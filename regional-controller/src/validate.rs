@@ -5,6 +5,8 @@ use edge_proto::edge::{AppPort, LProto, Loc};
 use crate::error::{CtrlError, Result, invalid};
 
 pub const MAX_NAME_LEN: usize = 64;
+/// Most ports one App may expose (ranges included).
+pub const MAX_PORTS: i32 = 100;
 
 /// Names of organizations, objects and versions: they become parts of etcd keys and DNS-like names.
 pub fn name(field: &str, value: &str) -> Result<()> {
@@ -134,6 +136,11 @@ pub fn access_ports(field: &str, spec: &str) -> Result<Vec<AppPort>> {
         }
         ports.push(new);
     }
+    // Each public port is held by its own etcd key, written in the AppInst's create transaction.
+    let total: i32 = ports.iter().map(port_count).sum();
+    if total > MAX_PORTS {
+        return Err(invalid(format!("invalid {field} \"{spec}\": covers {total} ports, at most {MAX_PORTS} are allowed")));
+    }
     Ok(ports)
 }
 
@@ -206,6 +213,7 @@ mod tests {
             ("tcp:80,tcp:70-90", "overlaps tcp port 80"),
             ("udp:53:tls", "tls is only allowed on tcp"),
             ("tcp:80,", "empty entry"),
+            ("udp:1000-1100", "covers 101 ports, at most 100 are allowed"),
         ] {
             let e = access_ports("access_ports", spec).unwrap_err().to_string();
             assert!(e.contains(why), "{spec}: {e}");

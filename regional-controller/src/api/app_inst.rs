@@ -233,10 +233,8 @@ impl AppInstService {
                         "no {n} free public {proto} port(s) left on Cloudlet \"{cloudlet}\" (range {lo}-{hi})"
                     ))
                 })?;
+            // end_port stays the end of the internal range; the public range has the same length.
             p.public_port = start;
-            if p.end_port != 0 {
-                p.end_port = start + n - 1;
-            }
             for port in start..start + n {
                 held.insert((proto.clone(), port));
             }
