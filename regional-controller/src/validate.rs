@@ -139,7 +139,9 @@ pub fn access_ports(field: &str, spec: &str) -> Result<Vec<AppPort>> {
     // Each public port is held by its own etcd key, written in the AppInst's create transaction.
     let total: i32 = ports.iter().map(port_count).sum();
     if total > MAX_PORTS {
-        return Err(invalid(format!("invalid {field} \"{spec}\": covers {total} ports, at most {MAX_PORTS} are allowed")));
+        return Err(invalid(format!(
+            "invalid {field} \"{spec}\": covers {total} ports, at most {MAX_PORTS} are allowed"
+        )));
     }
     Ok(ports)
 }

@@ -15,20 +15,49 @@ async fn region_with_cluster() -> (Region, TestCrm) {
     let r = Region::start().await;
     r.create_flavor("small").await;
     let mut crm = r.onboard("tmus", "berlin").await;
-    r.apps().create_app(app("acme", "game", "tcp:80,udp:5000-5002")).await.unwrap();
+    r.apps()
+        .create_app(app("acme", "game", "tcp:80,udp:5000-5002"))
+        .await
+        .unwrap();
 
-    let mut stream = r.clusters().create_cluster_inst(cluster("acme", "c1", "tmus", "berlin")).await.unwrap().into_inner();
-    let c = crm.wait_for(|o| matches!(o, change::Object::ClusterInst(_))).await;
-    let change::Object::ClusterInst(c) = c else { unreachable!() };
+    let mut stream = r
+        .clusters()
+        .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+        .await
+        .unwrap()
+        .into_inner();
+    let c = crm
+        .wait_for(|o| matches!(o, change::Object::ClusterInst(_)))
+        .await;
+    let change::Object::ClusterInst(c) = c else {
+        unreachable!()
+    };
     assert_eq!(c.state, TrackedState::CreateRequested as i32);
-    crm.report_cluster("c1", "acme", TrackedState::Creating, &["creating network"], &[]).await;
-    crm.report_cluster("c1", "acme", TrackedState::Ready, &["creating network", "network ready"], &[]).await;
+    crm.report_cluster(
+        "c1",
+        "acme",
+        TrackedState::Creating,
+        &["creating network"],
+        &[],
+    )
+    .await;
+    crm.report_cluster(
+        "c1",
+        "acme",
+        TrackedState::Ready,
+        &["creating network", "network ready"],
+        &[],
+    )
+    .await;
     let progress = drain(&mut stream).await.unwrap();
     let messages: Vec<&str> = progress.iter().map(|p| p.message.as_str()).collect();
     assert!(messages.contains(&"creating network"), "{messages:?}");
     assert!(messages.contains(&"network ready"), "{messages:?}");
     assert_eq!(progress.last().unwrap().state, TrackedState::Ready as i32);
-    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(c) if c.state == TrackedState::Ready as i32)).await;
+    crm.wait_for(
+        |o| matches!(o, change::Object::ClusterInst(c) if c.state == TrackedState::Ready as i32),
+    )
+    .await;
     (r, crm)
 }
 
@@ -37,81 +66,210 @@ async fn app_inst_create_ready_with_ports_then_delete_releases_them() {
     let (r, mut crm) = region_with_cluster().await;
     let mut insts = r.app_insts();
 
-    let mut stream = insts.create_app_inst(app_inst("acme", "game-1", "game", "c1")).await.unwrap().into_inner();
+    let mut stream = insts
+        .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
     // The CRM gets the App before the AppInst that uses it.
     let first = crm.next_change().await.object.unwrap();
     assert_eq!(name_of(&first), "App game");
-    let change::Object::AppInst(inst) = crm.next_change().await.object.unwrap() else { panic!("expected AppInst") };
+    let change::Object::AppInst(inst) = crm.next_change().await.object.unwrap() else {
+        panic!("expected AppInst")
+    };
     assert_eq!(inst.state, TrackedState::CreateRequested as i32);
     assert_eq!(inst.cloudlet_key.as_ref().unwrap().name, "berlin");
     assert_eq!(inst.flavor.as_ref().unwrap().name, "small");
     assert_eq!(inst.uri, "berlin.tmus.eu.edgecloud.local");
-    let ports: Vec<(i32, i32, i32, i32)> =
-        inst.mapped_ports.iter().map(|p| (p.proto, p.internal_port, p.public_port, p.end_port)).collect();
-    assert_eq!(ports, vec![(LProto::Tcp as i32, 80, 20000, 0), (LProto::Udp as i32, 5000, 20000, 5002)]);
+    let ports: Vec<(i32, i32, i32, i32)> = inst
+        .mapped_ports
+        .iter()
+        .map(|p| (p.proto, p.internal_port, p.public_port, p.end_port))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            (LProto::Tcp as i32, 80, 20000, 0),
+            (LProto::Udp as i32, 5000, 20000, 5002)
+        ]
+    );
 
-    crm.report_app_inst("game-1", "acme", TrackedState::Creating, &["pulling image"], &[]).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Creating, &["pulling image", "starting container"], &[]).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &["pulling image", "starting container"], &[]).await;
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::Creating,
+        &["pulling image"],
+        &[],
+    )
+    .await;
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::Creating,
+        &["pulling image", "starting container"],
+        &[],
+    )
+    .await;
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::Ready,
+        &["pulling image", "starting container"],
+        &[],
+    )
+    .await;
     let progress = drain(&mut stream).await.unwrap();
     let messages: Vec<&str> = progress.iter().map(|p| p.message.as_str()).collect();
-    assert_eq!(messages.iter().filter(|m| **m == "pulling image").count(), 1, "{messages:?}");
+    assert_eq!(
+        messages.iter().filter(|m| **m == "pulling image").count(),
+        1,
+        "{messages:?}"
+    );
     assert!(messages.contains(&"starting container"), "{messages:?}");
     assert_eq!(progress.last().unwrap().state, TrackedState::Ready as i32);
 
     // A second instance gets the next free ports; the App and cluster are in use.
-    let mut s2 = insts.create_app_inst(app_inst("acme", "game-2", "game", "c1")).await.unwrap().into_inner();
+    let mut s2 = insts
+        .create_app_inst(app_inst("acme", "game-2", "game", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
     let change::Object::AppInst(i2) = crm
-        .wait_for(|o| matches!(o, change::Object::AppInst(i) if i.key.as_ref().unwrap().name == "game-2"))
+        .wait_for(
+            |o| matches!(o, change::Object::AppInst(i) if i.key.as_ref().unwrap().name == "game-2"),
+        )
         .await
     else {
         unreachable!()
     };
     assert_eq!(i2.mapped_ports[0].public_port, 20001);
     assert_eq!(i2.mapped_ports[1].public_port, 20003);
-    crm.report_app_inst("game-2", "acme", TrackedState::Ready, &[], &[]).await;
+    crm.report_app_inst("game-2", "acme", TrackedState::Ready, &[], &[])
+        .await;
     drain(&mut s2).await.unwrap();
-    assert_code(r.apps().delete_app(app("acme", "game", "")).await, Code::FailedPrecondition, "App \"acme/game/1.0\" is in use by AppInst");
-    assert_code(r.clusters().delete_cluster_inst(cluster("acme", "c1", "", "")).await, Code::FailedPrecondition, "is in use by AppInst");
-    assert_code(insts.create_app_inst(app_inst("acme", "game-1", "game", "c1")).await, Code::AlreadyExists, "AppInst \"acme/game-1\" already exists");
+    assert_code(
+        r.apps().delete_app(app("acme", "game", "")).await,
+        Code::FailedPrecondition,
+        "App \"acme/game/1.0\" is in use by AppInst",
+    );
+    assert_code(
+        r.clusters()
+            .delete_cluster_inst(cluster("acme", "c1", "", ""))
+            .await,
+        Code::FailedPrecondition,
+        "is in use by AppInst",
+    );
+    assert_code(
+        insts
+            .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
+            .await,
+        Code::AlreadyExists,
+        "AppInst \"acme/game-1\" already exists",
+    );
 
     // Delete: DELETE_REQUESTED reaches the CRM; its NOT_PRESENT report removes the object and its ports.
-    let mut del = insts.delete_app_inst(app_inst("acme", "game-1", "", "")).await.unwrap().into_inner();
+    let mut del = insts
+        .delete_app_inst(app_inst("acme", "game-1", "", ""))
+        .await
+        .unwrap()
+        .into_inner();
     crm.wait_for(|o| matches!(o, change::Object::AppInst(i) if i.state == TrackedState::DeleteRequested as i32)).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Deleting, &["removing container"], &[]).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::NotPresent, &[], &[]).await;
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::Deleting,
+        &["removing container"],
+        &[],
+    )
+    .await;
+    crm.report_app_inst("game-1", "acme", TrackedState::NotPresent, &[], &[])
+        .await;
     let progress = drain(&mut del).await.unwrap();
-    assert_eq!(progress.last().unwrap().state, TrackedState::NotPresent as i32, "{progress:?}");
-    let shown = collect(insts.show_app_inst(AppInst::default()).await.unwrap().into_inner()).await;
+    assert_eq!(
+        progress.last().unwrap().state,
+        TrackedState::NotPresent as i32,
+        "{progress:?}"
+    );
+    let shown = collect(
+        insts
+            .show_app_inst(AppInst::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
     assert_eq!(shown.len(), 1);
 
     // game-1's ports are free again: a new instance takes them.
-    let _s3 = insts.create_app_inst(app_inst("acme", "game-3", "game", "c1")).await.unwrap().into_inner();
+    let _s3 = insts
+        .create_app_inst(app_inst("acme", "game-3", "game", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
     let change::Object::AppInst(i3) = crm
-        .wait_for(|o| matches!(o, change::Object::AppInst(i) if i.key.as_ref().unwrap().name == "game-3"))
+        .wait_for(
+            |o| matches!(o, change::Object::AppInst(i) if i.key.as_ref().unwrap().name == "game-3"),
+        )
         .await
     else {
         unreachable!()
     };
-    assert_eq!((i3.mapped_ports[0].public_port, i3.mapped_ports[1].public_port), (20000, 20000));
+    assert_eq!(
+        (
+            i3.mapped_ports[0].public_port,
+            i3.mapped_ports[1].public_port
+        ),
+        (20000, 20000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_inst_create_error_stays_for_retry_or_delete() {
     let (r, mut crm) = region_with_cluster().await;
     let mut insts = r.app_insts();
-    let mut stream = insts.create_app_inst(app_inst("acme", "game-1", "game", "c1")).await.unwrap().into_inner();
-    crm.wait_for(|o| matches!(o, change::Object::AppInst(_))).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::CreateError, &[], &["image \"edge-busybox:test\" not found"]).await;
+    let mut stream = insts
+        .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    crm.wait_for(|o| matches!(o, change::Object::AppInst(_)))
+        .await;
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::CreateError,
+        &[],
+        &["image \"edge-busybox:test\" not found"],
+    )
+    .await;
     let err = drain(&mut stream).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
-    assert!(err.message().contains("CREATE_ERROR: image \"edge-busybox:test\" not found"), "{}", err.message());
-    let shown = collect(insts.show_app_inst(AppInst::default()).await.unwrap().into_inner()).await;
+    assert!(
+        err.message()
+            .contains("CREATE_ERROR: image \"edge-busybox:test\" not found"),
+        "{}",
+        err.message()
+    );
+    let shown = collect(
+        insts
+            .show_app_inst(AppInst::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
     assert_eq!(shown[0].state, TrackedState::CreateError as i32);
-    assert_eq!(shown[0].errors, vec!["image \"edge-busybox:test\" not found".to_string()]);
+    assert_eq!(
+        shown[0].errors,
+        vec!["image \"edge-busybox:test\" not found".to_string()]
+    );
 
     // Create again retries with the stored spec.
-    let mut retry = insts.create_app_inst(app_inst("acme", "game-1", "game", "c1")).await.unwrap().into_inner();
+    let mut retry = insts
+        .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
     let change::Object::AppInst(i) = crm
         .wait_for(|o| matches!(o, change::Object::AppInst(i) if i.state == TrackedState::CreateRequested as i32))
         .await
@@ -119,20 +277,56 @@ async fn app_inst_create_error_stays_for_retry_or_delete() {
         unreachable!()
     };
     assert!(i.errors.is_empty());
-    crm.report_app_inst("game-1", "acme", TrackedState::CreateError, &[], &["still broken"]).await;
-    assert!(drain(&mut retry).await.unwrap_err().message().contains("still broken"));
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::CreateError,
+        &[],
+        &["still broken"],
+    )
+    .await;
+    assert!(
+        drain(&mut retry)
+            .await
+            .unwrap_err()
+            .message()
+            .contains("still broken")
+    );
 
     // A CRM report that does not fit the state is ignored.
-    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[]).await;
+    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let shown = collect(insts.show_app_inst(AppInst::default()).await.unwrap().into_inner()).await;
+    let shown = collect(
+        insts
+            .show_app_inst(AppInst::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
     assert_eq!(shown[0].state, TrackedState::CreateError as i32);
 
-    let mut del = insts.delete_app_inst(app_inst("acme", "game-1", "", "")).await.unwrap().into_inner();
+    let mut del = insts
+        .delete_app_inst(app_inst("acme", "game-1", "", ""))
+        .await
+        .unwrap()
+        .into_inner();
     crm.wait_for(|o| matches!(o, change::Object::AppInst(i) if i.state == TrackedState::DeleteRequested as i32)).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::NotPresent, &[], &[]).await;
+    crm.report_app_inst("game-1", "acme", TrackedState::NotPresent, &[], &[])
+        .await;
     drain(&mut del).await.unwrap();
-    assert!(collect(insts.show_app_inst(AppInst::default()).await.unwrap().into_inner()).await.is_empty());
+    assert!(
+        collect(
+            insts
+                .show_app_inst(AppInst::default())
+                .await
+                .unwrap()
+                .into_inner()
+        )
+        .await
+        .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,17 +334,49 @@ async fn caller_going_away_does_not_cancel_and_validation_of_app_insts() {
     let (r, mut crm) = region_with_cluster().await;
     let mut insts = r.app_insts();
     for (inst, code, msg) in [
-        (app_inst("acme", "x", "nope", "c1"), Code::NotFound, "App \"acme/nope/1.0\" not found"),
-        (app_inst("acme", "x", "game", "nope"), Code::NotFound, "ClusterInst \"acme/nope\" not found"),
-        (app_inst("acme", "x/y", "game", "c1"), Code::InvalidArgument, "invalid key.name \"x/y\""),
         (
-            AppInst { app_key: Some(AppKey { organization: "other".into(), name: "game".into(), version: "1.0".into() }), ..app_inst("acme", "x", "game", "c1") },
+            app_inst("acme", "x", "nope", "c1"),
+            Code::NotFound,
+            "App \"acme/nope/1.0\" not found",
+        ),
+        (
+            app_inst("acme", "x", "game", "nope"),
+            Code::NotFound,
+            "ClusterInst \"acme/nope\" not found",
+        ),
+        (
+            app_inst("acme", "x/y", "game", "c1"),
+            Code::InvalidArgument,
+            "invalid key.name \"x/y\"",
+        ),
+        (
+            AppInst {
+                app_key: Some(AppKey {
+                    organization: "other".into(),
+                    name: "game".into(),
+                    version: "1.0".into(),
+                }),
+                ..app_inst("acme", "x", "game", "c1")
+            },
             Code::InvalidArgument,
             "app_key.organization \"other\" must match key.organization \"acme\"",
         ),
-        (AppInst { cluster_key: None, ..app_inst("acme", "x", "game", "c1") }, Code::InvalidArgument, "cluster_key is required for a docker App"),
         (
-            AppInst { cloudlet_key: Some(CloudletKey { organization: "tmus".into(), name: "paris".into() }), ..app_inst("acme", "x", "game", "c1") },
+            AppInst {
+                cluster_key: None,
+                ..app_inst("acme", "x", "game", "c1")
+            },
+            Code::InvalidArgument,
+            "cluster_key is required for a docker App",
+        ),
+        (
+            AppInst {
+                cloudlet_key: Some(CloudletKey {
+                    organization: "tmus".into(),
+                    name: "paris".into(),
+                }),
+                ..app_inst("acme", "x", "game", "c1")
+            },
             Code::InvalidArgument,
             "differs from the cloudlet of its cluster",
         ),
@@ -158,27 +384,55 @@ async fn caller_going_away_does_not_cancel_and_validation_of_app_insts() {
         assert_code(insts.create_app_inst(inst).await, code, msg);
     }
 
-    let stream = insts.create_app_inst(app_inst("acme", "game-1", "game", "c1")).await.unwrap();
+    let stream = insts
+        .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
+        .await
+        .unwrap();
     drop(stream);
-    crm.wait_for(|o| matches!(o, change::Object::AppInst(_))).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[]).await;
+    crm.wait_for(|o| matches!(o, change::Object::AppInst(_)))
+        .await;
+    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let shown = collect(insts.show_app_inst(AppInst::default()).await.unwrap().into_inner()).await;
+    let shown = collect(
+        insts
+            .show_app_inst(AppInst::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
     assert_eq!(shown[0].state, TrackedState::Ready as i32);
 
     // Update re-deploys: UPDATE_REQUESTED → CRM → READY.
     let mut up = insts
-        .update_app_inst(AppInstUpdate { app_inst: Some(app_inst("acme", "game-1", "", "")), fields: vec![] })
+        .update_app_inst(AppInstUpdate {
+            app_inst: Some(app_inst("acme", "game-1", "", "")),
+            fields: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
     crm.wait_for(|o| matches!(o, change::Object::AppInst(i) if i.state == TrackedState::UpdateRequested as i32)).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Updating, &["restarting"], &[]).await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &["restarting"], &[]).await;
+    crm.report_app_inst(
+        "game-1",
+        "acme",
+        TrackedState::Updating,
+        &["restarting"],
+        &[],
+    )
+    .await;
+    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &["restarting"], &[])
+        .await;
     let progress = drain(&mut up).await.unwrap();
     assert!(progress.iter().any(|p| p.message == "restarting"));
     assert_code(
-        insts.update_app_inst(AppInstUpdate { app_inst: Some(app_inst("acme", "game-1", "", "")), fields: vec!["uri".into()] }).await,
+        insts
+            .update_app_inst(AppInstUpdate {
+                app_inst: Some(app_inst("acme", "game-1", "", "")),
+                fields: vec!["uri".into()],
+            })
+            .await,
         Code::InvalidArgument,
         "field \"uri\" cannot be updated",
     );
@@ -189,18 +443,40 @@ async fn ports_run_out_with_a_clear_message() {
     let r = Region::start_with(|c| c.port_range = (20000, 20002)).await;
     r.create_flavor("small").await;
     let mut crm = r.onboard("tmus", "berlin").await;
-    r.apps().create_app(app("acme", "big", "tcp:8000-8001")).await.unwrap();
-    let _s = r.clusters().create_cluster_inst(cluster("acme", "c1", "tmus", "berlin")).await.unwrap();
-    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(_))).await;
-    crm.report_cluster("c1", "acme", TrackedState::Ready, &[], &[]).await;
+    r.apps()
+        .create_app(app("acme", "big", "tcp:8000-8001"))
+        .await
+        .unwrap();
+    let _s = r
+        .clusters()
+        .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+        .await
+        .unwrap();
+    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(_)))
+        .await;
+    crm.report_cluster("c1", "acme", TrackedState::Ready, &[], &[])
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _a = r.app_insts().create_app_inst(app_inst("acme", "a", "big", "c1")).await.unwrap();
+    let _a = r
+        .app_insts()
+        .create_app_inst(app_inst("acme", "a", "big", "c1"))
+        .await
+        .unwrap();
     assert_code(
-        r.app_insts().create_app_inst(app_inst("acme", "b", "big", "c1")).await,
+        r.app_insts()
+            .create_app_inst(app_inst("acme", "b", "big", "c1"))
+            .await,
         Code::FailedPrecondition,
         "no 2 free public tcp port(s) left on Cloudlet \"tmus/berlin\" (range 20000-20002)",
     );
     // Nothing half-created.
-    let shown = collect(r.app_insts().show_app_inst(AppInst::default()).await.unwrap().into_inner()).await;
+    let shown = collect(
+        r.app_insts()
+            .show_app_inst(AppInst::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
     assert_eq!(shown.len(), 1);
 }

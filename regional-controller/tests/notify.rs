@@ -1,0 +1,310 @@
+//! Notify: per-cloudlet filtering, authentication, resync, offline detection, several replicas and an
+//! etcd restart — all against real etcd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use edge_proto::edge::*;
+use regional_controller::Controller;
+use tonic::Code;
+
+fn names(objs: &[change::Object]) -> Vec<String> {
+    let mut v: Vec<String> = objs.iter().map(name_of).collect();
+    v.sort();
+    v
+}
+
+/// Brings cluster `cluster` on the CRM's cloudlet to READY.
+async fn ready_cluster(r: &Region, crm: &mut TestCrm, cluster_name: &str) {
+    let c = cluster("acme", cluster_name, &crm.key.organization, &crm.key.name);
+    let mut s = r
+        .clusters()
+        .create_cluster_inst(c)
+        .await
+        .unwrap()
+        .into_inner();
+    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(c) if c.key.as_ref().unwrap().name == cluster_name)).await;
+    crm.report_cluster(cluster_name, "acme", TrackedState::Ready, &[], &[])
+        .await;
+    drain(&mut s).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_sees_only_its_cloudlet_and_changes_live() {
+    let r = Region::start().await;
+    r.create_flavor("small").await;
+    let mut a = r.onboard("tmus", "a").await;
+    let mut b = r.onboard("tmus", "b").await;
+    r.apps()
+        .create_app(app("acme", "app-a", "tcp:80"))
+        .await
+        .unwrap();
+    r.apps()
+        .create_app(app("acme", "app-b", "tcp:80"))
+        .await
+        .unwrap();
+    ready_cluster(&r, &mut a, "ca").await;
+    ready_cluster(&r, &mut b, "cb").await;
+    let _ = r
+        .app_insts()
+        .create_app_inst(app_inst("acme", "ia", "app-a", "ca"))
+        .await
+        .unwrap();
+    let _ = r
+        .app_insts()
+        .create_app_inst(app_inst("acme", "ib", "app-b", "cb"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A fresh connection of A's CRM syncs A's objects only.
+    let key = r
+        .cloudlets()
+        .rotate_cloudlet_access_key(a.key.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut a2 = TestCrm::connect(r.ctrl.notify_addr, "tmus", "a", &key.access_private_key)
+        .await
+        .unwrap();
+    let synced = a2.sync().await;
+    assert_eq!(
+        names(&synced),
+        [
+            "App app-a",
+            "AppInst ia",
+            "Cloudlet a",
+            "ClusterInst ca",
+            "Flavor small"
+        ]
+    );
+
+    // Live: a new AppInst on A arrives (after its App), one on B does not.
+    r.apps()
+        .create_app(app("acme", "app-c", "tcp:81"))
+        .await
+        .unwrap();
+    let _ = r
+        .app_insts()
+        .create_app_inst(app_inst("acme", "ib2", "app-c", "cb"))
+        .await
+        .unwrap();
+    let _ = r
+        .app_insts()
+        .create_app_inst(app_inst("acme", "ia2", "app-a", "ca"))
+        .await
+        .unwrap();
+    let c = a2.next_change().await;
+    assert_eq!(name_of(c.object.as_ref().unwrap()), "AppInst ia2");
+    assert!(c.revision > 0);
+
+    // A DME sees the whole region.
+    let (_tx, mut dme) = open_dme(r.ctrl.notify_addr).await;
+    let all = names(&read_sync(&mut dme).await);
+    for n in [
+        "App app-b",
+        "AppInst ib",
+        "Cloudlet b",
+        "CloudletInfo a",
+        "CloudletInfo b",
+    ] {
+        assert!(all.contains(&n.to_string()), "{n} missing from {all:?}");
+    }
+    assert!(
+        !all.iter().any(|n| n.starts_with("ClusterInst")),
+        "DME did not ask for ClusterInsts: {all:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_cloudlets_and_wrong_keys_are_refused() {
+    let r = Region::start().await;
+    let (other_private, _) = edge_common::access_key::generate().unwrap();
+    assert_code(
+        TestCrm::connect(r.ctrl.notify_addr, "tmus", "ghost", &other_private)
+            .await
+            .map(|_| ()),
+        Code::Unauthenticated,
+        "cloudlet \"tmus/ghost\": unknown cloudlet or wrong access key",
+    );
+    let (private, _s) = r.create_cloudlet("tmus", "berlin").await;
+    assert_code(
+        TestCrm::connect(r.ctrl.notify_addr, "tmus", "berlin", &other_private)
+            .await
+            .map(|_| ()),
+        Code::Unauthenticated,
+        "unknown cloudlet or wrong access key",
+    );
+    // A hello for another region is refused.
+    let hello = Hello {
+        client_type: ClientType::Dme as i32,
+        region: "US".into(),
+        ..Default::default()
+    };
+    assert_code(
+        open(r.ctrl.notify_addr, hello).await.map(|_| ()),
+        Code::InvalidArgument,
+        "serves region \"EU\", not \"US\"",
+    );
+
+    // The right key works; rotating the key ends the live session.
+    let mut crm = TestCrm::connect(r.ctrl.notify_addr, "tmus", "berlin", &private)
+        .await
+        .unwrap();
+    crm.sync().await;
+    r.cloudlets()
+        .rotate_cloudlet_access_key(crm.key.clone())
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match crm.rx.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("session must end");
+    assert_eq!(end.unwrap_err().code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_resyncs_and_offline_after_grace() {
+    let r = Region::start().await;
+    r.create_flavor("small").await;
+    r.create_flavor("gone").await;
+    let (private, _s) = r.create_cloudlet("tmus", "berlin").await;
+    let mut crm = TestCrm::connect(r.ctrl.notify_addr, "tmus", "berlin", &private)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&crm.sync().await),
+        ["Cloudlet berlin", "Flavor gone", "Flavor small"]
+    );
+    crm.report_cloudlet(CloudletState::Ready).await;
+    let info = || async {
+        let infos = collect(
+            r.cloudlets()
+                .show_cloudlet_info(CloudletInfo::default())
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        infos.first().map(|i| i.state).unwrap_or_default()
+    };
+    let wait_state = |state: CloudletState| async move {
+        for _ in 0..100 {
+            if info().await == state as i32 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(wait_state(CloudletState::Ready).await, "report not stored");
+    drop(crm);
+
+    // While disconnected: one flavor goes, one comes. The resync shows the new truth.
+    r.flavors().delete_flavor(flavor("gone")).await.unwrap();
+    r.create_flavor("new").await;
+    let mut crm = TestCrm::connect(r.ctrl.notify_addr, "tmus", "berlin", &private)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&crm.sync().await),
+        ["Cloudlet berlin", "Flavor new", "Flavor small"]
+    );
+    drop(crm);
+
+    // Offline once the CRM is gone longer than offline_after (3 s here); back to READY on reconnect.
+    assert_eq!(info().await, CloudletState::Ready as i32);
+    assert!(
+        wait_state(CloudletState::Offline).await,
+        "cloudlet never went offline"
+    );
+    let mut crm = TestCrm::connect(r.ctrl.notify_addr, "tmus", "berlin", &private)
+        .await
+        .unwrap();
+    crm.sync().await;
+    crm.report_cloudlet(CloudletState::Ready).await;
+    assert!(wait_state(CloudletState::Ready).await, "back online");
+    // Connected CRMs (heartbeating) are not marked offline.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(info().await, CloudletState::Ready as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_replica_is_streamed_by_another() {
+    let r = Region::start().await;
+    let second = Controller::start(config(&r.etcd)).await.unwrap();
+    let (_tx, mut dme) = open_dme(second.notify_addr).await;
+    assert!(read_sync(&mut dme).await.is_empty());
+    r.operator_codes()
+        .create_operator_code(OperatorCode {
+            code: "26201".into(),
+            organization: "tmus".into(),
+        })
+        .await
+        .unwrap();
+    let c = next_change(&mut dme).await;
+    assert_eq!(name_of(c.object.as_ref().unwrap()), "OperatorCode 26201");
+
+    // A CRM connected to the second replica reports; the first replica's API shows it.
+    let (private, mut create) = r.create_cloudlet("tmus", "berlin").await;
+    let mut crm = TestCrm::connect(second.notify_addr, "tmus", "berlin", &private)
+        .await
+        .unwrap();
+    crm.sync().await;
+    crm.report_cloudlet(CloudletState::Ready).await;
+    let progress = drain(&mut create).await.unwrap();
+    assert_eq!(progress.last().unwrap().state, TrackedState::Ready as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restart_is_survived_without_missing_changes() {
+    let mut r = Region::start().await;
+    let (_tx, mut dme) = open_dme(r.ctrl.notify_addr).await;
+    read_sync(&mut dme).await;
+    r.create_flavor("before").await;
+    assert_eq!(
+        name_of(next_change(&mut dme).await.object.as_ref().unwrap()),
+        "Flavor before"
+    );
+
+    r.etcd.stop();
+    let err = r
+        .flavors()
+        .create_flavor(flavor("during"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    r.etcd.resume().await.unwrap();
+
+    // The controller reconnects by itself; writes work again and reach the stream.
+    let mut created = false;
+    for _ in 0..100 {
+        if r.flavors().create_flavor(flavor("after")).await.is_ok() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(created, "controller did not recover from the etcd restart");
+    assert_eq!(
+        name_of(next_change(&mut dme).await.object.as_ref().unwrap()),
+        "Flavor after"
+    );
+    let shown = collect(
+        r.flavors()
+            .show_flavor(Flavor::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(shown.len(), 2);
+}
