@@ -1,3 +1,129 @@
-//! Cloudlet Resource Manager: the agent that provisions clusters and apps on one cloudlet.
+//! Cloudlet Resource Manager: the agent on an operator's PlatformVM, one per cloudlet.
 //!
-//! Not built yet: see the open issue for this component. The binary parses its documented flags.
+//! It dials out to its regional controller's notify port (see [`notify`]), mirrors the cloudlet's
+//! desired state into its state dir ([`mirror`]), and makes the cloudlet match it ([`reconcile`]) through
+//! a platform driver ([`platform`]: `docker` or `fake`), publishing app ports on the shared root load
+//! balancer ([`lb`]). When the controller is unreachable it keeps everything running and keeps
+//! reconciling against the cached state.
+
+pub mod lb;
+pub mod mirror;
+pub mod notify;
+pub mod platform;
+pub mod reconcile;
+pub mod report;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_common::ops::{self, Readiness};
+use edge_proto::edge::CloudletKey;
+use prometheus::{IntGauge, Registry};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::platform::Platform;
+
+/// Which driver runs the cloudlet's infrastructure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlatformKind {
+    /// Real containers on the Docker Engine at this address (`unix:///run/docker.sock`).
+    Docker { host: String },
+    /// In-memory simulation with this delay per operation.
+    Fake { delay: Duration },
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub region: String,
+    pub cloudlet: CloudletKey,
+    /// Controller notify address, `host:port`.
+    pub controller: String,
+    /// Cloudlet access private key (base64 PKCS#8), as issued at CreateCloudlet.
+    pub access_key: String,
+    pub platform: PlatformKind,
+    pub state_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    /// Address the shared root load balancer listens on.
+    pub public_addr: IpAddr,
+}
+
+/// A running CRM; dropping it stops every task (running apps stay, as after a crash).
+pub struct Crm {
+    pub http_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Crm {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Crm {
+    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| anyhow::anyhow!("creating state dir {}: {e}", cfg.state_dir.display()))?;
+        let ck = edge_common::Keyed::key_string(&cfg.cloudlet);
+        let platform: Arc<dyn Platform> = match &cfg.platform {
+            PlatformKind::Docker { host } => {
+                Arc::new(platform::docker::DockerPlatform::connect(host, &ck).await?)
+            }
+            PlatformKind::Fake { delay } => Arc::new(platform::fake::FakePlatform::new(
+                *delay,
+                platform::Capacity {
+                    vcpus: 1000,
+                    ram: 4_096_000,
+                    disk: 100_000,
+                },
+            )),
+        };
+        let mirror = Arc::new(mirror::Mirror::load(&cfg.state_dir)?);
+        let registry = Registry::new();
+        let connected = IntGauge::new(
+            "crm_controller_connected",
+            "1 while the notify stream to the controller is up",
+        )?;
+        registry.register(Box::new(connected.clone()))?;
+        let lb = lb::Lb::new(cfg.public_addr, &registry);
+        let (reporter, reports) = report::Reporter::new();
+        let reporter = Arc::new(reporter);
+        let resync = Arc::new(Notify::new());
+        let ready = Readiness::default();
+        ready.set(true);
+        let ops_server = ops::serve(cfg.http_addr, registry, ready).await?;
+
+        let reconciler = Arc::new(reconcile::Reconciler::new(
+            cfg.cloudlet.clone(),
+            mirror.clone(),
+            platform,
+            lb,
+            reporter.clone(),
+            resync.clone(),
+        ));
+        let connection = notify::Connection {
+            region: cfg.region.clone(),
+            cloudlet: cfg.cloudlet.clone(),
+            controller: cfg.controller.clone(),
+            access_key: cfg.access_key.trim().to_string(),
+            mirror,
+            reporter,
+            resync,
+            connected,
+        };
+        let tasks = vec![
+            ops_server.task,
+            tokio::spawn(reconciler.run()),
+            tokio::spawn(connection.run(reports)),
+        ];
+        tracing::info!(cloudlet = %ck, controller = %cfg.controller, http = %ops_server.addr, "CRM started");
+        Ok(Self {
+            http_addr: ops_server.addr,
+            tasks,
+        })
+    }
+}

@@ -297,8 +297,8 @@ impl Cache {
                 }
             }
             // A progress notification (no events) says everything up to its header revision was seen. With
-            // events, the header may be ahead of events still to come, so only the events count.
-            if resp.events().is_empty() {
+            // events, or in the watch-created reply, the header may be ahead of events still to come.
+            if resp.events().is_empty() && !resp.created() {
                 st.revision = st.revision.max(header_rev);
             }
             let rev = st.revision;

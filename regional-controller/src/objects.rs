@@ -135,7 +135,8 @@ pub trait Tracked: Object {
     fn status(&self) -> &[String];
     /// Errors and progress messages reported by the CRM for the current operation.
     fn set_progress(&mut self, errors: Vec<String>, status: Vec<String>);
-    /// Starts a new operation: the state the controller requests, with fresh status and errors.
+    /// Starts a new operation: the state the controller requests, with fresh status and errors, and a new
+    /// `updated_at`, which tells the CRM this is a new request (e.g. a retry after CREATE_ERROR).
     fn request(&mut self, s: TrackedState);
 }
 
@@ -159,6 +160,7 @@ macro_rules! tracked {
                 self.status = status;
             }
             fn request(&mut self, s: TrackedState) {
+                self.updated_at = edge_common::now_ms();
                 self.set_state(s);
                 self.errors.clear();
                 self.status.clear();

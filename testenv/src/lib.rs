@@ -11,6 +11,7 @@
 
 mod docker;
 mod etcd;
+pub mod fixtures;
 mod influx;
 mod openbao;
 mod postgres;

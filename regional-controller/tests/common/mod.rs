@@ -8,11 +8,11 @@ use edge_common::access_key;
 use edge_proto::edge::*;
 use regional_controller::{Config, Controller};
 use std::result::Result;
+pub use testenv::fixtures::*;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
 
 pub const REGION: &str = "EU";
 
@@ -119,121 +119,6 @@ pub async fn connect(addr: std::net::SocketAddr) -> Channel {
         .connect()
         .await
         .expect("connect to controller")
-}
-
-/// Reads a progress stream to its end: the messages, or the final error.
-pub async fn drain(stream: &mut Streaming<Progress>) -> Result<Vec<Progress>, tonic::Status> {
-    let mut all = Vec::new();
-    while let Some(p) = tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .expect("stream stalled")?
-    {
-        all.push(p);
-    }
-    Ok(all)
-}
-
-/// Reads a Show stream into a Vec.
-pub async fn collect<T>(mut s: Streaming<T>) -> Vec<T> {
-    let mut v = Vec::new();
-    while let Some(x) = s.next().await {
-        v.push(x.expect("show item"));
-    }
-    v
-}
-
-pub fn flavor(name: &str) -> Flavor {
-    Flavor {
-        key: Some(FlavorKey { name: name.into() }),
-        vcpus: 2,
-        ram: 2048,
-        disk: 20,
-        gpu: String::new(),
-    }
-}
-
-pub fn cloudlet(org: &str, name: &str) -> Cloudlet {
-    Cloudlet {
-        key: Some(CloudletKey {
-            organization: org.into(),
-            name: name.into(),
-        }),
-        location: Some(Loc {
-            latitude: 52.52,
-            longitude: 13.40,
-        }),
-        platform_type: PlatformType::Docker as i32,
-        ..Default::default()
-    }
-}
-
-pub fn app(org: &str, name: &str, ports: &str) -> App {
-    App {
-        key: Some(AppKey {
-            organization: org.into(),
-            name: name.into(),
-            version: "1.0".into(),
-        }),
-        image_type: ImageType::Docker as i32,
-        image_path: "edge-busybox:test".into(),
-        deployment: "docker".into(),
-        access_ports: ports.into(),
-        default_flavor: Some(FlavorKey {
-            name: "small".into(),
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn cluster(org: &str, name: &str, cloudlet_org: &str, cloudlet_name: &str) -> ClusterInst {
-    ClusterInst {
-        key: Some(ClusterInstKey {
-            organization: org.into(),
-            name: name.into(),
-        }),
-        cloudlet_key: Some(CloudletKey {
-            organization: cloudlet_org.into(),
-            name: cloudlet_name.into(),
-        }),
-        flavor: Some(FlavorKey {
-            name: "small".into(),
-        }),
-        deployment: "docker".into(),
-        ..Default::default()
-    }
-}
-
-pub fn app_inst(org: &str, name: &str, app_name: &str, cluster_name: &str) -> AppInst {
-    AppInst {
-        key: Some(AppInstKey {
-            organization: org.into(),
-            name: name.into(),
-        }),
-        app_key: Some(AppKey {
-            organization: org.into(),
-            name: app_name.into(),
-            version: "1.0".into(),
-        }),
-        cluster_key: Some(ClusterInstKey {
-            organization: org.into(),
-            name: cluster_name.into(),
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn assert_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, msg: &str) {
-    match r {
-        Ok(v) => panic!("expected {code:?} containing {msg:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "{}", s.message());
-            assert!(
-                s.message().contains(msg),
-                "message {:?} does not contain {msg:?}",
-                s.message()
-            );
-        }
-    }
 }
 
 /// A test CRM: connects to notify with a cloudlet access key and reports like a real CRM.

@@ -1,0 +1,336 @@
+//! The `docker` platform: real containers through the Docker Engine API.
+//!
+//! A docker ClusterInst is an isolated bridge network (one per cluster); an AppInst is a container on
+//! that network, with the App's image, command, env and the flavor's CPU and memory limits. Images must
+//! already be on the engine (no registry is contacted). Kubernetes clusters are not supported by this
+//! driver (its features say so, and the controller refuses them).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use edge_common::Keyed;
+use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, PlatformFeatures};
+use tokio_stream::StreamExt;
+
+use super::{
+    Capacity, ClusterOps, LABEL_APPINST, LABEL_CLOUDLET, LABEL_CLUSTER, LABEL_MANAGED,
+    ObservedAppInst, Platform, PlatformError, Progress, Result, resource_name,
+};
+
+pub struct DockerPlatform {
+    docker: Docker,
+    /// cloudlet key string, on every label set so two cloudlets can share an engine
+    cloudlet: String,
+}
+
+fn engine_error(what: &str, e: DockerError) -> PlatformError {
+    match &e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } if *status_code < 500 => PlatformError::permanent(format!("{what}: {message}")),
+        _ => PlatformError::transient(format!("{what}: {e}")),
+    }
+}
+
+fn not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerPlatform {
+    /// Connects to the engine at `host` (`unix:///path/docker.sock`) and negotiates the API version.
+    pub async fn connect(host: &str, cloudlet: &str) -> anyhow::Result<Self> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)?
+            .negotiate_version()
+            .await
+            .map_err(|e| anyhow::anyhow!("Docker Engine at {host} does not answer: {e}"))?;
+        Ok(Self {
+            docker,
+            cloudlet: cloudlet.to_string(),
+        })
+    }
+
+    fn labels(&self, kind: &str, key: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_CLOUDLET.to_string(), self.cloudlet.clone()),
+            (kind.to_string(), key.to_string()),
+        ])
+    }
+
+    fn filter(&self, kind: &str) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_CLOUDLET}={}", self.cloudlet),
+                kind.to_string(),
+            ],
+        )])
+    }
+
+    async fn inspect_app(&self, name: &str, key: &str) -> Result<Option<ObservedAppInst>> {
+        let info = match self.docker.inspect_container(name, None).await {
+            Ok(i) => i,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(engine_error("inspecting container", e)),
+        };
+        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let backend = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|nets| {
+                nets.into_values()
+                    .find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
+            })
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        Ok(Some(ObservedAppInst {
+            key: key.to_string(),
+            container_ids: info.id.into_iter().collect(),
+            running,
+            backend,
+        }))
+    }
+
+    /// Why a container stopped: exit code, engine error and the last lines it printed.
+    async fn exit_report(&self, name: &str) -> String {
+        let state = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|i| i.state);
+        let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or_default();
+        let err = state.and_then(|s| s.error).filter(|e| !e.is_empty());
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("5")
+            .build();
+        let mut logs = self.docker.logs(name, Some(opts));
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        let mut msg = format!("container exited with code {code}");
+        if let Some(e) = err {
+            msg.push_str(&format!(": {e}"));
+        }
+        let out = out.trim();
+        if !out.is_empty() {
+            msg.push_str(&format!("; last output: {out}"));
+        }
+        msg
+    }
+}
+
+#[async_trait::async_trait]
+impl Platform for DockerPlatform {
+    fn features(&self) -> PlatformFeatures {
+        PlatformFeatures {
+            supports_docker_clusters: true,
+            supports_shared_root_lb: true,
+            ..Default::default()
+        }
+    }
+
+    async fn check(&self) -> Result<Capacity> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| engine_error("asking the Docker Engine for its info", e))?;
+        Ok(Capacity {
+            vcpus: info.ncpu.unwrap_or_default().max(0) as u64,
+            ram: (info.mem_total.unwrap_or_default().max(0) as u64) / (1024 * 1024),
+            disk: 0,
+        })
+    }
+
+    fn clusters(&self) -> Option<&dyn ClusterOps> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterOps for DockerPlatform {
+    async fn list_clusters(&self) -> Result<Vec<String>> {
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&self.filter(LABEL_CLUSTER))
+            .build();
+        let nets = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| engine_error("listing networks", e))?;
+        Ok(nets
+            .into_iter()
+            .filter_map(|n| n.labels?.remove(LABEL_CLUSTER))
+            .collect())
+    }
+
+    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()> {
+        if c.deployment != "docker" {
+            return Err(PlatformError::permanent(format!(
+                "the docker platform cannot run {} clusters; use a docker deployment",
+                c.deployment
+            )));
+        }
+        let key = c.key_string();
+        let name = resource_name("edge", &key);
+        if self.list_clusters().await?.contains(&key) {
+            return Ok(());
+        }
+        progress.step(&format!("Creating network {name}"));
+        let req = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(self.labels(LABEL_CLUSTER, &key)),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Created concurrently, or left by a crash between create and label listing: it is ours.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_error(&format!("creating network {name}"), e)),
+        }
+    }
+
+    async fn delete_cluster(&self, key: &str) -> Result<()> {
+        let name = resource_name("edge", key);
+        match self.docker.remove_network(&name).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error(&format!("removing network {name}"), e)),
+        }
+    }
+
+    async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>> {
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.filter(LABEL_APPINST))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| engine_error("listing containers", e))?;
+        let mut out = Vec::new();
+        for c in list {
+            let Some(key) = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_APPINST))
+                .cloned()
+            else {
+                continue;
+            };
+            if let Some(o) = self.inspect_app(&resource_name("edge", &key), &key).await? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn deploy_app(
+        &self,
+        cluster: &ClusterInst,
+        app: &App,
+        inst: &AppInst,
+        flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<ObservedAppInst> {
+        let key = inst.key_string();
+        let name = resource_name("edge", &key);
+        if let Some(o) = self.inspect_app(&name, &key).await? {
+            if o.running {
+                return Ok(o);
+            }
+            // A leftover of an interrupted deploy: start over.
+            self.delete_app(&key).await?;
+        }
+        if let Err(e) = self.docker.inspect_image(&app.image_path).await {
+            return Err(if not_found(&e) {
+                PlatformError::permanent(format!(
+                    "image \"{}\" is not present on the cloudlet's Docker Engine (no registry is contacted)",
+                    app.image_path
+                ))
+            } else {
+                engine_error("inspecting image", e)
+            });
+        }
+        let network = resource_name("edge", &cluster.key_string());
+        let host_config = HostConfig {
+            init: Some(true),
+            network_mode: Some(network.clone()),
+            nano_cpus: flavor.map(|f| (f.vcpus as i64) * 1_000_000_000),
+            memory: flavor.map(|f| (f.ram as i64) * 1024 * 1024),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(app.image_path.clone()),
+            cmd: (!app.command.is_empty())
+                .then(|| vec!["sh".into(), "-c".into(), app.command.clone()]),
+            env: Some(app.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(self.labels(LABEL_APPINST, &key)),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(network, EndpointSettings::default())])),
+            }),
+            ..Default::default()
+        };
+        progress.step(&format!(
+            "Creating container {name} from image {}",
+            app.image_path
+        ));
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| engine_error("creating container", e))?;
+        progress.step("Starting container");
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            let err = engine_error("starting container", e);
+            let _ = self.delete_app(&key).await;
+            return Err(err);
+        }
+        // A command that exits at once is a failed deploy, not a running app.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match self.inspect_app(&name, &key).await? {
+            Some(o) if o.running => Ok(o),
+            _ => {
+                let why = self.exit_report(&name).await;
+                let _ = self.delete_app(&key).await;
+                Err(PlatformError::permanent(why))
+            }
+        }
+    }
+
+    async fn delete_app(&self, key: &str) -> Result<()> {
+        let name = resource_name("edge", key);
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(&name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error(&format!("removing container {name}"), e)),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Platform drivers: what actually runs clusters and app instances on a cloudlet.
+//!
+//! Drivers are peers chosen by the cloudlet's platform type. What a driver can do is data
+//! ([`PlatformFeatures`]) that callers branch on, never its name. Every operation is idempotent and
+//! every resource a driver creates carries labels with the object key, so a restarted CRM adopts what
+//! already runs and removes what nobody wants.
+
+pub mod docker;
+pub mod fake;
+
+use std::net::IpAddr;
+
+use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, PlatformFeatures};
+
+/// Label keys on every resource the CRM creates.
+pub const LABEL_MANAGED: &str = "edge.managed";
+pub const LABEL_CLOUDLET: &str = "edge.cloudlet";
+pub const LABEL_CLUSTER: &str = "edge.clusterinst";
+pub const LABEL_APPINST: &str = "edge.appinst";
+
+/// A failed platform operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct PlatformError {
+    pub message: String,
+    /// Worth retrying with backoff (the engine was unreachable, a conflict), as opposed to a problem with
+    /// the request itself (image missing, command exits).
+    pub transient: bool,
+}
+
+impl PlatformError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+        }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
+
+pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+
+/// Receives step messages of a long operation ("creating network", ...).
+pub trait Progress: Send + Sync {
+    fn step(&self, message: &str);
+}
+
+/// What an app instance looks like on the platform.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedAppInst {
+    /// AppInst key string
+    pub key: String,
+    pub container_ids: Vec<String>,
+    /// all containers running
+    pub running: bool,
+    /// address of the app on its cluster network, for the load balancer
+    pub backend: Option<IpAddr>,
+}
+
+/// Total capacity of the cloudlet's infrastructure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub vcpus: u64,
+    /// MB
+    pub ram: u64,
+    /// GB
+    pub disk: u64,
+}
+
+/// Clusters and the apps on them (docker clusters; kubernetes later).
+#[async_trait::async_trait]
+pub trait ClusterOps: Send + Sync {
+    /// Key strings of the clusters that exist.
+    async fn list_clusters(&self) -> Result<Vec<String>>;
+    /// Creates the cluster if it does not exist.
+    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()>;
+    /// Deletes the cluster if it exists.
+    async fn delete_cluster(&self, key: &str) -> Result<()>;
+    /// App instances that exist, running or not.
+    async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>>;
+    /// Starts the app instance on its cluster; fails if it does not come up.
+    async fn deploy_app(
+        &self,
+        cluster: &ClusterInst,
+        app: &App,
+        inst: &AppInst,
+        flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<ObservedAppInst>;
+    /// Deletes the app instance's resources if they exist.
+    async fn delete_app(&self, key: &str) -> Result<()>;
+}
+
+/// A cloudlet's infrastructure.
+#[async_trait::async_trait]
+pub trait Platform: Send + Sync {
+    fn features(&self) -> PlatformFeatures;
+    /// Checks the infrastructure answers and returns its capacity.
+    async fn check(&self) -> Result<Capacity>;
+    fn clusters(&self) -> Option<&dyn ClusterOps> {
+        None
+    }
+}
+
+/// Docker-safe unique name for an object key: readable part plus a hash of the exact key, so keys that
+/// differ only in where the `/` falls never share a name (`acme/game-1` → `edge-acme.game-1-1a2b3c4d`).
+pub fn resource_name(prefix: &str, key: &str) -> String {
+    let body: String = key
+        .chars()
+        .map(|c| if c == '/' { '.' } else { c })
+        .collect();
+    // FNV-1a: stable across runs and versions, unlike std's hasher.
+    let hash = key.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{prefix}-{body}-{hash:08x}")
+}

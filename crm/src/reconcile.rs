@@ -1,0 +1,688 @@
+//! The reconciler: level-triggered and idempotent. Each pass compares the desired state (the mirror)
+//! with what the platform observes and acts per object, reporting progress and results. Passes run on
+//! every mirror change, after every resync, and every few seconds, so a failed or interrupted step is
+//! simply retried (transient failures with exponential backoff and jitter). Resources the platform has
+//! but nobody wants are removed — only once a full desired state is known.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edge_common::Keyed;
+use edge_proto::edge::{
+    AppInst, AppInstInfo, AppInstRuntime, CloudletInfo, CloudletKey, CloudletState, ClusterInst,
+    ClusterInstInfo, FlavorInfo, HealthCheck, IpAccess, LProto, ResourceUsage, TrackedState,
+    notify_up,
+};
+use tokio::sync::Notify;
+
+use crate::lb::{Lb, Proto, RouteKey};
+use crate::mirror::{Desired, Mirror};
+use crate::platform::{Capacity, ClusterOps, ObservedAppInst, Platform, PlatformError, Progress};
+use crate::report::Reporter;
+
+/// Time between passes when nothing changes.
+const PERIOD: Duration = Duration::from_secs(2);
+
+pub struct Reconciler {
+    pub cloudlet: CloudletKey,
+    pub mirror: Arc<Mirror>,
+    pub platform: Arc<dyn Platform>,
+    pub lb: Arc<Lb>,
+    pub reporter: Arc<Reporter>,
+    pub resync: Arc<Notify>,
+    backoff: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Outcome of requests already carried out, by AppInst key: the request's `updated_at` and the error
+    /// it ended with. Until the controller has taken the report in, the mirror still shows the request
+    /// in progress; this keeps a finished update from being redeployed and a failed create from being
+    /// retried (a new request from the controller has a new `updated_at`).
+    done: Mutex<HashMap<String, (i64, Option<String>)>>,
+}
+
+/// Collects the step messages of one operation and reports them as they come.
+struct Steps<'a> {
+    r: &'a Reconciler,
+    kind: Kind,
+    key: String,
+    state: TrackedState,
+    status: Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Cluster,
+    App,
+}
+
+impl Progress for Steps<'_> {
+    fn step(&self, message: &str) {
+        tracing::info!(key = %self.key, "{message}");
+        let status = {
+            let mut s = self.status.lock().expect("steps lock");
+            s.push(message.to_string());
+            s.clone()
+        };
+        self.r
+            .report(self.kind, &self.key, self.state, status, Vec::new(), None);
+    }
+}
+
+impl Steps<'_> {
+    fn status(&self) -> Vec<String> {
+        self.status.lock().expect("steps lock").clone()
+    }
+}
+
+impl Reconciler {
+    pub fn new(
+        cloudlet: CloudletKey,
+        mirror: Arc<Mirror>,
+        platform: Arc<dyn Platform>,
+        lb: Arc<Lb>,
+        reporter: Arc<Reporter>,
+        resync: Arc<Notify>,
+    ) -> Self {
+        Self {
+            cloudlet,
+            mirror,
+            platform,
+            lb,
+            reporter,
+            resync,
+            backoff: Mutex::default(),
+            done: Mutex::default(),
+        }
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        let mut changed = self.mirror.subscribe();
+        loop {
+            self.pass().await;
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = self.resync.notified() => {}
+                _ = tokio::time::sleep(PERIOD) => {}
+            }
+        }
+    }
+
+    fn report(
+        &self,
+        kind: Kind,
+        key: &str,
+        state: TrackedState,
+        status: Vec<String>,
+        errors: Vec<String>,
+        runtime: Option<AppInstRuntime>,
+    ) {
+        let (org, name) = key.split_once('/').unwrap_or((key, ""));
+        let msg = match kind {
+            Kind::Cluster => notify_up::Msg::ClusterInstInfo(ClusterInstInfo {
+                key: Some(edge_proto::edge::ClusterInstKey {
+                    organization: org.into(),
+                    name: name.into(),
+                }),
+                state: state as i32,
+                errors,
+                status,
+            }),
+            Kind::App => notify_up::Msg::AppInstInfo(AppInstInfo {
+                key: Some(edge_proto::edge::AppInstKey {
+                    organization: org.into(),
+                    name: name.into(),
+                }),
+                state: state as i32,
+                errors,
+                status,
+                health_check: if state == TrackedState::Ready {
+                    HealthCheck::Ok as i32
+                } else {
+                    0
+                },
+                runtime_info: runtime,
+            }),
+        };
+        let prefix = match kind {
+            Kind::Cluster => "ClusterInst",
+            Kind::App => "AppInst",
+        };
+        self.reporter.send(&format!("{prefix}/{key}"), msg);
+    }
+
+    fn steps(&self, kind: Kind, key: &str, state: TrackedState) -> Steps<'_> {
+        Steps {
+            r: self,
+            kind,
+            key: key.to_string(),
+            state,
+            status: Mutex::default(),
+        }
+    }
+
+    /// Whether `key` may be tried now (its backoff has passed).
+    fn due(&self, key: &str) -> bool {
+        self.backoff
+            .lock()
+            .expect("backoff lock")
+            .get(key)
+            .is_none_or(|(_, at)| Instant::now() >= *at)
+    }
+
+    /// Schedules the next try of `key`: 1 s, 2 s, 4 s ... up to 60 s, plus up to 50% jitter.
+    fn failed(&self, key: &str) -> Duration {
+        let mut b = self.backoff.lock().expect("backoff lock");
+        let attempts = b.get(key).map(|(n, _)| n + 1).unwrap_or(0);
+        let base = Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
+        let wait = base + crate::notify::jitter(base / 2);
+        b.insert(key.to_string(), (attempts, Instant::now() + wait));
+        wait
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.backoff.lock().expect("backoff lock").remove(key);
+    }
+
+    async fn pass(&self) {
+        let d = self.mirror.snapshot();
+        let capacity = match self.platform.check().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.report_cloudlet(
+                    &d,
+                    CloudletState::Errors,
+                    Capacity::default(),
+                    vec![e.message],
+                );
+                return;
+            }
+        };
+        self.report_cloudlet(&d, CloudletState::Ready, capacity, Vec::new());
+        if !d.complete {
+            // Nothing known yet (first start, controller not reached): touch nothing.
+            return;
+        }
+        let Some(ops) = self.platform.clusters() else {
+            return;
+        };
+        let (clusters, apps) = match (ops.list_clusters().await, ops.list_app_insts().await) {
+            (Ok(c), Ok(a)) => (c.into_iter().collect::<BTreeSet<_>>(), a),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "observing the platform failed; retrying");
+                return;
+            }
+        };
+        let apps: HashMap<String, ObservedAppInst> =
+            apps.into_iter().map(|a| (a.key.clone(), a)).collect();
+
+        for c in d.clusters.values().filter(|c| !is_delete(c.state())) {
+            self.cluster_up(ops, &d, c, &clusters).await;
+        }
+        for (key, inst) in &d.app_insts {
+            self.app_inst(ops, &d, inst, apps.get(key)).await;
+        }
+        // What runs but is not desired: apps first (they sit on cluster networks), then clusters.
+        for key in apps.keys().filter(|k| !d.app_insts.contains_key(*k)) {
+            tracing::info!(key, "removing an app instance nobody wants");
+            self.remove_routes(key);
+            if let Err(e) = ops.delete_app(key).await {
+                tracing::warn!(key, error = %e, "removing orphan app instance failed");
+            }
+        }
+        for (key, c) in &d.clusters {
+            if is_delete(c.state()) {
+                self.cluster_down(ops, c, clusters.contains(key)).await;
+            }
+        }
+        for key in clusters.iter().filter(|k| !d.clusters.contains_key(*k)) {
+            tracing::info!(key, "removing a cluster nobody wants");
+            if let Err(e) = ops.delete_cluster(key).await {
+                tracing::warn!(key, error = %e, "removing orphan cluster failed");
+            }
+        }
+        for (route, _, owner) in self.lb.routes() {
+            if d.app_insts.get(&owner).is_none_or(|i| is_delete(i.state())) {
+                self.lb.remove(route);
+            }
+        }
+    }
+
+    fn report_cloudlet(
+        &self,
+        d: &Desired,
+        state: CloudletState,
+        cap: Capacity,
+        errors: Vec<String>,
+    ) {
+        let (used, quota) = usage(d, None);
+        let total = |name: &str, cap: u64| quota.get(name).copied().unwrap_or(cap);
+        let info = CloudletInfo {
+            key: Some(self.cloudlet.clone()),
+            state: state as i32,
+            errors,
+            flavors: d
+                .flavors
+                .values()
+                .map(|f| FlavorInfo {
+                    name: f.key.clone().unwrap_or_default().name,
+                    vcpus: f.vcpus,
+                    ram: f.ram,
+                    disk: f.disk,
+                })
+                .collect(),
+            features: Some(self.platform.features()),
+            resources: vec![
+                ResourceUsage {
+                    name: "vCPUs".into(),
+                    used: used.vcpus,
+                    total: total("vCPUs", cap.vcpus),
+                },
+                ResourceUsage {
+                    name: "RAM".into(),
+                    used: used.ram,
+                    total: total("RAM", cap.ram),
+                },
+                ResourceUsage {
+                    name: "Disk".into(),
+                    used: used.disk,
+                    total: total("Disk", cap.disk),
+                },
+            ],
+            crm_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        self.reporter
+            .send("CloudletInfo", notify_up::Msg::CloudletInfo(info));
+    }
+
+    async fn cluster_up(
+        &self,
+        ops: &dyn ClusterOps,
+        d: &Desired,
+        c: &ClusterInst,
+        exists: &BTreeSet<String>,
+    ) {
+        let key = c.key_string();
+        let state = c.state();
+        let creating = matches!(
+            state,
+            TrackedState::CreateRequested | TrackedState::Creating
+        );
+        if !creating
+            && !matches!(
+                state,
+                TrackedState::Ready | TrackedState::UpdateRequested | TrackedState::Updating
+            )
+        {
+            return;
+        }
+        if exists.contains(&key) {
+            // Docker clusters have nothing to update in place.
+            self.report(
+                Kind::Cluster,
+                &key,
+                TrackedState::Ready,
+                Vec::new(),
+                Vec::new(),
+                None,
+            );
+            return;
+        }
+        if !self.due(&key) {
+            return;
+        }
+        if creating && let Err(msg) = check_quota(d, &self.cloudlet, c, exists) {
+            self.report(
+                Kind::Cluster,
+                &key,
+                TrackedState::CreateError,
+                Vec::new(),
+                vec![msg],
+                None,
+            );
+            return;
+        }
+        let steps = self.steps(Kind::Cluster, &key, TrackedState::Creating);
+        match ops.create_cluster(c, &steps).await {
+            Ok(()) => {
+                self.succeeded(&key);
+                self.report(
+                    Kind::Cluster,
+                    &key,
+                    TrackedState::Ready,
+                    steps.status(),
+                    Vec::new(),
+                    None,
+                );
+            }
+            Err(e) => self.fail(Kind::Cluster, &key, &steps, e, TrackedState::CreateError),
+        }
+    }
+
+    async fn cluster_down(&self, ops: &dyn ClusterOps, c: &ClusterInst, exists: bool) {
+        let key = c.key_string();
+        if exists {
+            if !self.due(&key) {
+                return;
+            }
+            let steps = self.steps(Kind::Cluster, &key, TrackedState::Deleting);
+            steps.step("Deleting cluster");
+            if let Err(e) = ops.delete_cluster(&key).await {
+                self.fail(Kind::Cluster, &key, &steps, e, TrackedState::DeleteError);
+                return;
+            }
+            self.succeeded(&key);
+        }
+        self.report(
+            Kind::Cluster,
+            &key,
+            TrackedState::NotPresent,
+            Vec::new(),
+            Vec::new(),
+            None,
+        );
+    }
+
+    /// Reports a failed step: transient failures are retried after a backoff (the object stays in its
+    /// in-progress state); others end in `error_state` with the platform's message.
+    fn fail(
+        &self,
+        kind: Kind,
+        key: &str,
+        steps: &Steps<'_>,
+        e: PlatformError,
+        error_state: TrackedState,
+    ) {
+        if e.transient {
+            let wait = self.failed(key);
+            steps.step(&format!("{}; retrying in {} s", e.message, wait.as_secs()));
+        } else {
+            self.succeeded(key);
+            tracing::warn!(key, error = %e.message, "operation failed");
+            self.report(
+                kind,
+                key,
+                error_state,
+                steps.status(),
+                vec![e.message],
+                None,
+            );
+        }
+    }
+
+    async fn app_inst(
+        &self,
+        ops: &dyn ClusterOps,
+        d: &Desired,
+        inst: &AppInst,
+        observed: Option<&ObservedAppInst>,
+    ) {
+        let key = inst.key_string();
+        let state = inst.state();
+        if is_delete(state) {
+            self.remove_routes(&key);
+            if observed.is_some() {
+                let steps = self.steps(Kind::App, &key, TrackedState::Deleting);
+                steps.step("Deleting app instance");
+                if let Err(e) = ops.delete_app(&key).await {
+                    self.fail(Kind::App, &key, &steps, e, TrackedState::DeleteError);
+                    return;
+                }
+            }
+            self.report(
+                Kind::App,
+                &key,
+                TrackedState::NotPresent,
+                Vec::new(),
+                Vec::new(),
+                None,
+            );
+            return;
+        }
+        let updating = matches!(
+            state,
+            TrackedState::UpdateRequested | TrackedState::Updating
+        );
+        let wanted = updating
+            || matches!(
+                state,
+                TrackedState::CreateRequested | TrackedState::Creating | TrackedState::Ready
+            );
+        if !wanted {
+            return;
+        }
+        let error_state = if updating {
+            TrackedState::UpdateError
+        } else {
+            TrackedState::CreateError
+        };
+        let app = d
+            .apps
+            .get(&inst.app_key.clone().unwrap_or_default().key_string());
+        let cluster = d
+            .clusters
+            .get(&inst.cluster_key.clone().unwrap_or_default().key_string());
+        let (Some(app), Some(cluster)) = (app, cluster) else {
+            if app.is_some() && inst.cluster_key.is_none() {
+                let msg = "VM app instances are not supported by this platform".to_string();
+                self.report(Kind::App, &key, error_state, Vec::new(), vec![msg], None);
+            }
+            return;
+        };
+        let done = self
+            .done
+            .lock()
+            .expect("done lock")
+            .get(&key)
+            .filter(|(at, _)| *at == inst.updated_at)
+            .cloned();
+        if let Some((_, Some(error))) = done {
+            self.report(Kind::App, &key, error_state, Vec::new(), vec![error], None);
+            return;
+        }
+        let redeploy = updating && done.is_none();
+        let running = observed.filter(|o| o.running && !redeploy);
+        if let Some(o) = running {
+            self.publish(inst, cluster, o, Vec::new(), error_state)
+                .await;
+            return;
+        }
+        if !self.due(&key) {
+            return;
+        }
+        let steps = self.steps(
+            Kind::App,
+            &key,
+            if updating {
+                TrackedState::Updating
+            } else {
+                TrackedState::Creating
+            },
+        );
+        if redeploy {
+            steps.step("Redeploying app instance");
+            self.remove_routes(&key);
+            if let Err(e) = ops.delete_app(&key).await {
+                self.fail(Kind::App, &key, &steps, e, error_state);
+                return;
+            }
+        }
+        let flavor = inst.flavor.as_ref().and_then(|f| d.flavors.get(&f.name));
+        match ops.deploy_app(cluster, app, inst, flavor, &steps).await {
+            Ok(o) => {
+                self.succeeded(&key);
+                self.done
+                    .lock()
+                    .expect("done lock")
+                    .insert(key.clone(), (inst.updated_at, None));
+                self.publish(inst, cluster, &o, steps.status(), error_state)
+                    .await;
+            }
+            Err(e) => {
+                if !e.transient {
+                    self.done
+                        .lock()
+                        .expect("done lock")
+                        .insert(key.clone(), (inst.updated_at, Some(e.message.clone())));
+                }
+                self.fail(Kind::App, &key, &steps, e, error_state)
+            }
+        }
+    }
+
+    /// Adds the LB routes of a running app instance (shared-access clusters) and reports it READY.
+    async fn publish(
+        &self,
+        inst: &AppInst,
+        cluster: &ClusterInst,
+        o: &ObservedAppInst,
+        status: Vec<String>,
+        error_state: TrackedState,
+    ) {
+        let key = inst.key_string();
+        if cluster.ip_access == IpAccess::Shared as i32
+            && let Some(ip) = o.backend
+        {
+            for p in &inst.mapped_ports {
+                let proto = if p.proto == LProto::Udp as i32 {
+                    Proto::Udp
+                } else {
+                    Proto::Tcp
+                };
+                let count = if p.end_port == 0 {
+                    1
+                } else {
+                    p.end_port - p.internal_port + 1
+                };
+                for i in 0..count {
+                    let (Ok(public), Ok(internal)) = (
+                        u16::try_from(p.public_port + i),
+                        u16::try_from(p.internal_port + i),
+                    ) else {
+                        continue;
+                    };
+                    let route = RouteKey {
+                        proto,
+                        port: public,
+                    };
+                    if let Err(e) = self
+                        .lb
+                        .ensure(route, SocketAddr::new(ip, internal), &key)
+                        .await
+                    {
+                        self.report(
+                            Kind::App,
+                            &key,
+                            error_state,
+                            status,
+                            vec![e.to_string()],
+                            None,
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        let runtime = AppInstRuntime {
+            container_ids: o.container_ids.clone(),
+        };
+        self.report(
+            Kind::App,
+            &key,
+            TrackedState::Ready,
+            status,
+            Vec::new(),
+            Some(runtime),
+        );
+    }
+
+    fn remove_routes(&self, owner: &str) {
+        for (route, _, o) in self.lb.routes() {
+            if o == owner {
+                self.lb.remove(route);
+            }
+        }
+    }
+}
+
+fn is_delete(s: TrackedState) -> bool {
+    matches!(s, TrackedState::DeleteRequested | TrackedState::Deleting)
+}
+
+/// Resources in use by the clusters that exist (or, with `exists` None, by every cluster not failed or
+/// being deleted), and the cloudlet's quotas by name.
+fn usage(d: &Desired, exists: Option<&BTreeSet<String>>) -> (Capacity, HashMap<String, u64>) {
+    let mut used = Capacity::default();
+    for (key, c) in &d.clusters {
+        let counted = match exists {
+            Some(e) => e.contains(key),
+            None => matches!(
+                c.state(),
+                TrackedState::Ready
+                    | TrackedState::Creating
+                    | TrackedState::UpdateRequested
+                    | TrackedState::Updating
+            ),
+        };
+        if counted {
+            let u = cluster_needs(d, c);
+            used.vcpus += u.vcpus;
+            used.ram += u.ram;
+            used.disk += u.disk;
+        }
+    }
+    let quota = d
+        .cloudlet
+        .as_ref()
+        .map(|c| {
+            c.resource_quotas
+                .iter()
+                .map(|q| (q.name.clone(), q.value))
+                .collect()
+        })
+        .unwrap_or_default();
+    (used, quota)
+}
+
+/// What a cluster takes: its flavor per node (docker clusters have one node).
+fn cluster_needs(d: &Desired, c: &ClusterInst) -> Capacity {
+    let nodes = u64::from((c.num_masters + c.num_nodes).max(1));
+    let f = c
+        .flavor
+        .as_ref()
+        .and_then(|f| d.flavors.get(&f.name))
+        .cloned()
+        .unwrap_or_default();
+    Capacity {
+        vcpus: f.vcpus * nodes,
+        ram: f.ram * nodes,
+        disk: f.disk * nodes,
+    }
+}
+
+/// Refuses a cluster that would take the cloudlet beyond one of its quotas.
+fn check_quota(
+    d: &Desired,
+    cloudlet: &CloudletKey,
+    c: &ClusterInst,
+    exists: &BTreeSet<String>,
+) -> Result<(), String> {
+    let (used, quota) = usage(d, Some(exists));
+    let need = cluster_needs(d, c);
+    for (name, used, need, unit) in [
+        ("vCPUs", used.vcpus, need.vcpus, ""),
+        ("RAM", used.ram, need.ram, " MB"),
+        ("Disk", used.disk, need.disk, " GB"),
+    ] {
+        if let Some(limit) = quota.get(name)
+            && used + need > *limit
+        {
+            return Err(format!(
+                "not enough {name} on Cloudlet \"{}\": ClusterInst \"{}\" needs {need}{unit}, {used}{unit} of the quota of {limit}{unit} are in use",
+                cloudlet.key_string(),
+                c.key_string()
+            ));
+        }
+    }
+    Ok(())
+}

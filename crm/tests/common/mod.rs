@@ -1,0 +1,250 @@
+//! A region with a real etcd, a private dockerd, the controller in-process and the `crm` binary as a
+//! process — the way an operator runs it.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use edge_proto::edge::*;
+use regional_controller::{Config, Controller};
+pub use testenv::fixtures::*;
+use tonic::transport::Channel;
+
+pub const REGION: &str = "EU";
+pub const IMAGE: &str = "edge-busybox:test";
+
+pub struct Cloud {
+    pub etcd: testenv::Etcd,
+    pub docker: testenv::Docker,
+    /// None while the test has the controller stopped.
+    pub ctrl: Option<Controller>,
+    /// The controller's addresses (a restart reuses them).
+    pub config: Config,
+    pub channel: Channel,
+    /// Loopback address of this test's load balancers, so parallel tests never share a port.
+    pub public_ip: IpAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// A running `crm` process; killed with SIGKILL when dropped, like a crash.
+pub struct CrmProcess {
+    pub child: Child,
+    pub http: SocketAddr,
+}
+
+impl Drop for CrmProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cloud {
+    pub async fn start() -> Self {
+        let (etcd, docker) = tokio::join!(testenv::Etcd::start(), testenv::Docker::start());
+        let (etcd, docker) = (etcd.expect("etcd"), docker.expect("dockerd"));
+        docker.busybox_image(IMAGE).expect("local image");
+        let mut config = Config::local(REGION, &etcd.url);
+        config.lifecycle_timeout = Duration::from_secs(60);
+        config.offline_after = Duration::from_secs(3);
+        let ctrl = Controller::start(config.clone()).await.expect("controller");
+        config.api_addr = ctrl.api_addr;
+        config.notify_addr = ctrl.notify_addr;
+        config.http_addr = ctrl.http_addr;
+        let channel = Channel::from_shared(format!("http://{}", ctrl.api_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let pid = std::process::id();
+        let public_ip = IpAddr::from([
+            127,
+            1 + (pid >> 16) as u8 % 250,
+            (pid >> 8) as u8,
+            pid as u8 | 1,
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = Self {
+            etcd,
+            docker,
+            ctrl: Some(ctrl),
+            config,
+            channel,
+            public_ip,
+            dir,
+        };
+        cloud
+            .flavors()
+            .create_flavor(flavor("small"))
+            .await
+            .unwrap();
+        cloud
+    }
+
+    pub fn stop_controller(&mut self) {
+        self.ctrl = None;
+    }
+
+    pub async fn restart_controller(&mut self) {
+        self.ctrl = Some(
+            Controller::start(self.config.clone())
+                .await
+                .expect("controller restarts on its ports"),
+        );
+    }
+
+    pub fn flavors(&self) -> flavor_api_client::FlavorApiClient<Channel> {
+        flavor_api_client::FlavorApiClient::new(self.channel.clone())
+    }
+    pub fn cloudlets(&self) -> cloudlet_api_client::CloudletApiClient<Channel> {
+        cloudlet_api_client::CloudletApiClient::new(self.channel.clone())
+    }
+    pub fn clusters(&self) -> cluster_inst_api_client::ClusterInstApiClient<Channel> {
+        cluster_inst_api_client::ClusterInstApiClient::new(self.channel.clone())
+    }
+    pub fn apps(&self) -> app_api_client::AppApiClient<Channel> {
+        app_api_client::AppApiClient::new(self.channel.clone())
+    }
+    pub fn app_insts(&self) -> app_inst_api_client::AppInstApiClient<Channel> {
+        app_inst_api_client::AppInstApiClient::new(self.channel.clone())
+    }
+
+    /// Starts the `crm` binary for cloudlet `tmus/<name>` with the key in `<dir>/<name>.key`.
+    pub fn start_crm(&self, name: &str) -> CrmProcess {
+        let http: SocketAddr = ([127, 0, 0, 1], testenv::free_port()).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_crm"))
+            .args([
+                "--region",
+                REGION,
+                "--cloudlet-org",
+                "tmus",
+                "--cloudlet-name",
+                name,
+            ])
+            .args(["--controller-notify", &self.config.notify_addr.to_string()])
+            .arg("--access-key")
+            .arg(self.dir.path().join(format!("{name}.key")))
+            .args(["--platform", "docker", "--docker-host", &self.docker.host])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("{name}-state")))
+            .args([
+                "--http-addr",
+                &http.to_string(),
+                "--public-addr",
+                &self.public_ip.to_string(),
+            ])
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("starting crm");
+        CrmProcess { child, http }
+    }
+
+    /// CreateCloudlet with optional quotas → key file → `crm` started → the create stream ends READY.
+    pub async fn onboard(&self, name: &str, quotas: Vec<ResourceQuota>) -> CrmProcess {
+        let mut c = cloudlet("tmus", name);
+        c.public_addr = self.public_ip.to_string();
+        c.resource_quotas = quotas;
+        let mut stream = self
+            .cloudlets()
+            .create_cloudlet(c)
+            .await
+            .unwrap()
+            .into_inner();
+        let access = stream
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .access
+            .expect("access key");
+        std::fs::write(
+            self.dir.path().join(format!("{name}.key")),
+            &access.access_private_key,
+        )
+        .unwrap();
+        let crm = self.start_crm(name);
+        let progress = drain(&mut stream).await.expect("cloudlet becomes ready");
+        assert_eq!(
+            progress.last().unwrap().state,
+            TrackedState::Ready as i32,
+            "{progress:?}"
+        );
+        crm
+    }
+
+    /// A docker ClusterInst `acme/<name>` on `tmus/<cloudlet>`, READY.
+    pub async fn cluster(&self, name: &str, cloudlet: &str) {
+        let mut s = self
+            .clusters()
+            .create_cluster_inst(cluster("acme", name, "tmus", cloudlet))
+            .await
+            .unwrap()
+            .into_inner();
+        let p = drain(&mut s).await.expect("cluster becomes ready");
+        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    }
+
+    /// The shared-LB address of an AppInst's first port.
+    pub async fn public_addr(&self, inst: &str) -> SocketAddr {
+        let shown = collect(
+            self.app_insts()
+                .show_app_inst(app_inst("acme", inst, "", ""))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        SocketAddr::new(self.public_ip, shown[0].mapped_ports[0].public_port as u16)
+    }
+
+    /// Containers the CRM made for an AppInst.
+    pub fn containers(&self, inst: &str) -> Vec<String> {
+        self.docker_ids(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=edge.appinst=acme/{inst}"),
+        ])
+    }
+
+    /// Networks the CRM made for a ClusterInst.
+    pub fn networks(&self, cluster: &str) -> Vec<String> {
+        self.docker_ids(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=edge.clusterinst=acme/{cluster}"),
+        ])
+    }
+
+    fn docker_ids(&self, args: &[&str]) -> Vec<String> {
+        let out = self.docker.cli().args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// An App serving `greeting` over HTTP on port 80 with busybox httpd.
+pub fn web_app(name: &str, greeting: &str) -> App {
+    let mut a = app("acme", name, "tcp:80");
+    a.image_path = IMAGE.into();
+    a.command =
+        "mkdir -p /www && echo $GREETING > /www/index.html && exec httpd -f -p 80 -h /www".into();
+    a.env.insert("GREETING".into(), greeting.into());
+    a
+}
+
+/// GETs `/` until it answers 200 (up to 10 s).
+pub async fn get_until_ok(addr: SocketAddr) -> String {
+    for _ in 0..100 {
+        if let Some((200, body)) = testenv::http_get(addr, "/") {
+            return body.trim().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing answered on {addr}");
+}

@@ -1,0 +1,270 @@
+//! The CRM with the real docker platform: onboarding, apps reachable through the shared root LB,
+//! failures, crash recovery, controller outages and quotas.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use edge_proto::edge::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_answer_through_the_shared_lb_and_deletes_clean_up() {
+    let cloud = Cloud::start().await;
+    let _crm = cloud.onboard("berlin", vec![]).await;
+    let infos = collect(
+        cloud
+            .cloudlets()
+            .show_cloudlet_info(CloudletInfo::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(infos[0].state, CloudletState::Ready as i32);
+    assert!(infos[0].features.as_ref().unwrap().supports_docker_clusters);
+    assert!(
+        infos[0]
+            .resources
+            .iter()
+            .any(|r| r.name == "vCPUs" && r.total > 0),
+        "{:?}",
+        infos[0].resources
+    );
+
+    // Two apps in two clusters, both on port 80 inside, each on its own public port.
+    cloud.cluster("c1", "berlin").await;
+    cloud.cluster("c2", "berlin").await;
+    assert_eq!(cloud.networks("c1").len(), 1);
+    cloud
+        .apps()
+        .create_app(web_app("web-a", "hello-a"))
+        .await
+        .unwrap();
+    cloud
+        .apps()
+        .create_app(web_app("web-b", "hello-b"))
+        .await
+        .unwrap();
+    for (inst, app, c) in [("a", "web-a", "c1"), ("b", "web-b", "c2")] {
+        let mut s = cloud
+            .app_insts()
+            .create_app_inst(app_inst("acme", inst, app, c))
+            .await
+            .unwrap()
+            .into_inner();
+        let p = drain(&mut s).await.expect("app instance becomes ready");
+        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.message.starts_with("Creating container")),
+            "{p:?}"
+        );
+    }
+    let (addr_a, addr_b) = (cloud.public_addr("a").await, cloud.public_addr("b").await);
+    assert_ne!(addr_a, addr_b);
+    assert_eq!(get_until_ok(addr_a).await, "hello-a");
+    assert_eq!(get_until_ok(addr_b).await, "hello-b");
+    assert_eq!(cloud.containers("a").len(), 1);
+    let shown = collect(
+        cloud
+            .app_insts()
+            .show_app_inst(app_inst("acme", "a", "", ""))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(
+        shown[0].runtime_info.as_ref().unwrap().container_ids.len(),
+        1
+    );
+
+    // Delete removes the container and the route; the cluster delete removes the network.
+    let mut s = cloud
+        .app_insts()
+        .delete_app_inst(app_inst("acme", "a", "", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("app instance deleted");
+    assert!(cloud.containers("a").is_empty());
+    assert!(
+        testenv::http_get(addr_a, "/").is_none(),
+        "route still answers after delete"
+    );
+    assert_eq!(get_until_ok(addr_b).await, "hello-b");
+    let mut s = cloud
+        .clusters()
+        .delete_cluster_inst(cluster("acme", "c1", "", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("cluster deleted");
+    assert!(cloud.networks("c1").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_end_in_create_error_and_leave_nothing_behind() {
+    let cloud = Cloud::start().await;
+    let cpus = |n| {
+        vec![ResourceQuota {
+            name: "vCPUs".into(),
+            value: n,
+        }]
+    };
+    let _crm = cloud.onboard("berlin", cpus(2)).await;
+    cloud.cluster("c1", "berlin").await;
+
+    let mut missing = web_app("missing", "x");
+    missing.image_path = "edge-missing:1".into();
+    let mut exits = web_app("exits", "x");
+    exits.command = "echo giving up; exit 3".into();
+    for (app, want) in [
+        (missing, "image \"edge-missing:1\" is not present"),
+        (exits, "container exited with code 3"),
+    ] {
+        let name = app.key.clone().unwrap().name;
+        cloud.apps().create_app(app).await.unwrap();
+        let mut s = cloud
+            .app_insts()
+            .create_app_inst(app_inst("acme", &name, &name, "c1"))
+            .await
+            .unwrap()
+            .into_inner();
+        let err = drain(&mut s).await.unwrap_err();
+        assert!(err.message().contains(want), "{}", err.message());
+        let shown = collect(
+            cloud
+                .app_insts()
+                .show_app_inst(app_inst("acme", &name, "", ""))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert_eq!(shown[0].state, TrackedState::CreateError as i32);
+        assert!(
+            cloud.containers(&name).is_empty(),
+            "{name} left containers behind"
+        );
+    }
+    let err = collect(
+        cloud
+            .app_insts()
+            .show_app_inst(app_inst("acme", "exits", "", ""))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert!(
+        err[0].errors[0].contains("giving up"),
+        "{:?}",
+        err[0].errors
+    );
+
+    // Quota: the second 2-vCPU cluster does not fit in 2 vCPUs.
+    let mut s = cloud
+        .clusters()
+        .create_cluster_inst(cluster("acme", "c2", "tmus", "berlin"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = drain(&mut s).await.unwrap_err();
+    assert!(
+        err.message().contains("not enough vCPUs on Cloudlet \"tmus/berlin\": ClusterInst \"acme/c2\" needs 2, 2 of the quota of 2 are in use"),
+        "{}",
+        err.message()
+    );
+    assert!(cloud.networks("c2").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_killed_mid_create_finishes_with_exactly_one_container() {
+    let cloud = Cloud::start().await;
+    let crm = cloud.onboard("berlin", vec![]).await;
+    cloud.cluster("c1", "berlin").await;
+    cloud
+        .apps()
+        .create_app(web_app("web", "survivor"))
+        .await
+        .unwrap();
+    let mut s = cloud
+        .app_insts()
+        .create_app_inst(app_inst("acme", "w", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Kill -9 as soon as the CRM reports its first step.
+    while s.message().await.unwrap().unwrap().state != TrackedState::Creating as i32 {}
+    drop(crm);
+    let _crm = cloud.start_crm("berlin");
+    let p = drain(&mut s).await.expect("ready after restart");
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    assert_eq!(cloud.containers("w").len(), 1);
+    assert_eq!(get_until_ok(cloud.public_addr("w").await).await, "survivor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
+    let mut cloud = Cloud::start().await;
+    let _crm = cloud.onboard("berlin", vec![]).await;
+    cloud.cluster("c1", "berlin").await;
+    cloud
+        .apps()
+        .create_app(web_app("web", "steady"))
+        .await
+        .unwrap();
+    let mut s = cloud
+        .app_insts()
+        .create_app_inst(app_inst("acme", "w", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("ready");
+    let addr = cloud.public_addr("w").await;
+    assert_eq!(get_until_ok(addr).await, "steady");
+
+    // Controller gone: nothing is torn down.
+    cloud.stop_controller();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(get_until_ok(addr).await, "steady");
+    assert_eq!(cloud.containers("w").len(), 1);
+
+    // Back on the same addresses: the CRM redials, resyncs and reports; the app is still the same one.
+    cloud.restart_controller().await;
+    let mut online = false;
+    for _ in 0..150 {
+        let infos = collect(
+            cloud
+                .cloudlets()
+                .show_cloudlet_info(CloudletInfo::default())
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        if infos
+            .first()
+            .is_some_and(|i| i.state == CloudletState::Ready as i32)
+        {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(online, "CRM did not reconnect");
+    let shown = collect(
+        cloud
+            .app_insts()
+            .show_app_inst(AppInst::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(shown[0].state, TrackedState::Ready as i32);
+    assert_eq!(cloud.containers("w").len(), 1);
+    assert_eq!(get_until_ok(addr).await, "steady");
+}

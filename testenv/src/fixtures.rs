@@ -1,0 +1,123 @@
+//! Fixtures for tests that drive the region API: object builders and stream helpers.
+
+use std::time::Duration;
+
+use edge_proto::edge::*;
+use std::result::Result;
+use tokio_stream::StreamExt;
+use tonic::{Code, Streaming};
+
+/// Reads a progress stream to its end: the messages, or the final error.
+pub async fn drain(stream: &mut Streaming<Progress>) -> Result<Vec<Progress>, tonic::Status> {
+    let mut all = Vec::new();
+    while let Some(p) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("stream stalled")?
+    {
+        all.push(p);
+    }
+    Ok(all)
+}
+
+/// Reads a Show stream into a Vec.
+pub async fn collect<T>(mut s: Streaming<T>) -> Vec<T> {
+    let mut v = Vec::new();
+    while let Some(x) = s.next().await {
+        v.push(x.expect("show item"));
+    }
+    v
+}
+
+pub fn flavor(name: &str) -> Flavor {
+    Flavor {
+        key: Some(FlavorKey { name: name.into() }),
+        vcpus: 2,
+        ram: 2048,
+        disk: 20,
+        gpu: String::new(),
+    }
+}
+
+pub fn cloudlet(org: &str, name: &str) -> Cloudlet {
+    Cloudlet {
+        key: Some(CloudletKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        location: Some(Loc {
+            latitude: 52.52,
+            longitude: 13.40,
+        }),
+        platform_type: PlatformType::Docker as i32,
+        ..Default::default()
+    }
+}
+
+pub fn app(org: &str, name: &str, ports: &str) -> App {
+    App {
+        key: Some(AppKey {
+            organization: org.into(),
+            name: name.into(),
+            version: "1.0".into(),
+        }),
+        image_type: ImageType::Docker as i32,
+        image_path: "edge-busybox:test".into(),
+        deployment: "docker".into(),
+        access_ports: ports.into(),
+        default_flavor: Some(FlavorKey {
+            name: "small".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn cluster(org: &str, name: &str, cloudlet_org: &str, cloudlet_name: &str) -> ClusterInst {
+    ClusterInst {
+        key: Some(ClusterInstKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        cloudlet_key: Some(CloudletKey {
+            organization: cloudlet_org.into(),
+            name: cloudlet_name.into(),
+        }),
+        flavor: Some(FlavorKey {
+            name: "small".into(),
+        }),
+        deployment: "docker".into(),
+        ..Default::default()
+    }
+}
+
+pub fn app_inst(org: &str, name: &str, app_name: &str, cluster_name: &str) -> AppInst {
+    AppInst {
+        key: Some(AppInstKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        app_key: Some(AppKey {
+            organization: org.into(),
+            name: app_name.into(),
+            version: "1.0".into(),
+        }),
+        cluster_key: Some(ClusterInstKey {
+            organization: org.into(),
+            name: cluster_name.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn assert_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, msg: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?} containing {msg:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{}", s.message());
+            assert!(
+                s.message().contains(msg),
+                "message {:?} does not contain {msg:?}",
+                s.message()
+            );
+        }
+    }
+}
