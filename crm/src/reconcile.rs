@@ -197,11 +197,12 @@ impl Reconciler {
                 return;
             }
         };
-        self.report_cloudlet(&d, CloudletState::Ready, capacity, Vec::new());
         if !d.complete {
-            // Nothing known yet (first start, controller not reached): touch nothing.
+            // Nothing known yet (first start, before the first sync): touch nothing.
+            self.report_cloudlet(&d, CloudletState::Init, capacity, Vec::new());
             return;
         }
+        self.report_cloudlet(&d, CloudletState::Ready, capacity, Vec::new());
         let Some(ops) = self.platform.clusters() else {
             return;
         };

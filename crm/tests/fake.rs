@@ -1,0 +1,96 @@
+//! The fake platform behind a real controller: the same lifecycle as a real driver, in memory. It is for
+//! simulation and benchmarks; the docker driver has its own tests against a real dockerd.
+
+use std::time::Duration;
+
+use crm::{Config, Crm, PlatformKind};
+use edge_proto::edge::*;
+use regional_controller::Controller;
+use testenv::fixtures::*;
+use tonic::transport::Channel;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_cloudlet_runs_clusters_and_app_insts() {
+    let etcd = testenv::Etcd::start().await.unwrap();
+    let ctrl = Controller::start(regional_controller::Config::local("EU", &etcd.url))
+        .await
+        .unwrap();
+    let ch = Channel::from_shared(format!("http://{}", ctrl.api_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    flavor_api_client::FlavorApiClient::new(ch.clone())
+        .create_flavor(flavor("small"))
+        .await
+        .unwrap();
+    let mut cloudlets = cloudlet_api_client::CloudletApiClient::new(ch.clone());
+    let mut stream = cloudlets
+        .create_cloudlet(cloudlet("tmus", "sim-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let access = stream.message().await.unwrap().unwrap().access.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let _crm = Crm::start(Config {
+        region: "EU".into(),
+        cloudlet: CloudletKey {
+            organization: "tmus".into(),
+            name: "sim-1".into(),
+        },
+        controller: ctrl.notify_addr.to_string(),
+        access_key: access.access_private_key,
+        platform: PlatformKind::Fake {
+            delay: Duration::from_millis(10),
+        },
+        state_dir: state.path().to_path_buf(),
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        public_addr: [127, 0, 0, 1].into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        drain(&mut stream).await.unwrap().last().unwrap().state,
+        TrackedState::Ready as i32
+    );
+
+    // The fake also offers kubernetes clusters.
+    let mut k8s = cluster("acme", "k1", "tmus", "sim-1");
+    k8s.deployment = "kubernetes".into();
+    let mut app = app("acme", "game", "tcp:80");
+    app.deployment = "kubernetes".into();
+    app_api_client::AppApiClient::new(ch.clone())
+        .create_app(app)
+        .await
+        .unwrap();
+    let mut s = cluster_inst_api_client::ClusterInstApiClient::new(ch.clone())
+        .create_cluster_inst(k8s)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        drain(&mut s).await.unwrap().last().unwrap().state,
+        TrackedState::Ready as i32
+    );
+    let mut insts = app_inst_api_client::AppInstApiClient::new(ch.clone());
+    let mut s = insts
+        .create_app_inst(app_inst("acme", "g1", "game", "k1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = drain(&mut s).await.unwrap();
+    assert!(
+        p.iter().any(|m| m.message == "Deploying simulated app"),
+        "{p:?}"
+    );
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32);
+    let mut s = insts
+        .delete_app_inst(app_inst("acme", "g1", "", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        drain(&mut s).await.unwrap().last().unwrap().state,
+        TrackedState::NotPresent as i32
+    );
+}
