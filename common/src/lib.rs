@@ -3,6 +3,7 @@
 
 pub mod access_key;
 pub mod keys;
+pub mod notify_client;
 pub mod ops;
 pub mod telemetry;
 

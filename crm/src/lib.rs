@@ -105,20 +105,24 @@ impl Crm {
             reporter.clone(),
             resync.clone(),
         ));
-        let connection = notify::Connection {
-            region: cfg.region.clone(),
-            cloudlet: cfg.cloudlet.clone(),
-            controller: cfg.controller.clone(),
-            access_key: cfg.access_key.trim().to_string(),
+        let sink = Arc::new(notify::CrmSink {
             mirror,
             reporter,
             resync,
             connected,
-        };
+        });
+        let (region, cloudlet, key) = (
+            cfg.region.clone(),
+            cfg.cloudlet.clone(),
+            cfg.access_key.trim().to_string(),
+        );
+        let hello = move || notify::hello(&region, &cloudlet, &key);
+        let connection =
+            edge_common::notify_client::run(cfg.controller.clone(), hello, sink, reports);
         let tasks = vec![
             ops_server.task,
             tokio::spawn(reconciler.run()),
-            tokio::spawn(connection.run(reports)),
+            tokio::spawn(connection),
         ];
         tracing::info!(cloudlet = %ck, controller = %cfg.controller, http = %ops_server.addr, "CRM started");
         Ok(Self {

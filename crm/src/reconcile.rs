@@ -174,7 +174,7 @@ impl Reconciler {
         let mut b = self.backoff.lock().expect("backoff lock");
         let attempts = b.get(key).map(|(n, _)| n + 1).unwrap_or(0);
         let base = Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
-        let wait = base + crate::notify::jitter(base / 2);
+        let wait = base + edge_common::notify_client::jitter(base / 2);
         b.insert(key.to_string(), (attempts, Instant::now() + wait));
         wait
     }
