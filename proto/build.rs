@@ -2,6 +2,7 @@
 //! `protobuf-compiler`, installed by `infra/install.sh`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     // prost does not print rerun-if-changed for the .proto files itself.
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
@@ -9,13 +10,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // so older stored objects still load after a field is added.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .message_attribute(".", "#[serde(default)]")
+        // The DME's REST gateway walks these descriptors to speak MobiledgeX's JSON.
+        .file_descriptor_set_path(out.join("descriptors.bin"))
         .compile_protos(
             &[
                 "proto/edge/objects.proto",
                 "proto/edge/notify.proto",
                 "proto/edge/api.proto",
+                "proto/dme/app-client.proto",
             ],
-            &["proto"],
+            // dme/*.proto import each other by bare name, as MobiledgeX's files do.
+            &["proto", "proto/dme"],
         )?;
     Ok(())
 }

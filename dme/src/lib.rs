@@ -1,3 +1,187 @@
-//! Distributed Matching Engine: the MobiledgeX-compatible edge discovery API.
+//! Distributed Matching Engine: the API mobile and edge clients call to register and to find the
+//! closest cloudlet running their app. Wire-compatible with MobiledgeX's client API (gRPC
+//! `distributed_match_engine.MatchEngineApi` and its REST paths, see `WIRE.md`), so existing SDKs work.
 //!
-//! Not built yet: see the open issue for this component. The binary parses its documented flags.
+//! The DME mirrors its region through notify into an in-memory [`index`]; lookups never touch the
+//! network, and it keeps answering while the controller is down.
+
+pub mod api;
+pub mod cookie;
+pub mod events;
+pub mod index;
+pub mod json;
+pub mod rest;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_common::ops::{self, Readiness};
+use edge_proto::dme::match_engine_api_server::MatchEngineApiServer;
+use edge_proto::edge::{ClientType, Hello, ObjectKind};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Where the cookie secret comes from.
+#[derive(Clone, Debug)]
+pub enum CookieSecret {
+    /// Vault/OpenBao KV v2: address, token, mount, path.
+    Vault {
+        addr: String,
+        token: String,
+        mount: String,
+        path: String,
+    },
+    /// Random per process (cookies do not survive a restart or work across DMEs).
+    Random,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub region: String,
+    /// Controller notify address, `host:port`.
+    pub controller: String,
+    pub grpc_addr: SocketAddr,
+    pub rest_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// This DME's operator.
+    pub carrier: String,
+    pub token_server_uri: String,
+    pub session_ttl: Duration,
+    pub edge_events_ttl: Duration,
+    pub cookie_secret: CookieSecret,
+}
+
+impl Config {
+    /// Defaults for `region` against a controller's notify address, listeners on free loopback ports.
+    pub fn local(region: &str, controller: &str) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self {
+            region: region.into(),
+            controller: controller.into(),
+            grpc_addr: any,
+            rest_addr: any,
+            http_addr: any,
+            carrier: String::new(),
+            token_server_uri: String::new(),
+            session_ttl: Duration::from_secs(24 * 3600),
+            edge_events_ttl: Duration::from_secs(600),
+            cookie_secret: CookieSecret::Random,
+        }
+    }
+}
+
+pub struct Dme {
+    pub grpc_addr: SocketAddr,
+    pub rest_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+    _reports: tokio::sync::mpsc::UnboundedSender<edge_proto::edge::NotifyUp>,
+}
+
+impl Drop for Dme {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Dme {
+    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        let secret = match &cfg.cookie_secret {
+            CookieSecret::Vault {
+                addr,
+                token,
+                mount,
+                path,
+            } => cookie::secret_from_vault(addr, token, mount, path).await?,
+            CookieSecret::Random => cookie::random_bytes(64),
+        };
+        let registry = Registry::new();
+        let metrics = Arc::new(api::Metrics {
+            requests: IntCounterVec::new(
+                Opts::new("dme_requests_total", "calls by method and outcome"),
+                &["method", "result"],
+            )?,
+            latency: HistogramVec::new(
+                HistogramOpts::new("dme_request_seconds", "call latency by method"),
+                &["method"],
+            )?,
+            find_results: IntCounterVec::new(
+                Opts::new("dme_find_cloudlet_total", "FindCloudlet answers"),
+                &["result"],
+            )?,
+        });
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.latency.clone()))?;
+        registry.register(Box::new(metrics.find_results.clone()))?;
+
+        let index = Arc::new(index::Index::default());
+        let engine = api::MatchEngineService(Arc::new(api::MatchEngine {
+            index: index.clone(),
+            cookies: Arc::new(cookie::Cookies::new(
+                secret,
+                cfg.session_ttl,
+                cfg.edge_events_ttl,
+            )),
+            token_server_uri: cfg.token_server_uri.clone(),
+            carrier: cfg.carrier.clone(),
+            metrics,
+        }));
+
+        let ready = Readiness::default();
+        ready.set(true);
+        let ops_server = ops::serve(cfg.http_addr, registry, ready).await?;
+        let grpc = TcpListener::bind(cfg.grpc_addr).await?;
+        let rest = TcpListener::bind(cfg.rest_addr).await?;
+        let (grpc_addr, rest_addr) = (grpc.local_addr()?, rest.local_addr()?);
+
+        let region = cfg.region.clone();
+        let hello = move || {
+            Ok(Hello {
+                client_type: ClientType::Dme as i32,
+                region: region.clone(),
+                wanted: [
+                    ObjectKind::App,
+                    ObjectKind::AppInst,
+                    ObjectKind::Cloudlet,
+                    ObjectKind::CloudletInfo,
+                    ObjectKind::OperatorCode,
+                ]
+                .into_iter()
+                .map(|k| k as i32)
+                .collect(),
+                client_name: "dme".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            })
+        };
+        let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        let notify =
+            edge_common::notify_client::run(cfg.controller.clone(), hello, index, reports_rx);
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(MatchEngineApiServer::new(engine.clone()))
+            .serve_with_incoming(TcpListenerStream::new(grpc));
+        let tasks = vec![
+            ops_server.task,
+            tokio::spawn(notify),
+            tokio::spawn(async move {
+                if let Err(e) = grpc_server.await {
+                    tracing::error!(error = %e, "gRPC server stopped");
+                }
+            }),
+            tokio::spawn(rest::serve(rest, engine)),
+        ];
+        tracing::info!(%grpc_addr, %rest_addr, http = %ops_server.addr, controller = %cfg.controller, "DME started");
+        Ok(Self {
+            grpc_addr,
+            rest_addr,
+            http_addr: ops_server.addr,
+            tasks,
+            _reports: reports_tx,
+        })
+    }
+}

@@ -8,4 +8,12 @@ pub mod edge {
     tonic::include_proto!("edge");
 }
 
+/// The DME client API, wire-compatible with MobiledgeX (proto package `distributed_match_engine`).
+pub mod dme {
+    tonic::include_proto!("distributed_match_engine");
+}
+
+/// Encoded `FileDescriptorSet` of every message above (for reflection, e.g. JSON gateways).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptors");
+
 pub use edge::*;
