@@ -11,7 +11,7 @@ fi
 # Debian packages: servers (PostgreSQL, etcd, InfluxDB 1.x, Docker Engine), busybox for the local test image,
 # protoc for the gRPC code generation, iproute2 for netns tests.
 APT_PACKAGES=(postgresql etcd-server etcd-client influxdb docker.io busybox-static
-  protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv)
+  protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv openssl curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

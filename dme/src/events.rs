@@ -131,9 +131,10 @@ impl EventSession {
                 },
             };
             if let Some(e) = out
-                && self.tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
+                && self.tx.send(Ok(e)).await.is_err()
+            {
+                return;
+            }
         }
     }
 

@@ -199,6 +199,78 @@ impl Sink for Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edge_proto::edge::{AppInstKey, CloudletKey, Loc};
+
+    #[test]
+    fn only_ready_healthy_online_instances_are_candidates() {
+        let index = Index::default();
+        let app = AppKey {
+            organization: "acme".into(),
+            name: "game".into(),
+            version: "1.0".into(),
+        };
+        for (name, lat) in [("near", 1.0), ("far", 10.0)] {
+            let key = CloudletKey {
+                organization: "op".into(),
+                name: name.into(),
+            };
+            let location = Some(Loc {
+                latitude: lat,
+                longitude: 0.0,
+            });
+            index.apply(
+                ChangeAction::Update,
+                1,
+                change::Object::Cloudlet(Cloudlet {
+                    key: Some(key.clone()),
+                    location,
+                    ..Default::default()
+                }),
+            );
+            let info = CloudletInfo {
+                key: Some(key.clone()),
+                state: CloudletState::Ready as i32,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
+            let inst = AppInst {
+                key: Some(AppInstKey {
+                    organization: "acme".into(),
+                    name: name.into(),
+                }),
+                app_key: Some(app.clone()),
+                cloudlet_key: Some(key),
+                state: TrackedState::Ready as i32,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
+        }
+        let best = |i: &Index| {
+            i.candidates(&app, "", 0.0, 0.0)
+                .first()
+                .map(|c| c.inst.key_string())
+        };
+        assert_eq!(best(&index).as_deref(), Some("acme/near"));
+        let update = |f: &dyn Fn(&mut AppInst)| {
+            let mut i = index.state.read().unwrap().insts["acme/near"].clone();
+            f(&mut i);
+            index.apply(ChangeAction::Update, 2, change::Object::AppInst(i));
+        };
+        update(&|i| i.health_check = HealthCheck::FailServerFail as i32);
+        assert_eq!(best(&index).as_deref(), Some("acme/far"));
+        assert_eq!(
+            index.usable("acme/near"),
+            Err(Unusable::Health(HealthCheck::FailServerFail as i32))
+        );
+        update(&|i| {
+            i.health_check = HealthCheck::Ok as i32;
+            i.state = TrackedState::UpdateRequested as i32;
+        });
+        assert_eq!(best(&index).as_deref(), Some("acme/far"));
+        update(&|i| i.state = TrackedState::Ready as i32);
+        assert_eq!(best(&index).as_deref(), Some("acme/near"));
+        assert_eq!(index.candidates(&app, "other-operator", 0.0, 0.0).len(), 0);
+    }
 
     #[test]
     fn great_circle_distances() {
