@@ -6,6 +6,7 @@ pub mod keys;
 pub mod notify_client;
 pub mod ops;
 pub mod telemetry;
+pub mod vault;
 
 pub use keys::{Keyed, store_key, store_prefix};
 

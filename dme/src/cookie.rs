@@ -144,53 +144,7 @@ impl Cookies {
     }
 }
 
-/// Random bytes from the kernel.
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut b = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("reading /dev/urandom");
-    b
-}
-
-/// Loads the region's cookie secret from Vault KV v2 at `mount`/`path` (field `secret`, hex), creating it
-/// when absent.
-pub async fn secret_from_vault(
-    addr: &str,
-    token: &str,
-    mount: &str,
-    path: &str,
-) -> anyhow::Result<Vec<u8>> {
-    use std::collections::HashMap;
-    let client = vaultrs::client::VaultClient::new(
-        vaultrs::client::VaultClientSettingsBuilder::default()
-            .address(addr)
-            .token(token)
-            .build()?,
-    )?;
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    match vaultrs::kv2::read::<HashMap<String, String>>(&client, mount, path).await {
-        Ok(m) if m.contains_key("secret") => {
-            let s = &m["secret"];
-            (0..s.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| anyhow::anyhow!("secret at {mount}/{path} in Vault is not hex"))
-        }
-        Ok(_) | Err(vaultrs::error::ClientError::APIError { code: 404, .. }) => {
-            let secret = random_bytes(64);
-            let data = HashMap::from([("secret".to_string(), hex(&secret))]);
-            vaultrs::kv2::set(&client, mount, path, &data).await?;
-            tracing::info!(mount, path, "created the DME cookie secret in Vault");
-            Ok(secret)
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "reading the DME cookie secret from Vault ({mount}/{path}): {e}"
-        )),
-    }
-}
+pub use edge_common::vault::random_bytes;
 
 #[cfg(test)]
 mod tests {

@@ -97,7 +97,11 @@ impl Dme {
                 token,
                 mount,
                 path,
-            } => cookie::secret_from_vault(addr, token, mount, path).await?,
+            } => {
+                edge_common::vault::Kv::new(addr, token, mount)?
+                    .key(path, "secret", 64)
+                    .await?
+            }
             CookieSecret::Random => cookie::random_bytes(64),
         };
         let registry = Registry::new();
