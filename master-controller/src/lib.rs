@@ -1,3 +1,200 @@
-//! Master controller: the global REST API for operators and developers.
-//!
-//! Not built yet: see the open issue for this component. The binary parses its documented flags.
+//! Master controller: the one public REST API of the platform, for operators and developers across all
+//! regions. Accounts, organizations, roles and the audit log live in PostgreSQL; the token signing key
+//! and the bootstrap admin password in Vault/OpenBao; region-scoped calls are forwarded to the region's
+//! controller over gRPC after an RBAC decision (see `WIRE.md` for the MobiledgeX paths and shapes).
+
+pub mod audit;
+pub mod auth;
+pub mod ctrl;
+pub mod error;
+pub mod handlers;
+pub mod openapi;
+pub mod rbac;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tonic::transport::Channel;
+
+use crate::error::ApiError;
+
+/// Settings of the master controller.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub vault_addr: String,
+    pub vault_token: String,
+    pub http_addr: SocketAddr,
+    /// Lifetime of login tokens.
+    pub token_ttl: Duration,
+    /// Bootstrap admin created on first start (its password comes from Vault `secret/mc/admin`, field
+    /// `password`, or from `admin_password` when set).
+    pub admin_user: String,
+    pub admin_password: Option<String>,
+    /// Failed logins allowed per user and per client address within `throttle_window`.
+    pub throttle_failures: usize,
+    pub throttle_window: Duration,
+    /// Pause before answering a failed login (slows password guessing; MobiledgeX used 3 s).
+    pub bad_auth_delay: Duration,
+}
+
+impl Config {
+    pub fn local(database_url: &str, vault_addr: &str, vault_token: &str) -> Self {
+        Self {
+            database_url: database_url.into(),
+            vault_addr: vault_addr.into(),
+            vault_token: vault_token.into(),
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            token_ttl: Duration::from_secs(24 * 3600),
+            admin_user: "mexadmin".into(),
+            admin_password: None,
+            throttle_failures: 3,
+            throttle_window: Duration::from_secs(60),
+            bad_auth_delay: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Shared state of every handler.
+pub struct Mc {
+    pub db: PgPool,
+    pub tokens: auth::Tokens,
+    pub throttle: auth::Throttle,
+    pub bad_auth_delay: Duration,
+    channels: Mutex<HashMap<String, (String, Channel)>>,
+}
+
+impl Mc {
+    /// A gRPC channel to `region`'s controller (registered with controller/create).
+    pub async fn region(&self, region: &str) -> Result<Channel, ApiError> {
+        if region.is_empty() {
+            return Err(ApiError::bad_request("region is required"));
+        }
+        let addr: Option<(String,)> =
+            sqlx::query_as("SELECT address FROM controllers WHERE region = $1")
+                .bind(region)
+                .fetch_optional(&self.db)
+                .await?;
+        let Some((addr,)) = addr else {
+            return Err(ApiError::bad_request(format!(
+                "Region \"{region}\" not found"
+            )));
+        };
+        let mut channels = self.channels.lock().expect("channels lock");
+        if let Some((a, ch)) = channels.get(region)
+            && *a == addr
+        {
+            return Ok(ch.clone());
+        }
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "controller address \"{addr}\" of region {region}: {e}"
+                ))
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(region.to_string(), (addr, ch.clone()));
+        Ok(ch)
+    }
+}
+
+/// A running master controller.
+pub struct MasterController {
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl MasterController {
+    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        let db = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&cfg.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&db)
+            .await
+            .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
+        let vault = edge_common::vault::Kv::new(&cfg.vault_addr, &cfg.vault_token, "secret")?;
+        let key = vault.key("mc/jwt", "key", 64).await?;
+        bootstrap_admin(&db, &vault, &cfg).await?;
+        let mc = web::Data::new(Mc {
+            db,
+            tokens: auth::Tokens::new(key, cfg.token_ttl),
+            throttle: auth::Throttle::new(cfg.throttle_failures, cfg.throttle_window),
+            bad_auth_delay: cfg.bad_auth_delay,
+            channels: Mutex::default(),
+        });
+        let metrics = web::Data::new(handlers::Metrics::new());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(mc.clone())
+                .app_data(metrics.clone())
+                .app_data(web::JsonConfig::default().error_handler(|e, _| {
+                    ApiError::bad_request(format!("Invalid JSON data: {e}")).into()
+                }))
+                .configure(handlers::routes)
+        })
+        .workers(2)
+        .bind(cfg.http_addr)?;
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        tracing::info!(%addr, "master controller started");
+        Ok(Self { addr, handle })
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
+
+/// Creates the admin account with the AdminManager role on first start.
+async fn bootstrap_admin(
+    db: &PgPool,
+    vault: &edge_common::vault::Kv,
+    cfg: &Config,
+) -> anyhow::Result<()> {
+    let exists: Option<(String,)> = sqlx::query_as("SELECT name FROM users WHERE name = $1")
+        .bind(&cfg.admin_user)
+        .fetch_optional(db)
+        .await?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    let password = match &cfg.admin_password {
+        Some(p) => p.clone(),
+        None => vault.read("mc/admin", "password").await?.ok_or_else(|| {
+            anyhow::anyhow!("no bootstrap admin password: set MC_ADMIN_PASSWORD or Vault secret/mc/admin field password")
+        })?,
+    };
+    auth::check_password(&cfg.admin_user, &password)
+        .map_err(|e| anyhow::anyhow!("bootstrap admin password: {e}"))?;
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO users (name, email, passhash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&cfg.admin_user)
+    .bind(format!("{}@localhost", cfg.admin_user))
+    .bind(auth::hash(&password))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO roles (username, org, role) VALUES ($1, '', $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(&cfg.admin_user)
+    .bind(rbac::ADMIN_MANAGER)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(user = %cfg.admin_user, "bootstrap admin created");
+    Ok(())
+}

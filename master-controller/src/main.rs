@@ -1,13 +1,62 @@
-//! `master-controller`: Master controller: the global REST API for operators and developers.
+//! `master-controller`: the global REST API of the edge platform.
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
+use edge_common::telemetry::{self, LogFormat};
+use master_controller::{Config, MasterController};
 
-/// Master controller: the global REST API for operators and developers.
+/// Master controller: the one REST API (`/api/v1/...`, MobiledgeX's paths) for operators and developers:
+/// accounts, organizations, roles, regions, audit, and region-scoped calls forwarded to the regional
+/// controllers. State in PostgreSQL; the token key and bootstrap admin password in Vault/OpenBao.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// PostgreSQL URL; migrations are applied at start.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Vault/OpenBao address.
+    #[arg(long, env = "VAULT_ADDR")]
+    vault_addr: String,
+    /// Vault token.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+    vault_token: String,
+    /// REST listen address.
+    #[arg(long, env = "EDGE_MC_HTTP_ADDR", default_value = "127.0.0.1:9900")]
+    http_addr: SocketAddr,
+    /// Login token lifetime, hours.
+    #[arg(long, env = "EDGE_MC_TOKEN_HOURS", default_value_t = 24)]
+    token_hours: u64,
+    /// Bootstrap admin user created on first start.
+    #[arg(long, env = "EDGE_MC_ADMIN_USER", default_value = "mexadmin")]
+    admin_user: String,
+    /// Bootstrap admin password (else read from Vault secret/mc/admin field password); never logged.
+    #[arg(long, env = "MC_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "EDGE_LOG_JSON")]
+    log_json: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("master-controller is not implemented yet; see the project's open issues")
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _telemetry = telemetry::init(
+        "master-controller",
+        if args.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+    )?;
+    let mut cfg = Config::local(&args.database_url, &args.vault_addr, &args.vault_token);
+    cfg.http_addr = args.http_addr;
+    cfg.token_ttl = Duration::from_secs(args.token_hours * 3600);
+    cfg.admin_user = args.admin_user;
+    cfg.admin_password = args.admin_password;
+    let mc = MasterController::start(cfg).await?;
+    tokio::signal::ctrl_c().await?;
+    mc.stop().await;
+    Ok(())
 }

@@ -12,8 +12,9 @@ pub struct Postgres {
     /// `postgres://postgres@127.0.0.1:PORT/postgres`
     pub url: String,
     pub port: u16,
-    process: ServerProcess,
-    _dir: tempfile::TempDir,
+    process: Option<ServerProcess>,
+    user: Option<(u32, u32)>,
+    dir: tempfile::TempDir,
 }
 
 /// `initdb` refuses to run as root: as root, run the server as the `postgres` user.
@@ -36,11 +37,11 @@ fn server_user() -> Option<(u32, u32)> {
     })
 }
 
+const NAME: &str = "postgres";
+
 impl Postgres {
     pub async fn start() -> Result<Self> {
-        const NAME: &str = "postgres";
         let initdb = require("initdb")?;
-        let postgres = require("postgres")?;
         let dir = temp_dir(NAME)?;
         let user = server_user();
         let as_user = |cmd: &mut Command| {
@@ -73,13 +74,25 @@ impl Postgres {
         run(NAME, &mut init)?;
 
         let port = free_port();
-        let mut cmd = Command::new(postgres);
+        let mut pg = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            process: None,
+            user,
+            dir,
+        };
+        pg.launch().await?;
+        Ok(pg)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(require("postgres")?);
         cmd.arg("-D")
-            .arg(&data)
+            .arg(self.dir.path().join("data"))
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .arg("-p")
-            .arg(port.to_string());
+            .arg(self.port.to_string());
         for c in [
             "listen_addresses=127.0.0.1",
             "fsync=off",
@@ -88,27 +101,44 @@ impl Postgres {
         ] {
             cmd.args(["-c", c]);
         }
-        as_user(&mut cmd);
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        let log = self.dir.path().join("postgres.log");
+        // A restart appends to the log; readiness counts the "ready" lines.
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("ready to accept connections")
+            .count();
         // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to disconnect.
-        let mut process = ServerProcess::spawn(NAME, cmd, &dir.path().join("postgres.log"))?
-            .with_stop_signal(libc::SIGINT);
-        let log = dir.path().join("postgres.log");
+        let mut process =
+            ServerProcess::spawn_appending(NAME, cmd, &log)?.with_stop_signal(libc::SIGINT);
         process
             .wait_ready(Duration::from_secs(30), || {
                 std::fs::read_to_string(&log)
-                    .is_ok_and(|l| l.contains("ready to accept connections"))
+                    .is_ok_and(|l| l.matches("ready to accept connections").count() > before)
             })
             .await?;
-        Ok(Self {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            port,
-            process,
-            _dir: dir,
-        })
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Stops the server (data is kept); clients see connection errors until `resume`.
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the server again on the same port and data after `stop`.
+    pub async fn resume(&mut self) -> Result<()> {
+        self.stop();
+        self.launch().await
     }
 
     /// Last lines of the server's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        self.process.log_tail()
+        self.process
+            .as_ref()
+            .map(|p| p.log_tail())
+            .unwrap_or_default()
     }
 }

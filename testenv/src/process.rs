@@ -1,6 +1,5 @@
 //! Spawning, readiness polling and teardown shared by every server.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -64,14 +63,24 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `cmd` with output going to `log` and the parent-death signal set.
-    pub fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<Self> {
+    /// Starts `cmd` with output going to `log` (truncated) and the parent-death signal set.
+    pub fn spawn(name: &'static str, cmd: Command, log: &Path) -> Result<Self> {
+        let _ = std::fs::remove_file(log);
+        Self::spawn_appending(name, cmd, log)
+    }
+
+    /// Like `spawn`, appending to `log` (a restarted server keeps its earlier log).
+    pub fn spawn_appending(name: &'static str, mut cmd: Command, log: &Path) -> Result<Self> {
         let io = |what: &str, source| Error::Io {
             server: name,
             what: what.to_string(),
             source,
         };
-        let out = File::create(log).map_err(|e| io("creating log file", e))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| io("opening log file", e))?;
         let err = out.try_clone().map_err(|e| io("creating log file", e))?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.

@@ -1,0 +1,85 @@
+//! REST errors: `{"message": "..."}` with 400/401/403/404/409/429/503, never 500 for bad input.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, m)
+    }
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden")
+    }
+    pub fn forbidden_msg(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(serde_json::json!({ "message": self.message }))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::unavailable(format!("database unavailable, retry later: {e}"))
+            }
+            _ => {
+                tracing::error!(error = %e, "database error");
+                Self::internal(format!("database error: {e}"))
+            }
+        }
+    }
+}
+
+/// HTTP status for a controller's gRPC code.
+pub fn from_status(s: &tonic::Status) -> ApiError {
+    use tonic::Code::*;
+    let status = match s.code() {
+        InvalidArgument | FailedPrecondition | OutOfRange => StatusCode::BAD_REQUEST,
+        NotFound => StatusCode::NOT_FOUND,
+        AlreadyExists | Aborted => StatusCode::CONFLICT,
+        PermissionDenied => StatusCode::FORBIDDEN,
+        Unauthenticated => StatusCode::UNAUTHORIZED,
+        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, s.message())
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
