@@ -134,7 +134,26 @@ impl MasterController {
         });
         let metrics = web::Data::new(handlers::Metrics::new());
         let server = HttpServer::new(move || {
+            let m = metrics.clone();
             App::new()
+                .wrap_fn(move |req, srv| {
+                    // Labelled by route pattern (e.g. /api/v1/auth/ctrl/{method}) to keep label values few.
+                    let path = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let start = std::time::Instant::now();
+                    let m = m.clone();
+                    let fut = actix_web::dev::Service::call(srv, req);
+                    async move {
+                        let res = fut.await?;
+                        let status = res.status().as_u16().to_string();
+                        m.requests
+                            .with_label_values(&[path.as_str(), status.as_str()])
+                            .inc();
+                        m.latency
+                            .with_label_values(&[path.as_str()])
+                            .observe(start.elapsed().as_secs_f64());
+                        Ok(res)
+                    }
+                })
                 .app_data(mc.clone())
                 .app_data(metrics.clone())
                 .app_data(web::JsonConfig::default().error_handler(|e, _| {

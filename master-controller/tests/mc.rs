@@ -841,4 +841,31 @@ async fn openapi_document_matches_the_checked_in_copy() {
         "the served OpenAPI document differs from master-controller/openapi.json; regenerate with UPDATE_OPENAPI=1 cargo nextest run -p master-controller openapi"
     );
     assert!(served["paths"]["/api/v1/auth/ctrl/CreateAppInst"].is_object());
+
+    // The ops endpoints.
+    let base = format!("http://{}", p.mc.addr);
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mc_requests_total{path=\"/api/v1/login\",status=\"200\"}"),
+        "{metrics}"
+    );
 }
