@@ -50,6 +50,30 @@ pub struct Config {
     pub public_addr: IpAddr,
 }
 
+impl Config {
+    /// A CRM of `cloudlet` on the fake platform (simulation, scale tests), its ops endpoint and load
+    /// balancer on loopback.
+    pub fn fake(
+        region: &str,
+        cloudlet: CloudletKey,
+        controller: String,
+        access_key: String,
+        delay: Duration,
+        state_dir: PathBuf,
+    ) -> Self {
+        Self {
+            region: region.into(),
+            cloudlet,
+            controller,
+            access_key,
+            platform: PlatformKind::Fake { delay },
+            state_dir,
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            public_addr: [127, 0, 0, 1].into(),
+        }
+    }
+}
+
 /// A running CRM; dropping it stops every task (running apps stay, as after a crash).
 pub struct Crm {
     pub http_addr: SocketAddr,

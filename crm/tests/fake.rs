@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crm::{Config, Crm, PlatformKind};
+use crm::{Config, Crm};
 use edge_proto::edge::*;
 use regional_controller::Controller;
 use testenv::fixtures::*;
@@ -32,21 +32,17 @@ async fn fake_cloudlet_runs_clusters_and_app_insts() {
         .into_inner();
     let access = stream.message().await.unwrap().unwrap().access.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let _crm = Crm::start(Config {
-        region: "EU".into(),
-        cloudlet: CloudletKey {
+    let _crm = Crm::start(Config::fake(
+        "EU",
+        CloudletKey {
             organization: "tmus".into(),
             name: "sim-1".into(),
         },
-        controller: ctrl.notify_addr.to_string(),
-        access_key: access.access_private_key,
-        platform: PlatformKind::Fake {
-            delay: Duration::from_millis(10),
-        },
-        state_dir: state.path().to_path_buf(),
-        http_addr: ([127, 0, 0, 1], 0).into(),
-        public_addr: [127, 0, 0, 1].into(),
-    })
+        ctrl.notify_addr.to_string(),
+        access.access_private_key,
+        Duration::from_millis(10),
+        state.path().to_path_buf(),
+    ))
     .await
     .unwrap();
     assert_eq!(

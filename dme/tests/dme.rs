@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crm::{Crm, PlatformKind};
+use crm::Crm;
 use dme::Dme;
 use dme_client::DmeClient;
 use edge_proto::dme as d;
@@ -76,21 +76,17 @@ impl World {
                 .unwrap()
                 .into_inner();
             let access = s.message().await.unwrap().unwrap().access.unwrap();
-            let crm = Crm::start(crm::Config {
-                region: "EU".into(),
-                cloudlet: CloudletKey {
+            let crm = Crm::start(crm::Config::fake(
+                "EU",
+                CloudletKey {
                     organization: org.into(),
                     name: name.into(),
                 },
-                controller: ctrl.notify_addr.to_string(),
-                access_key: access.access_private_key,
-                platform: PlatformKind::Fake {
-                    delay: Duration::from_millis(5),
-                },
-                state_dir: dir.path().join(name),
-                http_addr: ([127, 0, 0, 1], 0).into(),
-                public_addr: [127, 0, 0, 1].into(),
-            })
+                ctrl.notify_addr.to_string(),
+                access.access_private_key,
+                Duration::from_millis(5),
+                dir.path().join(name),
+            ))
             .await
             .unwrap();
             drain(&mut s).await.unwrap();

@@ -624,21 +624,17 @@ async fn create_app_inst_progress_streams_incrementally() {
         .unwrap()
         .to_string();
     let state = tempfile::tempdir().unwrap();
-    let _crm = crm::Crm::start(crm::Config {
-        region: "A".into(),
-        cloudlet: edge_proto::edge::CloudletKey {
+    let _crm = crm::Crm::start(crm::Config::fake(
+        "A",
+        edge_proto::edge::CloudletKey {
             organization: "op".into(),
             name: "c1".into(),
         },
-        controller: p.region_a.notify_addr.to_string(),
-        access_key: key,
-        platform: crm::PlatformKind::Fake {
-            delay: Duration::from_millis(1000),
-        },
-        state_dir: state.path().into(),
-        http_addr: ([127, 0, 0, 1], 0).into(),
-        public_addr: [127, 0, 0, 1].into(),
-    })
+        p.region_a.notify_addr.to_string(),
+        key,
+        Duration::from_millis(1000),
+        state.path().into(),
+    ))
     .await
     .unwrap();
     while body.next().await.is_some() {}

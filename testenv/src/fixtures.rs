@@ -5,6 +5,7 @@ use std::time::Duration;
 use edge_proto::edge::*;
 use std::result::Result;
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
 /// Reads a progress stream to its end: the messages, or the final error.
@@ -119,5 +120,35 @@ pub fn assert_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, 
                 s.message()
             );
         }
+    }
+}
+
+/// Clients of a regional controller's API services, from a channel to it.
+pub trait RegionApi {
+    fn channel(&self) -> Channel;
+
+    fn flavors(&self) -> flavor_api_client::FlavorApiClient<Channel> {
+        flavor_api_client::FlavorApiClient::new(self.channel())
+    }
+    fn operator_codes(&self) -> operator_code_api_client::OperatorCodeApiClient<Channel> {
+        operator_code_api_client::OperatorCodeApiClient::new(self.channel())
+    }
+    fn cloudlets(&self) -> cloudlet_api_client::CloudletApiClient<Channel> {
+        cloudlet_api_client::CloudletApiClient::new(self.channel())
+    }
+    fn clusters(&self) -> cluster_inst_api_client::ClusterInstApiClient<Channel> {
+        cluster_inst_api_client::ClusterInstApiClient::new(self.channel())
+    }
+    fn apps(&self) -> app_api_client::AppApiClient<Channel> {
+        app_api_client::AppApiClient::new(self.channel())
+    }
+    fn app_insts(&self) -> app_inst_api_client::AppInstApiClient<Channel> {
+        app_inst_api_client::AppInstApiClient::new(self.channel())
+    }
+}
+
+impl RegionApi for Channel {
+    fn channel(&self) -> Channel {
+        self.clone()
     }
 }

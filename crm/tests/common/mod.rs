@@ -94,22 +94,6 @@ impl Cloud {
         );
     }
 
-    pub fn flavors(&self) -> flavor_api_client::FlavorApiClient<Channel> {
-        flavor_api_client::FlavorApiClient::new(self.channel.clone())
-    }
-    pub fn cloudlets(&self) -> cloudlet_api_client::CloudletApiClient<Channel> {
-        cloudlet_api_client::CloudletApiClient::new(self.channel.clone())
-    }
-    pub fn clusters(&self) -> cluster_inst_api_client::ClusterInstApiClient<Channel> {
-        cluster_inst_api_client::ClusterInstApiClient::new(self.channel.clone())
-    }
-    pub fn apps(&self) -> app_api_client::AppApiClient<Channel> {
-        app_api_client::AppApiClient::new(self.channel.clone())
-    }
-    pub fn app_insts(&self) -> app_inst_api_client::AppInstApiClient<Channel> {
-        app_inst_api_client::AppInstApiClient::new(self.channel.clone())
-    }
-
     /// Starts the `crm` binary for cloudlet `tmus/<name>` with the key in `<dir>/<name>.key`.
     pub fn start_crm(&self, name: &str) -> CrmProcess {
         let http: SocketAddr = ([127, 0, 0, 1], testenv::free_port()).into();
@@ -247,4 +231,10 @@ pub async fn get_until_ok(addr: SocketAddr) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("nothing answered on {addr}");
+}
+
+impl RegionApi for Cloud {
+    fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
 }

@@ -49,25 +49,6 @@ impl Region {
         }
     }
 
-    pub fn flavors(&self) -> flavor_api_client::FlavorApiClient<Channel> {
-        flavor_api_client::FlavorApiClient::new(self.channel.clone())
-    }
-    pub fn operator_codes(&self) -> operator_code_api_client::OperatorCodeApiClient<Channel> {
-        operator_code_api_client::OperatorCodeApiClient::new(self.channel.clone())
-    }
-    pub fn cloudlets(&self) -> cloudlet_api_client::CloudletApiClient<Channel> {
-        cloudlet_api_client::CloudletApiClient::new(self.channel.clone())
-    }
-    pub fn clusters(&self) -> cluster_inst_api_client::ClusterInstApiClient<Channel> {
-        cluster_inst_api_client::ClusterInstApiClient::new(self.channel.clone())
-    }
-    pub fn apps(&self) -> app_api_client::AppApiClient<Channel> {
-        app_api_client::AppApiClient::new(self.channel.clone())
-    }
-    pub fn app_insts(&self) -> app_inst_api_client::AppInstApiClient<Channel> {
-        app_inst_api_client::AppInstApiClient::new(self.channel.clone())
-    }
-
     pub async fn create_flavor(&self, name: &str) {
         self.flavors()
             .create_flavor(flavor(name))
@@ -333,5 +314,11 @@ pub fn name_of(o: &change::Object) -> String {
         }
         change::Object::App(x) => format!("App {}", x.key.clone().unwrap_or_default().name),
         change::Object::AppInst(x) => format!("AppInst {}", x.key.clone().unwrap_or_default().name),
+    }
+}
+
+impl RegionApi for Region {
+    fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 }
