@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 async fn accounts_login_tokens_and_api_keys() {
     let p = Platform::start_with(|c| {
         c.throttle_failures = 3;
-        c.token_ttl = Duration::from_secs(2);
+        c.token_ttl = Duration::from_secs(5);
     })
     .await;
     let anon = p.anonymous();
@@ -76,39 +76,6 @@ async fn accounts_login_tokens_and_api_keys() {
         ..anon.clone()
     };
     assert_eq!(forged.post("/auth/user/current", json!({})).await.0, 401);
-
-    // Wrong passwords, then throttling per user (and per address).
-    let (s, b) = anon
-        .post(
-            "/login",
-            json!({"username": "alice", "password": "Wrong-Passw0rd"}),
-        )
-        .await;
-    assert_eq!(
-        (s, b["message"].as_str().unwrap()),
-        (400, "Invalid username or password")
-    );
-    anon.post(
-        "/login",
-        json!({"username": "alice", "password": "Wrong-Passw0rd"}),
-    )
-    .await;
-    anon.post(
-        "/login",
-        json!({"username": "alice", "password": "Wrong-Passw0rd"}),
-    )
-    .await;
-    let (s, b) = anon
-        .post("/login", json!({"username": "alice", "password": PASSWORD}))
-        .await;
-    assert_eq!(s, 429, "{b}");
-    assert!(
-        b["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("Login temporarily disabled due to 3 failed login attempts"),
-        "{b}"
-    );
 
     // API keys: a subset of the creator's permissions in one org, usable to log in.
     let (s, _) = alice
@@ -177,12 +144,48 @@ async fn accounts_login_tokens_and_api_keys() {
     );
     assert_eq!(ci.post("/auth/user/current", json!({})).await.0, 401);
 
-    // Tokens expire (2 s here).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (s, b) = alice.post("/auth/user/current", json!({})).await;
+    // Wrong passwords, then throttling per user (and per address).
+    let (s, b) = anon
+        .post(
+            "/login",
+            json!({"username": "alice", "password": "Wrong-Passw0rd"}),
+        )
+        .await;
     assert_eq!(
         (s, b["message"].as_str().unwrap()),
-        (401, "Invalid or expired jwt")
+        (400, "Invalid username or password")
+    );
+    anon.post(
+        "/login",
+        json!({"username": "alice", "password": "Wrong-Passw0rd"}),
+    )
+    .await;
+    anon.post(
+        "/login",
+        json!({"username": "alice", "password": "Wrong-Passw0rd"}),
+    )
+    .await;
+    let (s, b) = anon
+        .post("/login", json!({"username": "alice", "password": PASSWORD}))
+        .await;
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Login temporarily disabled due to 3 failed login attempts"),
+        "{b}"
+    );
+
+    // Tokens expire (5 s here; expiry has one-second granularity).
+    let carol = p.user("carol").await;
+    assert_eq!(carol.post("/auth/user/current", json!({})).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let (s, b) = carol.post("/auth/user/current", json!({})).await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap_or_default()),
+        (401, "Invalid or expired jwt"),
+        "{b}"
     );
 }
 
