@@ -30,6 +30,8 @@ pub struct Config {
     pub vault_addr: String,
     pub vault_token: String,
     pub http_addr: SocketAddr,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Lifetime of login tokens.
     pub token_ttl: Duration,
     /// Bootstrap admin created on first start (its password comes from Vault `secret/mc/admin`, field
@@ -50,6 +52,7 @@ impl Config {
             vault_addr: vault_addr.into(),
             vault_token: vault_token.into(),
             http_addr: ([127, 0, 0, 1], 0).into(),
+            tls: None,
             token_ttl: Duration::from_secs(24 * 3600),
             admin_user: "mexadmin".into(),
             admin_password: None,
@@ -161,8 +164,11 @@ impl MasterController {
                 }))
                 .configure(handlers::routes)
         })
-        .workers(2)
-        .bind(cfg.http_addr)?;
+        .workers(2);
+        let server = match &cfg.tls {
+            Some((cert, key)) => server.bind_rustls_0_23(cfg.http_addr, tls_config(cert, key)?)?,
+            None => server.bind(cfg.http_addr)?,
+        };
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
@@ -174,6 +180,25 @@ impl MasterController {
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
+}
+
+/// TLS settings from a PEM certificate chain and key.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("reading TLS certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading TLS key {}: {e}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?)
 }
 
 /// Creates the admin account with the AdminManager role on first start.

@@ -25,6 +25,12 @@ struct Args {
     /// REST listen address.
     #[arg(long, env = "EDGE_MC_HTTP_ADDR", default_value = "127.0.0.1:9900")]
     http_addr: SocketAddr,
+    /// PEM certificate (chain) for HTTPS; with --tls-key.
+    #[arg(long, env = "EDGE_MC_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for HTTPS; with --tls-cert.
+    #[arg(long, env = "EDGE_MC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Login token lifetime, hours.
     #[arg(long, env = "EDGE_MC_TOKEN_HOURS", default_value_t = 24)]
     token_hours: u64,
@@ -52,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let mut cfg = Config::local(&args.database_url, &args.vault_addr, &args.vault_token);
     cfg.http_addr = args.http_addr;
+    cfg.tls = args.tls_cert.zip(args.tls_key);
     cfg.token_ttl = Duration::from_secs(args.token_hours * 3600);
     cfg.admin_user = args.admin_user;
     cfg.admin_password = args.admin_password;
