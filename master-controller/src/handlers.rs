@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -1107,15 +1106,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(crate::ctrl::forward),
         )
         .default_service(web::to(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
+            Err::<HttpResponse, _>(ApiError::not_found("Not Found"))
         }));
-}
-
-trait IntoResp {
-    fn into_response(self) -> HttpResponse;
-}
-impl IntoResp for ApiError {
-    fn into_response(self) -> HttpResponse {
-        actix_web::ResponseError::error_response(&self)
-    }
 }
