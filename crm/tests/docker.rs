@@ -12,13 +12,10 @@ use edge_proto::edge::*;
 async fn apps_answer_through_the_shared_lb_and_deletes_clean_up() {
     let cloud = Cloud::start().await;
     let _crm = cloud.onboard("berlin", vec![]).await;
-    let infos = collect(
+    let infos = show(
         cloud
             .cloudlets()
-            .show_cloudlet_info(CloudletInfo::default())
-            .await
-            .unwrap()
-            .into_inner(),
+            .show_cloudlet_info(CloudletInfo::default()),
     )
     .await;
     assert_eq!(infos[0].state, CloudletState::Ready as i32);
@@ -66,13 +63,10 @@ async fn apps_answer_through_the_shared_lb_and_deletes_clean_up() {
     assert_eq!(get_until_ok(addr_a).await, "hello-a");
     assert_eq!(get_until_ok(addr_b).await, "hello-b");
     assert_eq!(cloud.containers("a").len(), 1);
-    let shown = collect(
+    let shown = show(
         cloud
             .app_insts()
-            .show_app_inst(app_inst("acme", "a", "", ""))
-            .await
-            .unwrap()
-            .into_inner(),
+            .show_app_inst(app_inst("acme", "a", "", "")),
     )
     .await;
     assert_eq!(
@@ -134,13 +128,10 @@ async fn failures_end_in_create_error_and_leave_nothing_behind() {
             .into_inner();
         let err = drain(&mut s).await.unwrap_err();
         assert!(err.message().contains(want), "{}", err.message());
-        let shown = collect(
+        let shown = show(
             cloud
                 .app_insts()
-                .show_app_inst(app_inst("acme", &name, "", ""))
-                .await
-                .unwrap()
-                .into_inner(),
+                .show_app_inst(app_inst("acme", &name, "", "")),
         )
         .await;
         assert_eq!(shown[0].state, TrackedState::CreateError as i32);
@@ -149,13 +140,10 @@ async fn failures_end_in_create_error_and_leave_nothing_behind() {
             "{name} left containers behind"
         );
     }
-    let err = collect(
+    let err = show(
         cloud
             .app_insts()
-            .show_app_inst(app_inst("acme", "exits", "", ""))
-            .await
-            .unwrap()
-            .into_inner(),
+            .show_app_inst(app_inst("acme", "exits", "", "")),
     )
     .await;
     assert!(
@@ -236,13 +224,10 @@ async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
     cloud.restart_controller().await;
     let mut online = false;
     for _ in 0..150 {
-        let infos = collect(
+        let infos = show(
             cloud
                 .cloudlets()
-                .show_cloudlet_info(CloudletInfo::default())
-                .await
-                .unwrap()
-                .into_inner(),
+                .show_cloudlet_info(CloudletInfo::default()),
         )
         .await;
         if infos
@@ -255,15 +240,7 @@ async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(online, "CRM did not reconnect");
-    let shown = collect(
-        cloud
-            .app_insts()
-            .show_app_inst(AppInst::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(cloud.app_insts().show_app_inst(AppInst::default())).await;
     assert_eq!(shown[0].state, TrackedState::Ready as i32);
     assert_eq!(cloud.containers("w").len(), 1);
     assert_eq!(get_until_ok(addr).await, "steady");

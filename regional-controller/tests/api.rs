@@ -35,13 +35,7 @@ async fn flavor_crud_and_validation() {
         "ram must be positive",
     );
 
-    let shown = collect(
-        api.show_flavor(Flavor::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(api.show_flavor(Flavor::default())).await;
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].vcpus, 2);
 
@@ -54,7 +48,7 @@ async fn flavor_crud_and_validation() {
     })
     .await
     .unwrap();
-    let shown = collect(api.show_flavor(flavor("small")).await.unwrap().into_inner()).await;
+    let shown = show(api.show_flavor(flavor("small"))).await;
     assert_eq!((shown[0].vcpus, shown[0].ram), (8, 2048));
     assert_code(
         api.update_flavor(FlavorUpdate {
@@ -81,16 +75,7 @@ async fn flavor_crud_and_validation() {
         "Flavor \"nope\" not found",
     );
     api.delete_flavor(flavor("small")).await.unwrap();
-    assert!(
-        collect(
-            api.show_flavor(Flavor::default())
-                .await
-                .unwrap()
-                .into_inner()
-        )
-        .await
-        .is_empty()
-    );
+    assert!(show(api.show_flavor(Flavor::default())).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,13 +111,7 @@ async fn operator_code_crud() {
     })
     .await
     .unwrap();
-    let shown = collect(
-        api.show_operator_code(OperatorCode::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(api.show_operator_code(OperatorCode::default())).await;
     assert_eq!(shown[0].organization, "vodafone");
     api.delete_operator_code(code).await.unwrap();
 }
@@ -209,7 +188,7 @@ async fn app_validation_and_flavor_reference() {
     let mut a = app("acme", "game", "tcp:80,udp:10000-10010");
     a.image_type = ImageType::Unknown as i32;
     apps.create_app(a).await.unwrap();
-    let shown = collect(apps.show_app(App::default()).await.unwrap().into_inner()).await;
+    let shown = show(apps.show_app(App::default())).await;
     assert_eq!(shown[0].image_type, ImageType::Docker as i32);
 
     // A flavor in use cannot be deleted; the message names the user.
@@ -309,13 +288,7 @@ async fn cloudlet_onboarding_validation_and_key_rotation() {
         "{}",
         err.message()
     );
-    let shown = collect(
-        api.show_cloudlet(Cloudlet::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(api.show_cloudlet(Cloudlet::default())).await;
     assert_eq!(shown[0].state, TrackedState::CreateRequested as i32);
     assert_eq!(
         shown[0].access_public_key,
@@ -356,21 +329,9 @@ async fn cloudlet_onboarding_validation_and_key_rotation() {
     crm.sync().await;
     crm.report_cloudlet(CloudletState::Ready).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let shown = collect(
-        api.show_cloudlet(Cloudlet::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(api.show_cloudlet(Cloudlet::default())).await;
     assert_eq!(shown[0].state, TrackedState::Ready as i32);
-    let infos = collect(
-        api.show_cloudlet_info(CloudletInfo::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let infos = show(api.show_cloudlet_info(CloudletInfo::default())).await;
     assert_eq!(infos[0].state, CloudletState::Ready as i32);
 
     let mut del = api
@@ -381,24 +342,14 @@ async fn cloudlet_onboarding_validation_and_key_rotation() {
     let done = drain(&mut del).await.unwrap();
     assert_eq!(done.last().unwrap().state, TrackedState::NotPresent as i32);
     assert!(
-        collect(
-            api.show_cloudlet(Cloudlet::default())
-                .await
-                .unwrap()
-                .into_inner()
-        )
-        .await
-        .is_empty()
+        show(api.show_cloudlet(Cloudlet::default()))
+            .await
+            .is_empty()
     );
     assert!(
-        collect(
-            api.show_cloudlet_info(CloudletInfo::default())
-                .await
-                .unwrap()
-                .into_inner()
-        )
-        .await
-        .is_empty()
+        show(api.show_cloudlet_info(CloudletInfo::default()))
+            .await
+            .is_empty()
     );
 }
 

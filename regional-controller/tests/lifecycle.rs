@@ -190,14 +190,7 @@ async fn app_inst_create_ready_with_ports_then_delete_releases_them() {
         TrackedState::NotPresent as i32,
         "{progress:?}"
     );
-    let shown = collect(
-        insts
-            .show_app_inst(AppInst::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(insts.show_app_inst(AppInst::default())).await;
     assert_eq!(shown.len(), 1);
 
     // game-1's ports are free again: a new instance takes them.
@@ -250,14 +243,7 @@ async fn app_inst_create_error_stays_for_retry_or_delete() {
         "{}",
         err.message()
     );
-    let shown = collect(
-        insts
-            .show_app_inst(AppInst::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(insts.show_app_inst(AppInst::default())).await;
     assert_eq!(shown[0].state, TrackedState::CreateError as i32);
     assert_eq!(
         shown[0].errors,
@@ -297,14 +283,7 @@ async fn app_inst_create_error_stays_for_retry_or_delete() {
     crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let shown = collect(
-        insts
-            .show_app_inst(AppInst::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(insts.show_app_inst(AppInst::default())).await;
     assert_eq!(shown[0].state, TrackedState::CreateError as i32);
 
     let mut del = insts
@@ -317,15 +296,9 @@ async fn app_inst_create_error_stays_for_retry_or_delete() {
         .await;
     drain(&mut del).await.unwrap();
     assert!(
-        collect(
-            insts
-                .show_app_inst(AppInst::default())
-                .await
-                .unwrap()
-                .into_inner()
-        )
-        .await
-        .is_empty()
+        show(insts.show_app_inst(AppInst::default()))
+            .await
+            .is_empty()
     );
 }
 
@@ -394,14 +367,7 @@ async fn caller_going_away_does_not_cancel_and_validation_of_app_insts() {
     crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let shown = collect(
-        insts
-            .show_app_inst(AppInst::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(insts.show_app_inst(AppInst::default())).await;
     assert_eq!(shown[0].state, TrackedState::Ready as i32);
 
     // Update re-deploys: UPDATE_REQUESTED → CRM → READY.
@@ -470,13 +436,6 @@ async fn ports_run_out_with_a_clear_message() {
         "no 2 free public tcp port(s) left on Cloudlet \"tmus/berlin\" (range 20000-20002)",
     );
     // Nothing half-created.
-    let shown = collect(
-        r.app_insts()
-            .show_app_inst(AppInst::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(r.app_insts().show_app_inst(AppInst::default())).await;
     assert_eq!(shown.len(), 1);
 }

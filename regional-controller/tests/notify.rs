@@ -186,14 +186,7 @@ async fn reconnect_resyncs_and_offline_after_grace() {
     );
     crm.report_cloudlet(CloudletState::Ready).await;
     let info = || async {
-        let infos = collect(
-            r.cloudlets()
-                .show_cloudlet_info(CloudletInfo::default())
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await;
+        let infos = show(r.cloudlets().show_cloudlet_info(CloudletInfo::default())).await;
         infos.first().map(|i| i.state).unwrap_or_default()
     };
     let wait_state = |state: CloudletState| async move {
@@ -298,13 +291,6 @@ async fn etcd_restart_is_survived_without_missing_changes() {
         name_of(next_change(&mut dme).await.object.as_ref().unwrap()),
         "Flavor after"
     );
-    let shown = collect(
-        r.flavors()
-            .show_flavor(Flavor::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let shown = show(r.flavors().show_flavor(Flavor::default())).await;
     assert_eq!(shown.len(), 2);
 }

@@ -20,13 +20,16 @@ pub async fn drain(stream: &mut Streaming<Progress>) -> Result<Vec<Progress>, to
     Ok(all)
 }
 
-/// Reads a Show stream into a Vec.
-pub async fn collect<T>(mut s: Streaming<T>) -> Vec<T> {
-    let mut v = Vec::new();
-    while let Some(x) = s.next().await {
-        v.push(x.expect("show item"));
+/// Runs a Show call and reads its stream into a Vec.
+pub async fn show<T>(
+    call: impl Future<Output = Result<tonic::Response<Streaming<T>>, tonic::Status>>,
+) -> Vec<T> {
+    let mut stream = call.await.expect("show call").into_inner();
+    let mut items = Vec::new();
+    while let Some(x) = stream.next().await {
+        items.push(x.expect("show item"));
     }
-    v
+    items
 }
 
 pub fn flavor(name: &str) -> Flavor {

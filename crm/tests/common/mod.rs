@@ -171,12 +171,9 @@ impl Cloud {
 
     /// The shared-LB address of an AppInst's first port.
     pub async fn public_addr(&self, inst: &str) -> SocketAddr {
-        let shown = collect(
+        let shown = show(
             self.app_insts()
-                .show_app_inst(app_inst("acme", inst, "", ""))
-                .await
-                .unwrap()
-                .into_inner(),
+                .show_app_inst(app_inst("acme", inst, "", "")),
         )
         .await;
         SocketAddr::new(self.public_ip, shown[0].mapped_ports[0].public_port as u16)
