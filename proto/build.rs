@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/edge/notify.proto",
                 "proto/edge/api.proto",
                 "proto/dme/app-client.proto",
+                "proto/bench/echo.proto",
             ],
             // dme/*.proto import each other by bare name, as MobiledgeX's files do.
             &["proto", "proto/dme"],

@@ -1,3 +1,1 @@
-//! Benchmarks that print ratios against raw baselines measured in the same run.
-//!
-//! Not built yet: see the open issue for this component. The binary parses its documented flags.
+//! Benchmarks of the platform. Each prints its results next to a raw baseline measured in the same run (a plain gRPC echo on the same machine), as ratios; see `src/main.rs`.

@@ -1,13 +1,231 @@
-//! `edge-bench`: Benchmarks that print ratios against raw baselines measured in the same run.
+//! `edge-bench`: FindCloudlet against a plain gRPC echo, measured in the same run.
+//!
+//! Starts a real etcd (testenv), the regional controller, a fake-platform CRM with one app instance and
+//! a DME, all on loopback, plus an echo server. Then it times sequential calls (latency percentiles) and
+//! concurrent calls (throughput) of each, bounded in count and time, and prints the ratios.
+
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+use edge_proto::bench::EchoMessage;
+use edge_proto::bench::echo_client::EchoClient;
+use edge_proto::bench::echo_server::{Echo, EchoServer};
+use edge_proto::dme::match_engine_api_client::MatchEngineApiClient;
+use edge_proto::dme::{FindCloudletRequest, Loc};
+use edge_proto::edge::CloudletKey;
+use testenv::fixtures::*;
+use tonic::transport::Channel;
 
-/// Benchmarks that print ratios against raw baselines measured in the same run.
+/// Benchmarks that print ratios against a raw gRPC baseline measured in the same run.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// Calls per measurement (sequential and concurrent each).
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Concurrent callers in the throughput measurement.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Upper bound on each measurement, seconds.
+    #[arg(long, default_value_t = 30)]
+    max_secs: u64,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("edge-bench is not implemented yet; see the project's open issues")
+struct EchoService;
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn echo(
+        &self,
+        req: tonic::Request<EchoMessage>,
+    ) -> Result<tonic::Response<EchoMessage>, tonic::Status> {
+        Ok(tonic::Response::new(req.into_inner()))
+    }
+}
+
+/// Latencies of sequential calls and throughput of concurrent ones.
+struct Measured {
+    p50: Duration,
+    p99: Duration,
+    per_sec: f64,
+}
+
+async fn measure<F, Fut>(args: &Args, call: F) -> Measured
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(args.max_secs);
+    let mut lat = Vec::with_capacity(args.calls);
+    for _ in 0..args.calls {
+        if Instant::now() > deadline {
+            break;
+        }
+        let t = Instant::now();
+        call().await;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let per_worker = args.calls / args.concurrency;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.max_secs);
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut done = 0usize;
+                while done < per_worker && Instant::now() < deadline {
+                    call().await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for w in workers {
+        done += w.await.expect("worker");
+    }
+    let per_sec = done as f64 / start.elapsed().as_secs_f64();
+    Measured {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        per_sec,
+    }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+
+    // The raw baseline: a plain tonic echo on loopback.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = l.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming(edge_common::grpc_incoming(l)),
+    );
+
+    // A region: etcd, controller, one fake cloudlet with a READY app instance, a DME.
+    eprintln!("starting etcd, controller, CRM (fake platform) and DME on loopback ...");
+    let etcd = testenv::Etcd::start().await?;
+    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
+        "bench", &etcd.url,
+    ))
+    .await?;
+    let api = channel(ctrl.api_addr).await?;
+    api.flavors().create_flavor(flavor("small")).await?;
+    let mut s = api
+        .cloudlets()
+        .create_cloudlet(cloudlet("op", "c1"))
+        .await?
+        .into_inner();
+    let key = s
+        .message()
+        .await?
+        .and_then(|p| p.access)
+        .map(|a| a.access_private_key)
+        .unwrap_or_default();
+    let state = tempfile::tempdir()?;
+    let ck = CloudletKey {
+        organization: "op".into(),
+        name: "c1".into(),
+    };
+    let _crm = crm::Crm::start(crm::Config::fake(
+        "bench",
+        ck,
+        ctrl.notify_addr.to_string(),
+        key,
+        Duration::ZERO,
+        state.path().into(),
+    ))
+    .await?;
+    drain(&mut s).await?;
+    api.apps().create_app(app("dev", "game", "tcp:80")).await?;
+    drain(
+        &mut api
+            .clusters()
+            .create_cluster_inst(cluster("dev", "k1", "op", "c1"))
+            .await?
+            .into_inner(),
+    )
+    .await?;
+    drain(
+        &mut api
+            .app_insts()
+            .create_app_inst(app_inst("dev", "g1", "game", "k1"))
+            .await?
+            .into_inner(),
+    )
+    .await?;
+    let dme = dme::Dme::start(dme::Config::local("bench", &ctrl.notify_addr.to_string())).await?;
+    let mut sdk = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr)).await?;
+    let mut registered = false;
+    for _ in 0..100 {
+        if sdk.register("dev", "game", "1.0", None).await.is_ok()
+            && sdk.find_cloudlet("", 1.0, 1.0).await?.is_some()
+        {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(registered, "the DME never saw the app instance");
+    let cookie = sdk.session_cookie().to_string();
+
+    let echo = EchoClient::new(channel(echo_addr).await?);
+    let base = measure(&args, move || {
+        let mut c = echo.clone();
+        async move {
+            c.echo(EchoMessage {
+                payload: vec![0; 64],
+            })
+            .await
+            .expect("echo");
+        }
+    })
+    .await;
+    let dme_api = MatchEngineApiClient::new(channel(dme.grpc_addr).await?);
+    let find = measure(&args, move || {
+        let mut c = dme_api.clone();
+        let req = FindCloudletRequest {
+            session_cookie: cookie.clone(),
+            gps_location: Some(Loc {
+                latitude: 52.5,
+                longitude: 13.4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        async move {
+            c.find_cloudlet(req).await.expect("find");
+        }
+    })
+    .await;
+
+    println!(
+        "{:<16} {:>10} {:>10} {:>12}",
+        "call", "p50", "p99", "calls/s"
+    );
+    for (name, m) in [("grpc echo", &base), ("FindCloudlet", &find)] {
+        println!(
+            "{name:<16} {:>10.1?} {:>10.1?} {:>12.0}",
+            m.p50, m.p99, m.per_sec
+        );
+    }
+    println!(
+        "ratio FindCloudlet/echo: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+        find.p50.as_secs_f64() / base.p50.as_secs_f64(),
+        find.p99.as_secs_f64() / base.p99.as_secs_f64(),
+        find.per_sec / base.per_sec
+    );
+    Ok(())
 }

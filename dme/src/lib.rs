@@ -22,7 +22,6 @@ use edge_proto::edge::{ClientType, Hello, ObjectKind};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Where the cookie secret comes from.
 #[derive(Clone, Debug)]
@@ -168,7 +167,7 @@ impl Dme {
             edge_common::notify_client::run(cfg.controller.clone(), hello, index, reports_rx);
         let grpc_server = tonic::transport::Server::builder()
             .add_service(MatchEngineApiServer::new(engine.clone()))
-            .serve_with_incoming(TcpListenerStream::new(grpc));
+            .serve_with_incoming(edge_common::grpc_incoming(grpc));
         let tasks = vec![
             ops_server.task,
             tokio::spawn(notify),

@@ -13,6 +13,11 @@ pub mod dme {
     tonic::include_proto!("distributed_match_engine");
 }
 
+/// A plain echo service, the baseline of `edge-bench`.
+pub mod bench {
+    tonic::include_proto!("bench");
+}
+
 /// Encoded `FileDescriptorSet` of every message above (for reflection, e.g. JSON gateways).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptors");
 

@@ -27,7 +27,6 @@ use edge_proto::edge::{
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::Api;
 use crate::cache::Cache;
@@ -162,7 +161,7 @@ impl Controller {
             )))
             .add_service(AppApiServer::new(api::AppService(api.clone())))
             .add_service(AppInstApiServer::new(api::AppInstService(api.clone())))
-            .serve_with_incoming(TcpListenerStream::new(api_listener));
+            .serve_with_incoming(edge_common::grpc_incoming(api_listener));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = api_server.await {
                 tracing::error!(error = %e, "API server stopped");
@@ -176,7 +175,7 @@ impl Controller {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(NotifyServer::new(notify))
-            .serve_with_incoming(TcpListenerStream::new(notify_listener));
+            .serve_with_incoming(edge_common::grpc_incoming(notify_listener));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = notify_server.await {
                 tracing::error!(error = %e, "notify server stopped");
