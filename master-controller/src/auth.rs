@@ -1,7 +1,7 @@
 //! Passwords (argon2), session tokens (JWTs that expire, signed with a key kept in Vault), API keys,
 //! and failed-login throttling per user and per client address.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,26 @@ pub fn verify(secret: &str, hash: &str) -> bool {
     })
 }
 
+/// [`hash`] on a blocking thread: argon2 takes tens of milliseconds and must not stall the async workers.
+pub async fn hash_async(secret: &str) -> String {
+    let secret = secret.to_string();
+    tokio::task::spawn_blocking(move || hash(&secret))
+        .await
+        .expect("argon2 hashing does not panic")
+}
+
+/// [`verify`] on a blocking thread.
+pub async fn verify_async(secret: &str, hash: &str) -> bool {
+    let (secret, hash) = (secret.to_string(), hash.to_string());
+    tokio::task::spawn_blocking(move || verify(&secret, &hash))
+        .await
+        .unwrap_or(false)
+}
+
 /// Claims of an MC session token (MobiledgeX's: HS512, `kid` in the payload). For an API-key session
-/// `username` holds the key id and `apikeyusername` the user, as in MobiledgeX.
+/// `username` holds the key id and `apikeyusername` the user, as in MobiledgeX. `uid` and `gen` tie the
+/// token to one account and one generation of its credentials: a re-created user has another `uid`, and a
+/// password change, lock or unlock raises the stored generation, which ends every older token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub username: String,
@@ -73,6 +91,18 @@ pub struct Claims {
     pub authtype: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub apikeyusername: String,
+    #[serde(default)]
+    pub uid: i64,
+    #[serde(default, rename = "gen")]
+    pub token_gen: i64,
+}
+
+/// The account a token is issued to.
+pub struct Account<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub id: i64,
+    pub token_gen: i64,
 }
 
 pub struct Tokens {
@@ -85,27 +115,29 @@ impl Tokens {
         Self { key, ttl }
     }
 
-    /// A token for `username`; with `apikeyid`, a 4 h API-key session of that user.
-    pub fn issue(&self, username: &str, email: &str, apikeyid: &str) -> String {
+    /// A token for `user`; with `apikeyid`, a 4 h API-key session of that user.
+    pub fn issue(&self, user: &Account, apikeyid: &str) -> String {
         let now = edge_common::now_ms() / 1000;
         let (subject, authtype, ttl, keyuser) = if apikeyid.is_empty() {
-            (username, "passwordauth", self.ttl, "")
+            (user.name, "passwordauth", self.ttl, "")
         } else {
             (
                 apikeyid,
                 "apikeyauth",
                 self.ttl.min(Duration::from_secs(4 * 3600)),
-                username,
+                user.name,
             )
         };
         let claims = Claims {
             username: subject.into(),
-            email: email.into(),
+            email: user.email.into(),
             iat: now,
             exp: now + ttl.as_secs() as i64,
             kid: 1,
             authtype: authtype.into(),
             apikeyusername: keyuser.into(),
+            uid: user.id,
+            token_gen: user.token_gen,
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -124,12 +156,24 @@ impl Tokens {
     }
 }
 
-/// Failed logins per user name (keys `user:<name>`, `apikey:<id>`) and per client address (`ip:<addr>`,
-/// four times the limit); too many within the window lock that key out.
+/// Failed-attempt counters: per account (`user:<name>`, the same key whether the caller typed the name or
+/// the email), per API key id, and per client address (`ip:<addr>`, four times the limit, since many users
+/// may share an address). Each attempt is counted *before* the password is checked, in the same critical
+/// section as the check, so parallel guesses cannot slip past the limit; a success takes back only its own
+/// attempt and clears its own account, never the address. Memory is bounded: at most `capacity` keys, the
+/// stalest dropped first.
 pub struct Throttle {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
     pub max_failures: usize,
     pub window: Duration,
+    capacity: usize,
+}
+
+/// One counted attempt; give it back with [`Throttle::succeeded`].
+#[derive(Debug)]
+pub struct Attempt {
+    keys: Vec<String>,
+    at: Instant,
 }
 
 impl Throttle {
@@ -138,23 +182,40 @@ impl Throttle {
             failures: Mutex::default(),
             max_failures,
             window,
+            capacity: 100_000,
         }
     }
 
-    /// Fails with 429 while any of `keys` is locked out.
-    pub fn check(&self, keys: &[String]) -> Result<(), ApiError> {
+    fn limit(&self, key: &str) -> usize {
+        if key.starts_with("ip:") {
+            self.max_failures * 4
+        } else {
+            self.max_failures
+        }
+    }
+
+    /// Counts an attempt against every key, or fails with 429 (counting nothing) while one is locked out.
+    pub fn attempt(&self, keys: &[String]) -> Result<Attempt, ApiError> {
+        self.attempt_limited(keys, |k| self.limit(k))
+    }
+
+    /// [`attempt`](Self::attempt) with the limit per key given by `limit`.
+    pub fn attempt_limited(
+        &self,
+        keys: &[String],
+        limit: impl Fn(&str) -> usize,
+    ) -> Result<Attempt, ApiError> {
         let now = Instant::now();
         let mut f = self.failures.lock().expect("throttle lock");
         for k in keys {
             if let Some(times) = f.get_mut(k) {
-                times.retain(|t| now.duration_since(*t) < self.window);
-                // A client address may be shared by many users (NAT): it gets more room than one user.
-                let limit = if k.starts_with("ip:") {
-                    self.max_failures * 4
-                } else {
-                    self.max_failures
-                };
-                if times.len() >= limit {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
+                    times.pop_front();
+                }
+                if times.len() >= limit(k) {
                     let wait = self
                         .window
                         .saturating_sub(now.duration_since(times[0]))
@@ -170,20 +231,43 @@ impl Throttle {
                 }
             }
         }
-        Ok(())
-    }
-
-    pub fn failed(&self, keys: &[String]) {
-        let mut f = self.failures.lock().expect("throttle lock");
-        for k in keys {
-            f.entry(k.clone()).or_default().push(Instant::now());
+        if f.len() + keys.len() > self.capacity {
+            f.retain(|_, t| {
+                t.back()
+                    .is_some_and(|t| now.duration_since(*t) < self.window)
+            });
+            while f.len() + keys.len() > self.capacity {
+                let stalest = f
+                    .iter()
+                    .min_by_key(|(_, t)| t.back().copied())
+                    .map(|(k, _)| k.clone());
+                match stalest {
+                    Some(k) => f.remove(&k),
+                    None => break,
+                };
+            }
         }
+        for k in keys {
+            f.entry(k.clone()).or_default().push_back(now);
+        }
+        Ok(Attempt {
+            keys: keys.to_vec(),
+            at: now,
+        })
     }
 
-    pub fn succeeded(&self, keys: &[String]) {
+    /// The attempt succeeded: it is taken back, and the account key (`keys[0]`) is cleared; other keys
+    /// (the client address) keep their earlier failures.
+    pub fn succeeded(&self, a: Attempt) {
         let mut f = self.failures.lock().expect("throttle lock");
-        for k in keys {
-            f.remove(k);
+        for (i, k) in a.keys.iter().enumerate() {
+            if i == 0 {
+                f.remove(k);
+            } else if let Some(times) = f.get_mut(k)
+                && let Some(pos) = times.iter().rposition(|t| *t == a.at)
+            {
+                times.remove(pos);
+            }
         }
     }
 }
@@ -201,19 +285,50 @@ mod tests {
         let h = hash("Correct-Horse-9");
         assert!(verify("Correct-Horse-9", &h) && !verify("wrong", &h));
         let t = Tokens::new(b"k".to_vec(), Duration::from_secs(60));
-        let tok = t.issue("alice", "a@x", "");
-        assert_eq!(t.verify(&tok).unwrap().username, "alice");
+        let user = Account {
+            name: "alice",
+            email: "a@x",
+            id: 7,
+            token_gen: 2,
+        };
+        let claims = t.verify(&t.issue(&user, "")).unwrap();
+        assert_eq!(
+            (claims.username.as_str(), claims.uid, claims.token_gen),
+            ("alice", 7, 2)
+        );
         assert_eq!(
             t.verify("junk").unwrap_err().message,
             "Invalid or expired jwt"
         );
+    }
+
+    #[test]
+    fn throttle_counts_before_checking_and_success_keeps_the_address() {
         let th = Throttle::new(2, Duration::from_secs(60));
-        let keys = ["user:alice".to_string()];
-        th.failed(&keys);
-        assert!(th.check(&keys).is_ok());
-        th.failed(&keys);
-        assert_eq!(th.check(&keys).unwrap_err().status, 429);
-        th.succeeded(&keys);
-        assert!(th.check(&keys).is_ok());
+        let victim = ["user:victim".to_string(), "ip:1".to_string()];
+        let own = ["user:me".to_string(), "ip:1".to_string()];
+        // Two attempts are counted before either is judged: a third is refused at once.
+        let _a = th.attempt(&victim).unwrap();
+        let _b = th.attempt(&victim).unwrap();
+        assert_eq!(th.attempt(&victim).unwrap_err().status, 429);
+        // Logging into one's own account neither clears the victim's counter nor the address's.
+        for _ in 0..6 {
+            let ok = th.attempt(&own).unwrap();
+            th.succeeded(ok);
+        }
+        assert_eq!(th.attempt(&victim).unwrap_err().status, 429);
+        let f = th.failures.lock().unwrap();
+        assert_eq!(f["ip:1"].len(), 2, "only the two failures count");
+    }
+
+    #[test]
+    fn throttle_memory_is_bounded() {
+        let mut th = Throttle::new(3, Duration::from_secs(60));
+        th.capacity = 100;
+        for i in 0..1000 {
+            th.attempt(&[format!("user:u{i}"), format!("ip:{i}")])
+                .unwrap();
+        }
+        assert!(th.failures.lock().unwrap().len() <= 100);
     }
 }

@@ -35,13 +35,256 @@ enum Authz {
     ShowCloudlets,
 }
 
-/// The organization an object belongs to, from its JSON.
+/// The organization of an object the controller returned (trusted output; requests are typed instead).
 fn org_of(obj: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     obj.get("organization")
         .map(s)
         .or_else(|| obj.get("key").and_then(|k| k.get("organization")).map(s))
         .unwrap_or_default()
+}
+
+/// Which message a method's object is.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Flavor,
+    OperatorCode,
+    Cloudlet,
+    CloudletKey,
+    CloudletInfo,
+    ClusterInst,
+    App,
+    AppInst,
+}
+
+/// Another organization a request names besides its own: each must pass its check too.
+enum Ref {
+    /// the caller must be allowed to view this resource of that org (an AppInst's App, its ClusterInst)
+    View(&'static str, String),
+    /// the org must be an existing operator organization (a cloudlet's)
+    Operator(String),
+}
+
+/// A request's object, parsed into its typed message: the canonical JSON forwarded to the controller, the
+/// organization the region will act on, and the other orgs it references.
+struct Typed {
+    value: Value,
+    org: String,
+    refs: Vec<Ref>,
+}
+
+/// Parses `obj` as `T`; a field `T` does not have is refused by its path (`App.organization`).
+fn typed<T: DeserializeOwned + Serialize>(obj: &Value, path: &str) -> Result<(T, Value)> {
+    let t: T = serde_json::from_value(obj.clone())
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON data: {path}: {e}")))?;
+    let canonical = serde_json::to_value(&t).unwrap_or_default();
+    if let Some(f) = unknown_field(obj, &canonical, path) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid JSON data: unknown field \"{f}\""
+        )));
+    }
+    Ok((t, canonical))
+}
+
+/// The first field of `given` that the typed message (`known`, serialized with every field) lacks.
+fn unknown_field(given: &Value, known: &Value, path: &str) -> Option<String> {
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => g.iter().find_map(|(name, v)| match k.get(name) {
+            None => Some(format!("{path}.{name}")),
+            Some(kv) => unknown_field(v, kv, &format!("{path}.{name}")),
+        }),
+        (Value::Array(g), Value::Array(k)) => g
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (g, k))| unknown_field(g, k, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn org<K>(key: &Option<K>, f: impl Fn(&K) -> &String) -> String {
+    key.as_ref().map(|k| f(k).clone()).unwrap_or_default()
+}
+
+fn parse_object(kind: Kind, obj: &Value, path: &str) -> Result<Typed> {
+    let cloudlet_ref = |k: &Option<CloudletKey>| Ref::Operator(org(k, |k| &k.organization));
+    let (value, org, refs) = match kind {
+        Kind::Flavor => {
+            let (_, v) = typed::<Flavor>(obj, path)?;
+            (v, String::new(), vec![])
+        }
+        Kind::OperatorCode => {
+            let (o, v) = typed::<OperatorCode>(obj, path)?;
+            (v, o.organization, vec![])
+        }
+        Kind::Cloudlet => {
+            let (c, v) = typed::<Cloudlet>(obj, path)?;
+            (v, org(&c.key, |k| &k.organization), vec![])
+        }
+        Kind::CloudletKey => {
+            let (k, v) = typed::<CloudletKey>(obj, path)?;
+            (v, k.organization, vec![])
+        }
+        Kind::CloudletInfo => {
+            let (c, v) = typed::<CloudletInfo>(obj, path)?;
+            (v, org(&c.key, |k| &k.organization), vec![])
+        }
+        Kind::ClusterInst => {
+            let (c, v) = typed::<ClusterInst>(obj, path)?;
+            let refs = vec![cloudlet_ref(&c.cloudlet_key)];
+            (v, org(&c.key, |k| &k.organization), refs)
+        }
+        Kind::App => {
+            let (a, v) = typed::<App>(obj, path)?;
+            (v, org(&a.key, |k| &k.organization), vec![])
+        }
+        Kind::AppInst => {
+            let (i, v) = typed::<AppInst>(obj, path)?;
+            let refs = vec![
+                Ref::View(APPS, org(&i.app_key, |k| &k.organization)),
+                Ref::View(CLUSTERINSTS, org(&i.cluster_key, |k| &k.organization)),
+                cloudlet_ref(&i.cloudlet_key),
+            ];
+            (v, org(&i.key, |k| &k.organization), refs)
+        }
+    };
+    Ok(Typed { value, org, refs })
+}
+
+/// The stored owner of an operator code: updates and deletes are authorized on it, not on the request.
+async fn operator_code_owner(ch: Channel, code: &str) -> Result<Option<String>> {
+    if code.is_empty() {
+        return Ok(None);
+    }
+    let filter = OperatorCode {
+        code: code.into(),
+        ..Default::default()
+    };
+    let mut s = operator_code_api_client::OperatorCodeApiClient::new(ch)
+        .show_operator_code(filter)
+        .await
+        .map_err(|e| from_status(&e))?
+        .into_inner();
+    while let Some(o) = s.message().await.map_err(|e| from_status(&e))? {
+        if o.code == code {
+            return Ok(Some(o.organization));
+        }
+    }
+    Ok(None)
+}
+
+/// What each region still holds of `org` ("region A: 2 App, 1 AppInst"); empty when nothing.
+pub async fn org_in_use(mc: &Mc, org: &str) -> Result<Vec<String>> {
+    async fn count<T>(
+        r: std::result::Result<tonic::Response<tonic::Streaming<T>>, Status>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<usize> {
+        let mut s = r.map_err(|e| from_status(&e))?.into_inner();
+        let mut n = 0;
+        while let Some(item) = s.message().await.map_err(|e| from_status(&e))? {
+            n += usize::from(keep(&item));
+        }
+        Ok(n)
+    }
+    let regions: Vec<(String,)> = sqlx::query_as("SELECT region FROM controllers ORDER BY region")
+        .fetch_all(&mc.db)
+        .await?;
+    let mut used = Vec::new();
+    for (region,) in regions {
+        let ch = mc.region(&region).await?;
+        let o = org.to_string();
+        let counts = [
+            (
+                "Cloudlet",
+                count(
+                    cloudlet_api_client::CloudletApiClient::new(ch.clone())
+                        .show_cloudlet(Cloudlet {
+                            key: Some(CloudletKey {
+                                organization: o.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .await,
+                    |_| true,
+                )
+                .await,
+            ),
+            (
+                "OperatorCode",
+                count(
+                    operator_code_api_client::OperatorCodeApiClient::new(ch.clone())
+                        .show_operator_code(OperatorCode {
+                            organization: o.clone(),
+                            ..Default::default()
+                        })
+                        .await,
+                    |c: &OperatorCode| c.organization == org,
+                )
+                .await,
+            ),
+            (
+                "ClusterInst",
+                count(
+                    cluster_inst_api_client::ClusterInstApiClient::new(ch.clone())
+                        .show_cluster_inst(ClusterInst {
+                            key: Some(ClusterInstKey {
+                                organization: o.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .await,
+                    |_| true,
+                )
+                .await,
+            ),
+            (
+                "App",
+                count(
+                    app_api_client::AppApiClient::new(ch.clone())
+                        .show_app(App {
+                            key: Some(AppKey {
+                                organization: o.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .await,
+                    |_| true,
+                )
+                .await,
+            ),
+            (
+                "AppInst",
+                count(
+                    app_inst_api_client::AppInstApiClient::new(ch)
+                        .show_app_inst(AppInst {
+                            key: Some(AppInstKey {
+                                organization: o.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .await,
+                    |_| true,
+                )
+                .await,
+            ),
+        ];
+        let mut held = Vec::new();
+        for (kind, n) in counts {
+            let n =
+                n.map_err(|e| ApiError::bad_request(format!("region {region}: {}", e.message)))?;
+            if n > 0 {
+                held.push(format!("{n} {kind}"));
+            }
+        }
+        if !held.is_empty() {
+            used.push(format!("region {region}: {}", held.join(", ")));
+        }
+    }
+    Ok(used)
 }
 
 /// The value under `name` in a JSON object, matching the key case-insensitively.
@@ -131,12 +374,16 @@ fn with_user<T>(msg: T, c: &Caller) -> tonic::Request<T> {
 
 /// Checks that `org` exists and has `kind` (developer/operator); else Forbidden for non-admins.
 async fn require_org(mc: &Mc, c: &Caller, org: &str, kind: &str) -> Result<()> {
-    let t: Option<(String,)> = sqlx::query_as("SELECT type FROM organizations WHERE name = $1")
-        .bind(org)
-        .fetch_optional(&mc.db)
-        .await?;
+    let t: Option<(String, bool)> =
+        sqlx::query_as("SELECT type, delete_in_progress FROM organizations WHERE name = $1")
+            .bind(org)
+            .fetch_optional(&mc.db)
+            .await?;
     match t {
-        Some((t,)) if t == kind => Ok(()),
+        Some((_, true)) => Err(ApiError::bad_request(format!(
+            "Organization {org} is being deleted"
+        ))),
+        Some((t, _)) if t == kind => Ok(()),
         Some(_) => Err(ApiError::bad_request(format!(
             "Organization {org} is not a {kind} organization"
         ))),
@@ -171,6 +418,11 @@ pub async fn forward(
     body: Bytes,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
+    let method = method.into_inner();
+    let spec = SPECS
+        .iter()
+        .find(|s| s.method == method)
+        .ok_or_else(|| ApiError::not_found(format!("Unknown method {method}")))?;
     if body.is_empty() {
         return Err(invalid_json(
             "Syntax error at offset 0, unexpected end of JSON input",
@@ -180,34 +432,84 @@ pub async fn forward(
     let Value::Object(wrapper) = &v else {
         return Err(invalid_json("expected a JSON object"));
     };
-    let region = field(wrapper, "Region")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let method = method.into_inner();
-    let spec = SPECS
-        .iter()
-        .find(|s| s.method == method)
-        .ok_or_else(|| ApiError::not_found(format!("Unknown method {method}")))?;
-    let mut obj = field(wrapper, spec.object)
+    if let Some(k) = wrapper
+        .keys()
+        .find(|k| !k.eq_ignore_ascii_case("Region") && !k.eq_ignore_ascii_case(spec.object))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid JSON data: unknown field \"{k}\", expected \"Region\" and \"{}\"",
+            spec.object
+        )));
+    }
+    let region = match field(wrapper, "Region") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(r)) => r.clone(),
+        Some(_) => return Err(invalid_json("field \"Region\" must be a string")),
+    };
+    let mut given = field(wrapper, spec.object)
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let org = org_of(&obj);
+    // Update without a field list updates the fields present in the request (MobiledgeX's rule).
+    let update_fields = if method.starts_with("Update") {
+        let listed = given.as_object_mut().and_then(|m| m.remove("fields"));
+        Some(match listed {
+            Some(Value::Array(f)) if !f.is_empty() => f
+                .iter()
+                .map(|x| x.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid_json("\"fields\" must be a list of field names"))?,
+            Some(Value::Array(_)) | Some(Value::Null) | None => given
+                .as_object()
+                .map(|m| m.keys().filter(|k| *k != "key").cloned().collect())
+                .unwrap_or_default(),
+            Some(_) => return Err(invalid_json("\"fields\" must be a list of field names")),
+        })
+    } else {
+        None
+    };
+    let mut obj = parse_object(spec.kind, &given, spec.object)?;
     let mutating = !method.starts_with("Show");
+    let audit_request = json!({ "Region": region, spec.object: given });
+    // An operator code's owner is the stored one: a request cannot claim another org's code. A changed
+    // organization must be one the caller manages too.
+    let mut new_owner = None;
+    if spec.kind == Kind::OperatorCode
+        && (method.starts_with("Update") || method.starts_with("Delete"))
+    {
+        let code = obj.value["code"].as_str().unwrap_or_default().to_string();
+        if let Some(owner) = operator_code_owner(mc.region(&region).await?, &code).await? {
+            if owner != obj.org && !obj.org.is_empty() {
+                new_owner = Some(obj.org.clone());
+            }
+            obj.org = owner;
+        }
+    }
     let call = async {
+        if let Some(o) = &new_owner {
+            require(&c, CLOUDLETS, MANAGE, o)?;
+            require_org(&mc, &c, o, "operator").await?;
+        }
+        let org = obj.org.as_str();
         match spec.authz {
             Authz::Anyone | Authz::ShowCloudlets | Authz::View(_) => {}
             Authz::Manage(res) => {
-                let scope = if res == rbac::FLAVORS {
-                    ""
-                } else {
-                    org.as_str()
-                };
+                let scope = if res == rbac::FLAVORS { "" } else { org };
                 require(&c, res, MANAGE, scope)?;
             }
         }
+        if mutating {
+            for r in &obj.refs {
+                match r {
+                    Ref::View(res, o) if !o.is_empty() => require(&c, res, VIEW, o)?,
+                    Ref::Operator(o) if !o.is_empty() => {
+                        require_org(&mc, &c, o, "operator").await?
+                    }
+                    _ => {}
+                }
+            }
+        }
         if let Some(kind) = spec.org_kind {
-            require_org(&mc, &c, &org, kind).await?;
+            require_org(&mc, &c, org, kind).await?;
         }
         let keep: Box<dyn Fn(Value) -> Option<Value> + Send + Sync> = match spec.authz {
             Authz::View(res) => match c.grants.viewable_orgs(res) {
@@ -228,33 +530,15 @@ pub async fn forward(
             },
             _ => Box::new(Some),
         };
-        // Update without a field list updates the fields present in the request (MobiledgeX's rule).
-        if method.starts_with("Update") {
-            let fields: Vec<String> = match obj.get("fields").and_then(Value::as_array) {
-                Some(f) if !f.is_empty() => f
-                    .iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect(),
-                _ => obj
-                    .as_object()
-                    .map(|m| {
-                        m.keys()
-                            .filter(|k| *k != "key" && *k != "fields")
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("fields");
-            }
-            obj = json!({ spec.update_field: obj, "fields": fields });
-        }
+        let request = match &update_fields {
+            Some(fields) => json!({ spec.update_field: obj.value, "fields": fields }),
+            None => obj.value.clone(),
+        };
         let ch = mc.region(&region).await?;
-        call_controller(ch, &c, &method, obj, keep).await
+        call_controller(ch, &c, &method, request, keep).await
     };
     if mutating {
-        audited(&mc, &req, &c.username, &org, &v, call).await
+        audited(&mc, &req, &c.username, &obj.org, &audit_request, call).await
     } else {
         call.await
     }
@@ -262,6 +546,7 @@ pub async fn forward(
 
 struct Spec {
     method: &'static str,
+    kind: Kind,
     /// key of the object in the request wrapper
     object: &'static str,
     /// field of the object in the controller's Update request
@@ -272,38 +557,38 @@ struct Spec {
 }
 
 macro_rules! specs {
-    ($($m:literal, $o:literal, $u:literal, $a:expr, $k:expr;)*) => {
-        &[$(Spec { method: $m, object: $o, update_field: $u, authz: $a, org_kind: $k }),*]
+    ($($m:literal, $kind:ident, $o:literal, $u:literal, $a:expr, $k:expr;)*) => {
+        &[$(Spec { method: $m, kind: Kind::$kind, object: $o, update_field: $u, authz: $a, org_kind: $k }),*]
     };
 }
 
 const SPECS: &[Spec] = specs![
-    "CreateFlavor", "Flavor", "", Authz::Manage(FLAVORS), None;
-    "UpdateFlavor", "Flavor", "flavor", Authz::Manage(FLAVORS), None;
-    "DeleteFlavor", "Flavor", "", Authz::Manage(FLAVORS), None;
-    "ShowFlavor", "Flavor", "", Authz::Anyone, None;
-    "CreateOperatorCode", "OperatorCode", "", Authz::Manage(CLOUDLETS), Some("operator");
-    "UpdateOperatorCode", "OperatorCode", "operator_code", Authz::Manage(CLOUDLETS), None;
-    "DeleteOperatorCode", "OperatorCode", "", Authz::Manage(CLOUDLETS), None;
-    "ShowOperatorCode", "OperatorCode", "", Authz::View(CLOUDLETS), None;
-    "CreateCloudlet", "Cloudlet", "", Authz::Manage(CLOUDLETS), Some("operator");
-    "UpdateCloudlet", "Cloudlet", "cloudlet", Authz::Manage(CLOUDLETS), None;
-    "DeleteCloudlet", "Cloudlet", "", Authz::Manage(CLOUDLETS), None;
-    "ShowCloudlet", "Cloudlet", "", Authz::ShowCloudlets, None;
-    "RotateCloudletAccessKey", "CloudletKey", "", Authz::Manage(CLOUDLETS), None;
-    "ShowCloudletInfo", "CloudletInfo", "", Authz::View(CLOUDLET_ANALYTICS), None;
-    "CreateClusterInst", "ClusterInst", "", Authz::Manage(CLUSTERINSTS), Some("developer");
-    "UpdateClusterInst", "ClusterInst", "cluster_inst", Authz::Manage(CLUSTERINSTS), None;
-    "DeleteClusterInst", "ClusterInst", "", Authz::Manage(CLUSTERINSTS), None;
-    "ShowClusterInst", "ClusterInst", "", Authz::View(CLUSTERINSTS), None;
-    "CreateApp", "App", "", Authz::Manage(APPS), Some("developer");
-    "UpdateApp", "App", "app", Authz::Manage(APPS), None;
-    "DeleteApp", "App", "", Authz::Manage(APPS), None;
-    "ShowApp", "App", "", Authz::View(APPS), None;
-    "CreateAppInst", "AppInst", "", Authz::Manage(APPINSTS), Some("developer");
-    "UpdateAppInst", "AppInst", "app_inst", Authz::Manage(APPINSTS), None;
-    "DeleteAppInst", "AppInst", "", Authz::Manage(APPINSTS), None;
-    "ShowAppInst", "AppInst", "", Authz::View(APPINSTS), None;
+    "CreateFlavor", Flavor, "Flavor", "", Authz::Manage(FLAVORS), None;
+    "UpdateFlavor", Flavor, "Flavor", "flavor", Authz::Manage(FLAVORS), None;
+    "DeleteFlavor", Flavor, "Flavor", "", Authz::Manage(FLAVORS), None;
+    "ShowFlavor", Flavor, "Flavor", "", Authz::Anyone, None;
+    "CreateOperatorCode", OperatorCode, "OperatorCode", "", Authz::Manage(CLOUDLETS), Some("operator");
+    "UpdateOperatorCode", OperatorCode, "OperatorCode", "operator_code", Authz::Manage(CLOUDLETS), None;
+    "DeleteOperatorCode", OperatorCode, "OperatorCode", "", Authz::Manage(CLOUDLETS), None;
+    "ShowOperatorCode", OperatorCode, "OperatorCode", "", Authz::View(CLOUDLETS), None;
+    "CreateCloudlet", Cloudlet, "Cloudlet", "", Authz::Manage(CLOUDLETS), Some("operator");
+    "UpdateCloudlet", Cloudlet, "Cloudlet", "cloudlet", Authz::Manage(CLOUDLETS), None;
+    "DeleteCloudlet", Cloudlet, "Cloudlet", "", Authz::Manage(CLOUDLETS), None;
+    "ShowCloudlet", Cloudlet, "Cloudlet", "", Authz::ShowCloudlets, None;
+    "RotateCloudletAccessKey", CloudletKey, "CloudletKey", "", Authz::Manage(CLOUDLETS), None;
+    "ShowCloudletInfo", CloudletInfo, "CloudletInfo", "", Authz::View(CLOUDLET_ANALYTICS), None;
+    "CreateClusterInst", ClusterInst, "ClusterInst", "", Authz::Manage(CLUSTERINSTS), Some("developer");
+    "UpdateClusterInst", ClusterInst, "ClusterInst", "cluster_inst", Authz::Manage(CLUSTERINSTS), None;
+    "DeleteClusterInst", ClusterInst, "ClusterInst", "", Authz::Manage(CLUSTERINSTS), None;
+    "ShowClusterInst", ClusterInst, "ClusterInst", "", Authz::View(CLUSTERINSTS), None;
+    "CreateApp", App, "App", "", Authz::Manage(APPS), Some("developer");
+    "UpdateApp", App, "App", "app", Authz::Manage(APPS), None;
+    "DeleteApp", App, "App", "", Authz::Manage(APPS), None;
+    "ShowApp", App, "App", "", Authz::View(APPS), None;
+    "CreateAppInst", AppInst, "AppInst", "", Authz::Manage(APPINSTS), Some("developer");
+    "UpdateAppInst", AppInst, "AppInst", "app_inst", Authz::Manage(APPINSTS), None;
+    "DeleteAppInst", AppInst, "AppInst", "", Authz::Manage(APPINSTS), None;
+    "ShowAppInst", AppInst, "AppInst", "", Authz::View(APPINSTS), None;
 ];
 
 /// The method names forwarded to controllers.

@@ -53,14 +53,24 @@ impl ResponseError for ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// The database's own text never reaches the client: it is logged, and the client gets a message it
+    /// can act on.
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::unavailable(format!("database unavailable, retry later: {e}"))
+                tracing::warn!(error = %e, "database unavailable");
+                Self::unavailable("database unavailable, retry later")
+            }
+            // 22021: a NUL byte in text; 22P05: \u0000 in JSON; 22001: a value too long for its column.
+            sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("22021" | "22P05")) => {
+                Self::bad_request("Invalid input: text must not contain NUL characters")
+            }
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("22001") => {
+                Self::bad_request("Invalid input: a value is too long")
             }
             _ => {
                 tracing::error!(error = %e, "database error");
-                Self::internal(format!("database error: {e}"))
+                Self::internal("internal error, see the master controller's log")
             }
         }
     }

@@ -71,8 +71,9 @@ fn client_ip(req: &HttpRequest) -> String {
         .unwrap_or_default()
 }
 
-/// Checks the bearer token and loads what the caller may do (an API-key session: only the key's
-/// permissions in its org).
+/// Checks the bearer token against the account as it is now (same user id, same credential generation,
+/// not locked) and loads what the caller may do. An API-key session may do what the key's scope and its
+/// creator's roles *today* both allow.
 pub async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
     let token = req
         .headers()
@@ -81,42 +82,51 @@ pub async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("No bearer token found"))?;
     let claims = mc.tokens.verify(token.trim())?;
+    let expired = || ApiError::unauthorized("Invalid or expired jwt");
     let by_key = claims.authtype == "apikeyauth";
     let username = if by_key {
         claims.apikeyusername.clone()
     } else {
         claims.username.clone()
     };
-    let email: Option<(String,)> = sqlx::query_as("SELECT email FROM users WHERE name = $1")
-        .bind(&username)
-        .fetch_optional(&mc.db)
-        .await?;
-    let Some((email,)) = email else {
-        return Err(ApiError::unauthorized("Invalid or expired jwt"));
+    let user: Option<(String, i64, i64, bool)> =
+        sqlx::query_as("SELECT email, id, token_gen, locked FROM users WHERE name = $1")
+            .bind(&username)
+            .fetch_optional(&mc.db)
+            .await?;
+    let Some((email, id, token_gen, locked)) = user else {
+        return Err(expired());
     };
-    let grants = if by_key {
+    if id != claims.uid || token_gen != claims.token_gen {
+        return Err(expired());
+    }
+    if locked {
+        return Err(ApiError::unauthorized(LOCKED));
+    }
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT org, role FROM roles WHERE username = $1")
+            .bind(&username)
+            .fetch_all(&mc.db)
+            .await?;
+    let mut grants = Grants::from_roles(rows);
+    if by_key {
         let key: Option<(String, Value)> =
             sqlx::query_as("SELECT org, permissions FROM api_keys WHERE id = $1 AND username = $2")
                 .bind(&claims.username)
                 .bind(&username)
                 .fetch_optional(&mc.db)
                 .await?;
-        let (org, perms) = key.ok_or_else(|| ApiError::unauthorized("Invalid or expired jwt"))?;
+        let (org, perms) = key.ok_or_else(expired)?;
         let perms: Vec<Perm> = serde_json::from_value(perms).unwrap_or_default();
-        let mut g = Grants::default();
-        g.0.insert(
-            org,
-            perms.into_iter().map(|p| (p.resource, p.action)).collect(),
-        );
-        g
-    } else {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT org, role FROM roles WHERE username = $1")
-                .bind(&username)
-                .fetch_all(&mc.db)
-                .await?;
-        Grants::from_roles(rows)
-    };
+        let held = grants.0.remove(&org).unwrap_or_default();
+        let scoped = perms
+            .into_iter()
+            .map(|p| (p.resource, p.action))
+            .filter(|p| held.contains(p))
+            .collect();
+        grants = Grants::default();
+        grants.0.insert(org, scoped);
+    }
     Ok(Caller {
         username,
         email,
@@ -124,6 +134,18 @@ pub async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
         client_ip: client_ip(req),
         api_key: by_key.then_some(claims.username),
     })
+}
+
+const LOCKED: &str = "Account is locked, please contact your platform administrator";
+
+/// Account management needs the user's own password session, never an API key.
+fn no_api_key(c: &Caller, what: &str) -> Result<()> {
+    match c.api_key {
+        Some(_) => Err(ApiError::forbidden_msg(format!(
+            "ApiKey auth not allowed to {what}, please log in with user account"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// One permission of an API key.
@@ -239,12 +261,6 @@ async fn login(
     body: web::Json<Login>,
 ) -> Result<HttpResponse> {
     let by_key = !body.apikeyid.is_empty() || !body.apikey.is_empty();
-    let who = if by_key {
-        format!("apikey:{}", body.apikeyid)
-    } else {
-        format!("user:{}", body.username)
-    };
-    let keys = [who, format!("ip:{}", client_ip(&req))];
     let call = async {
         if by_key {
             if body.apikeyid.is_empty() {
@@ -261,51 +277,77 @@ async fn login(
                 return Err(ApiError::bad_request("Please specify password"));
             }
         }
-        mc.throttle.check(&keys)?;
-        let found: Option<(String, String, String)> = if by_key {
+        // (name, email, hash, id, token generation, locked)
+        let found: Option<(String, String, String, i64, i64, bool)> = if by_key {
             sqlx::query_as(
-                "SELECT u.name, u.email, k.keyhash FROM api_keys k JOIN users u ON u.name = k.username WHERE k.id = $1",
+                "SELECT u.name, u.email, k.keyhash, u.id, u.token_gen, u.locked
+                 FROM api_keys k JOIN users u ON u.name = k.username WHERE k.id = $1",
             )
             .bind(&body.apikeyid)
             .fetch_optional(&mc.db)
             .await?
         } else {
-            // The user name or the email.
-            sqlx::query_as("SELECT name, email, passhash FROM users WHERE name = $1 OR email = $1")
-                .bind(&body.username)
-                .fetch_optional(&mc.db)
-                .await?
+            // The user name or the email: one account, one throttle counter.
+            sqlx::query_as(
+                "SELECT name, email, passhash, id, token_gen, locked FROM users
+                 WHERE lower(name) = lower($1) OR lower(email) = lower($1)",
+            )
+            .bind(&body.username)
+            .fetch_optional(&mc.db)
+            .await?
         };
+        let account = match (&found, by_key) {
+            (_, true) => format!("apikey:{}", body.apikeyid),
+            (Some(f), false) => format!("user:{}", f.0.to_lowercase()),
+            (None, false) => format!("user:{}", body.username.to_lowercase()),
+        };
+        let attempt = mc
+            .throttle
+            .attempt(&[account, format!("ip:{}", client_ip(&req))])?;
         let secret = if by_key { &body.apikey } else { &body.password };
-        match found {
-            Some((name, email, hash)) if auth::verify(secret, &hash) => {
-                mc.throttle.succeeded(&keys);
-                let token =
-                    mc.tokens
-                        .issue(&name, &email, if by_key { &body.apikeyid } else { "" });
-                let admin: Option<(String,)> =
-                    sqlx::query_as("SELECT role FROM roles WHERE username = $1 AND org = ''")
-                        .bind(&name)
-                        .fetch_optional(&mc.db)
-                        .await?;
-                let mut reply = json!({ "token": token });
-                if admin.is_some() && !by_key {
-                    reply["admin"] = json!(true);
-                }
-                Ok(HttpResponse::Ok().json(reply))
-            }
-            _ => {
-                mc.throttle.failed(&keys);
-                tokio::time::sleep(mc.bad_auth_delay).await;
-                Err(ApiError::bad_request(if by_key {
-                    "Invalid ApiKey or ApiKeyId"
-                } else {
-                    "Invalid username or password"
-                }))
-            }
+        let verified = match &found {
+            Some(f) => auth::verify_async(secret, &f.2).await,
+            None => false,
+        };
+        let Some((name, email, _, id, token_gen, locked)) = found.filter(|_| verified) else {
+            tokio::time::sleep(mc.bad_auth_delay).await;
+            return Err(ApiError::bad_request(if by_key {
+                "Invalid ApiKey or ApiKeyId"
+            } else {
+                "Invalid username or password"
+            }));
+        };
+        mc.throttle.succeeded(attempt);
+        if locked {
+            return Err(ApiError::bad_request(LOCKED));
         }
+        let account = auth::Account {
+            name: &name,
+            email: &email,
+            id,
+            token_gen,
+        };
+        let token = mc
+            .tokens
+            .issue(&account, if by_key { &body.apikeyid } else { "" });
+        let admin: Option<(String,)> =
+            sqlx::query_as("SELECT role FROM roles WHERE username = $1 AND org = ''")
+                .bind(&name)
+                .fetch_optional(&mc.db)
+                .await?;
+        let mut reply = json!({ "token": token });
+        if admin.is_some() && !by_key {
+            reply["admin"] = json!(true);
+        }
+        Ok(HttpResponse::Ok().json(reply))
     };
-    audited(&mc, &req, &body.username, "", &as_value(&*body), call).await
+    // An unauthenticated route: the audit log gets who tried, never the body.
+    let summary = if by_key {
+        json!({ "apikeyid": body.apikeyid })
+    } else {
+        json!({ "username": body.username })
+    };
+    audited(&mc, &req, &body.username, "", &summary, call).await
 }
 
 #[derive(Deserialize, Serialize)]
@@ -325,27 +367,57 @@ async fn user_create(
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse> {
     let call = async {
+        // Every create counts, successful or not: account creation is throttled per client address.
+        mc.throttle
+            .attempt_limited(&[format!("create:{}", client_ip(&req))], |_| {
+                mc.user_create_limit
+            })?;
         check_name("Name", &body.name)?;
         if !body.email.contains('@') || body.email.len() > 254 {
             return Err(ApiError::bad_request("Invalid email address"));
         }
         auth::check_password(&body.name, &body.passhash)?;
+        if name_taken_by_org(&mc, &body.name).await? {
+            return Err(ApiError::bad_request(
+                "User name cannot be same as org name",
+            ));
+        }
+        let hash = auth::hash_async(&body.passhash).await;
         let r = sqlx::query("INSERT INTO users (name, email, passhash) VALUES ($1, $2, $3)")
             .bind(&body.name)
             .bind(&body.email)
-            .bind(auth::hash(&body.passhash))
+            .bind(hash)
             .execute(&mc.db)
             .await;
-        conflict_on_unique(r, || {
-            format!(
-                "User with name {} or email {} already exists",
-                body.name, body.email
-            )
-        })?;
+        unique_user(r, &body.name)?;
         Ok(HttpResponse::Ok()
             .json(json!({"Message": "user created", "TOTPSharedKey": "", "TOTPQRImage": null})))
     };
-    audited(&mc, &req, &body.name, "", &as_value(&*body), call).await
+    let summary = json!({ "Name": body.name, "Email": body.email });
+    audited(&mc, &req, &body.name, "", &summary, call).await
+}
+
+/// Maps a unique violation on the users table to the message naming what is taken.
+fn unique_user<T>(r: std::result::Result<T, sqlx::Error>, name: &str) -> Result<T> {
+    match r {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::conflict(
+            if e.constraint().is_some_and(|c| c.contains("email")) {
+                "Email already in use".to_string()
+            } else {
+                format!("Username with name {name} (case-insensitive) already exists")
+            },
+        )),
+        other => Ok(other?),
+    }
+}
+
+async fn name_taken_by_org(mc: &Mc, name: &str) -> Result<bool> {
+    let r: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM organizations WHERE lower(name) = lower($1)")
+            .bind(name)
+            .fetch_optional(&mc.db)
+            .await?;
+    Ok(r.is_some())
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -354,14 +426,36 @@ struct UserOut {
     name: String,
     #[serde(rename = "Email")]
     email: String,
+    #[serde(rename = "FamilyName")]
+    family_name: String,
+    #[serde(rename = "GivenName")]
+    given_name: String,
+    #[serde(rename = "Nickname")]
+    nickname: String,
+    #[serde(rename = "EmailVerified")]
+    email_verified: bool,
+    #[serde(rename = "Locked")]
+    locked: bool,
+}
+
+/// Users by name and/or by the orgs they hold roles in (`None`: any).
+async fn users(mc: &Mc, name: Option<&str>, orgs: Option<Vec<String>>) -> Result<Vec<UserOut>> {
+    Ok(sqlx::query_as(
+        "SELECT name, email, family_name, given_name, nickname, email_verified, locked FROM users
+         WHERE ($1::text IS NULL OR name = $1)
+           AND ($2::text[] IS NULL OR name IN (SELECT username FROM roles WHERE org = ANY($2)))
+         ORDER BY name",
+    )
+    .bind(name)
+    .bind(orgs)
+    .fetch_all(&mc.db)
+    .await?)
 }
 
 async fn user_current(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
-    Ok(HttpResponse::Ok().json(UserOut {
-        name: c.username,
-        email: c.email,
-    }))
+    let u = users(&mc, Some(&c.username), None).await?;
+    Ok(HttpResponse::Ok().json(&u[0]))
 }
 
 #[derive(Deserialize, Serialize)]
@@ -372,6 +466,7 @@ struct NewPass {
     password: String,
 }
 
+/// Changes the caller's password; every token issued before (this one included) stops working.
 async fn user_newpass(
     mc: web::Data<Mc>,
     req: HttpRequest,
@@ -379,6 +474,7 @@ async fn user_newpass(
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
+        no_api_key(&c, "change the password")?;
         if body.currentpassword.is_empty() {
             return Err(ApiError::bad_request("Please specify current password"));
         }
@@ -389,40 +485,29 @@ async fn user_newpass(
             .bind(&c.username)
             .fetch_one(&mc.db)
             .await?;
-        if !auth::verify(&body.currentpassword, &hash) {
+        if !auth::verify_async(&body.currentpassword, &hash).await {
             tokio::time::sleep(mc.bad_auth_delay).await;
             return Err(ApiError::bad_request("Invalid current password"));
         }
         auth::check_password(&c.username, &body.password)?;
-        sqlx::query("UPDATE users SET passhash = $2, updated_at = now() WHERE name = $1")
-            .bind(&c.username)
-            .bind(auth::hash(&body.password))
-            .execute(&mc.db)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET passhash = $2, token_gen = token_gen + 1, updated_at = now() WHERE name = $1",
+        )
+        .bind(&c.username)
+        .bind(auth::hash_async(&body.password).await)
+        .execute(&mc.db)
+        .await?;
         Ok(ok("Password updated"))
     };
-    audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
+    audited(&mc, &req, &c.username, "", &json!({}), call).await
 }
 
 async fn user_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
-    let users: Vec<UserOut> = match c.grants.viewable_orgs(rbac::USERS) {
-        None => {
-            sqlx::query_as("SELECT name, email FROM users ORDER BY name")
-                .fetch_all(&mc.db)
-                .await?
-        }
+    let users = match c.grants.viewable_orgs(rbac::USERS) {
+        None => users(&mc, None, None).await?,
         Some(orgs) if orgs.is_empty() => return Err(ApiError::forbidden()),
-        Some(orgs) => {
-            let orgs: Vec<String> = orgs.into_iter().collect();
-            sqlx::query_as(
-                "SELECT DISTINCT u.name, u.email FROM users u JOIN roles r ON r.username = u.name
-                 WHERE r.org = ANY($1) ORDER BY u.name",
-            )
-            .bind(&orgs)
-            .fetch_all(&mc.db)
-            .await?
-        }
+        Some(orgs) => users(&mc, None, Some(orgs.into_iter().collect())).await?,
     };
     Ok(HttpResponse::Ok().json(users))
 }
@@ -440,6 +525,7 @@ async fn user_delete(
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
+        no_api_key(&c, "delete users")?;
         if body.name.is_empty() {
             return Err(ApiError::bad_request("User Name not specified"));
         }
@@ -456,6 +542,172 @@ async fn user_delete(
         Ok(ok("User deleted"))
     };
     audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
+}
+
+/// The fields of a JSON object body with their names lowercased (MobiledgeX matched keys
+/// case-insensitively); only `allowed` names may appear, others are refused by name.
+fn fields_of(body: &Value, allowed: &[&str]) -> Result<serde_json::Map<String, Value>> {
+    let Value::Object(m) = body else {
+        return Err(ApiError::bad_request(
+            "Invalid JSON data: expected a JSON object",
+        ));
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let lk = k.to_lowercase();
+        if !allowed.contains(&lk.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid JSON data: unknown field \"{k}\", allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+        out.insert(lk, v.clone());
+    }
+    Ok(out)
+}
+
+fn str_field<'a>(m: &'a serde_json::Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "Invalid JSON data: field \"{name}\" must be a string"
+        ))),
+    }
+}
+
+fn bool_field(m: &serde_json::Map<String, Value>, name: &str) -> Result<Option<bool>> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "Invalid JSON data: field \"{name}\" must be true or false"
+        ))),
+    }
+}
+
+/// Names fields a request may not change: each present and different from `current` is refused.
+fn immutable(m: &serde_json::Map<String, Value>, current: &[(&str, &str)]) -> Result<()> {
+    for (name, value) in current {
+        if let Some(v) = str_field(m, name)?
+            && v != *value
+        {
+            return Err(ApiError::bad_request(format!("Cannot change {name}")));
+        }
+    }
+    Ok(())
+}
+
+/// `/auth/user/update`: the caller changes their own email (which then needs verifying again) and names.
+async fn user_update(
+    mc: web::Data<Mc>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse> {
+    let c = caller(&mc, &req).await?;
+    let call = async {
+        no_api_key(&c, "update users")?;
+        let m = fields_of(
+            &body,
+            &[
+                "name",
+                "email",
+                "familyname",
+                "givenname",
+                "nickname",
+                "passhash",
+                "locked",
+                "emailverified",
+            ],
+        )?;
+        immutable(&m, &[("name", &c.username)])?;
+        for f in ["passhash", "locked", "emailverified"] {
+            if m.contains_key(f) {
+                return Err(ApiError::bad_request(format!("Cannot change {f}")));
+            }
+        }
+        if let Some(email) = str_field(&m, "email")?
+            && (!email.contains('@') || email.len() > 254)
+        {
+            return Err(ApiError::bad_request("Invalid email address"));
+        }
+        let r = sqlx::query(
+            "UPDATE users SET
+               email_verified = email_verified AND (coalesce($2, email) = email),
+               email = coalesce($2, email), family_name = coalesce($3, family_name),
+               given_name = coalesce($4, given_name), nickname = coalesce($5, nickname),
+               updated_at = now()
+             WHERE name = $1",
+        )
+        .bind(&c.username)
+        .bind(str_field(&m, "email")?)
+        .bind(str_field(&m, "familyname")?)
+        .bind(str_field(&m, "givenname")?)
+        .bind(str_field(&m, "nickname")?)
+        .execute(&mc.db)
+        .await;
+        unique_user(r, &c.username)?;
+        Ok(HttpResponse::Ok()
+            .json(json!({"Message": "user updated", "TOTPSharedKey": "", "TOTPQRImage": null})))
+    };
+    audited(&mc, &req, &c.username, "", &body, call).await
+}
+
+/// `/auth/restricted/user/update` (admins): lock or unlock an account (which ends its tokens), mark its
+/// email verified, fix its names.
+async fn restricted_user_update(
+    mc: web::Data<Mc>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse> {
+    let c = caller(&mc, &req).await?;
+    let call = async {
+        require(&c, rbac::USERS, rbac::MANAGE, "")?;
+        let m = fields_of(
+            &body,
+            &[
+                "name",
+                "email",
+                "familyname",
+                "givenname",
+                "nickname",
+                "passhash",
+                "locked",
+                "emailverified",
+            ],
+        )?;
+        let name = str_field(&m, "name")?.unwrap_or_default();
+        if name.is_empty() {
+            return Err(ApiError::bad_request("User Name not specified"));
+        }
+        for f in ["email", "passhash"] {
+            if m.contains_key(f) {
+                return Err(ApiError::bad_request(format!("Cannot change {f}")));
+            }
+        }
+        let locked = bool_field(&m, "locked")?;
+        let n = sqlx::query(
+            "UPDATE users SET
+               token_gen = token_gen + CASE WHEN $2::bool IS NOT NULL AND $2 <> locked THEN 1 ELSE 0 END,
+               locked = coalesce($2, locked), email_verified = coalesce($3, email_verified),
+               family_name = coalesce($4, family_name), given_name = coalesce($5, given_name),
+               nickname = coalesce($6, nickname), updated_at = now()
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(locked)
+        .bind(bool_field(&m, "emailverified")?)
+        .bind(str_field(&m, "familyname")?)
+        .bind(str_field(&m, "givenname")?)
+        .bind(str_field(&m, "nickname")?)
+        .execute(&mc.db)
+        .await?;
+        if n.rows_affected() == 0 {
+            return Err(ApiError::not_found(format!("User {name} not found")));
+        }
+        Ok(HttpResponse::Ok().finish())
+    };
+    audited(&mc, &req, &c.username, "", &body, call).await
 }
 
 // ----------------------------------------------------------------------------- API keys
@@ -487,11 +739,21 @@ async fn apikey_create(
         if body.permissions.is_empty() {
             return Err(ApiError::bad_request("No permissions for specified org"));
         }
+        // No role in the org: nothing to delegate there.
         let held = c
             .grants
             .0
             .get(&body.org)
-            .ok_or_else(|| ApiError::bad_request("Invalid org specified"))?;
+            .ok_or_else(|| ApiError::forbidden_msg("Invalid org specified"))?;
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys WHERE username = $1")
+            .bind(&c.username)
+            .fetch_one(&mc.db)
+            .await?;
+        if count >= API_KEY_LIMIT {
+            return Err(ApiError::bad_request(format!(
+                "User cannot create more than {API_KEY_LIMIT} API keys, please delete existing keys to create new one"
+            )));
+        }
         let mut perms = Vec::new();
         for p in &body.permissions {
             if p.action != rbac::VIEW && p.action != rbac::MANAGE {
@@ -519,12 +781,13 @@ async fn apikey_create(
         }
         let id = hex(&edge_common::vault::random_bytes(16));
         let key = hex(&edge_common::vault::random_bytes(24));
+        let keyhash = auth::hash_async(&key).await;
         sqlx::query("INSERT INTO api_keys (id, username, org, permissions, keyhash, description) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&id)
             .bind(&c.username)
             .bind(&body.org)
             .bind(as_value(&perms))
-            .bind(auth::hash(&key))
+            .bind(keyhash)
             .bind(&body.description)
             .execute(&mc.db)
             .await?;
@@ -534,6 +797,9 @@ async fn apikey_create(
     };
     audited(&mc, &req, &c.username, &body.org, &as_value(&*body), call).await
 }
+
+/// API keys one user may hold (MobiledgeX's `UserApiKeyCreateLimit`).
+const API_KEY_LIMIT: i64 = 10;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -555,15 +821,16 @@ async fn apikey_delete(
         if body.id.is_empty() {
             return Err(ApiError::bad_request("Missing API key ID"));
         }
-        let owner: Option<(String,)> =
-            sqlx::query_as("SELECT username FROM api_keys WHERE id = $1")
+        let owner: Option<(String, String)> =
+            sqlx::query_as("SELECT username, org FROM api_keys WHERE id = $1")
                 .bind(&body.id)
                 .fetch_optional(&mc.db)
                 .await?;
-        let Some((owner,)) = owner else {
+        let Some((owner, org)) = owner else {
             return Err(ApiError::not_found("API key ID not found"));
         };
-        if owner != c.username && !c.grants.allows(rbac::USERS, rbac::MANAGE, "") {
+        // The owner, the managers of the key's org, and admins.
+        if owner != c.username && !c.grants.allows(rbac::USERS, rbac::MANAGE, &org) {
             return Err(ApiError::forbidden_msg(
                 "Cannot delete other user's API key",
             ));
@@ -577,18 +844,30 @@ async fn apikey_delete(
     audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
 }
 
+/// The caller's keys; managers also see every key of the orgs they manage, admins every key.
 async fn apikey_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
-    let rows: Vec<(String, String, String, Value)> = sqlx::query_as(
-        "SELECT id, org, description, permissions FROM api_keys WHERE username = $1 OR $2 ORDER BY id",
+    let managed: Vec<String> = c
+        .grants
+        .0
+        .keys()
+        .filter(|o| c.grants.allows(rbac::USERS, rbac::MANAGE, o))
+        .cloned()
+        .collect();
+    let rows: Vec<(String, String, String, String, Value)> = sqlx::query_as(
+        "SELECT id, username, org, description, permissions FROM api_keys
+         WHERE username = $1 OR $2 OR org = ANY($3) ORDER BY id",
     )
     .bind(&c.username)
     .bind(c.grants.allows(rbac::USERS, rbac::MANAGE, ""))
+    .bind(&managed)
     .fetch_all(&mc.db)
     .await?;
     let keys: Vec<Value> = rows
         .into_iter()
-        .map(|(id, org, d, p)| json!({"Id": id, "Org": org, "Description": d, "permissions": p}))
+        .map(|(id, user, org, d, p)| {
+            json!({"Id": id, "Username": user, "Org": org, "Description": d, "permissions": p})
+        })
         .collect();
     Ok(HttpResponse::Ok().json(keys))
 }
@@ -607,6 +886,9 @@ pub struct Org {
     pub phone: String,
 }
 
+/// Organization names only admins may take: the platform's own (compared case-insensitively).
+pub const RESERVED_ORGS: &[&str] = &["edgecloud", "mobiledgex", "edgebox"];
+
 async fn org_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
@@ -614,6 +896,7 @@ async fn org_create(
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
+        no_api_key(&c, "create organizations")?;
         check_name("Name", &body.name)?;
         let manager = match body.r#type.as_str() {
             "developer" => rbac::DEVELOPER_MANAGER,
@@ -624,6 +907,22 @@ async fn org_create(
                 ));
             }
         };
+        if RESERVED_ORGS.contains(&body.name.to_lowercase().as_str()) && !c.grants.is_admin() {
+            return Err(ApiError::forbidden_msg(format!(
+                "Not authorized to create reserved org {}",
+                body.name
+            )));
+        }
+        let user: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM users WHERE lower(name) = lower($1)")
+                .bind(&body.name)
+                .fetch_optional(&mc.db)
+                .await?;
+        if user.is_some() {
+            return Err(ApiError::bad_request(
+                "Org name cannot be same as existing user name",
+            ));
+        }
         let mut tx = mc.db.begin().await?;
         let r = sqlx::query(
             "INSERT INTO organizations (name, type, address, phone) VALUES ($1, $2, $3, $4)",
@@ -635,7 +934,10 @@ async fn org_create(
         .execute(&mut *tx)
         .await;
         conflict_on_unique(r, || {
-            format!("Organization with name {} already exists", body.name)
+            format!(
+                "Organization with name {} (case-insensitive) already exists",
+                body.name
+            )
         })?;
         // The creator manages the new organization.
         sqlx::query("INSERT INTO roles (username, org, role) VALUES ($1, $2, $3)")
@@ -650,6 +952,45 @@ async fn org_create(
     audited(&mc, &req, &c.username, &body.name, &as_value(&*body), call).await
 }
 
+/// `/auth/org/update`: managers change the address and phone; the type never changes.
+async fn org_update(
+    mc: web::Data<Mc>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse> {
+    let c = caller(&mc, &req).await?;
+    let m = fields_of(&body, &["name", "type", "address", "phone"])?;
+    let name = str_field(&m, "name")?.unwrap_or_default().to_string();
+    let call = async {
+        if name.is_empty() {
+            return Err(ApiError::bad_request("Organization name not specified"));
+        }
+        require(&c, rbac::USERS, rbac::MANAGE, &name)?;
+        let t: Option<(String,)> = sqlx::query_as("SELECT type FROM organizations WHERE name = $1")
+            .bind(&name)
+            .fetch_optional(&mc.db)
+            .await?;
+        let Some((org_type,)) = t else {
+            return Err(ApiError::not_found("Organization not found"));
+        };
+        immutable(&m, &[("type", &org_type)])
+            .map_err(|_| ApiError::bad_request("Cannot change Organization type"))?;
+        sqlx::query(
+            "UPDATE organizations SET address = coalesce($2, address), phone = coalesce($3, phone),
+             updated_at = now() WHERE name = $1",
+        )
+        .bind(&name)
+        .bind(str_field(&m, "address")?)
+        .bind(str_field(&m, "phone")?)
+        .execute(&mc.db)
+        .await?;
+        Ok(HttpResponse::Ok().finish())
+    };
+    audited(&mc, &req, &c.username, &name, &body, call).await
+}
+
+/// Deletes an organization that no region holds objects of. While the regions are asked, the org is
+/// marked as being deleted, so no new object can be created in it meanwhile.
 async fn org_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
@@ -661,14 +1002,52 @@ async fn org_delete(
             return Err(ApiError::bad_request("Organization name not specified"));
         }
         require(&c, rbac::USERS, rbac::MANAGE, &body.name)?;
+        let marked = sqlx::query(
+            "UPDATE organizations SET delete_in_progress = true WHERE name = $1 AND NOT delete_in_progress",
+        )
+        .bind(&body.name)
+        .execute(&mc.db)
+        .await?;
+        if marked.rows_affected() == 0 {
+            let exists: Option<(String,)> =
+                sqlx::query_as("SELECT name FROM organizations WHERE name = $1")
+                    .bind(&body.name)
+                    .fetch_optional(&mc.db)
+                    .await?;
+            return Err(match exists {
+                Some(_) => ApiError::bad_request("Org already being deleted"),
+                None => ApiError::not_found("Organization not found"),
+            });
+        }
+        let unmark = || async {
+            sqlx::query("UPDATE organizations SET delete_in_progress = false WHERE name = $1")
+                .bind(&body.name)
+                .execute(&mc.db)
+                .await
+        };
+        match crate::ctrl::org_in_use(&mc, &body.name).await {
+            Ok(used) if used.is_empty() => {}
+            Ok(used) => {
+                unmark().await?;
+                return Err(ApiError::bad_request(format!(
+                    "Organization {} in use: {}; delete these first",
+                    body.name,
+                    used.join("; ")
+                )));
+            }
+            Err(e) => {
+                unmark().await?;
+                return Err(ApiError::bad_request(format!(
+                    "Organization {} in use check failed: {}",
+                    body.name, e.message
+                )));
+            }
+        }
         let mut tx = mc.db.begin().await?;
-        let n = sqlx::query("DELETE FROM organizations WHERE name = $1")
+        sqlx::query("DELETE FROM organizations WHERE name = $1")
             .bind(&body.name)
             .execute(&mut *tx)
             .await?;
-        if n.rows_affected() == 0 {
-            return Err(ApiError::not_found("Organization not found"));
-        }
         sqlx::query("DELETE FROM roles WHERE org = $1")
             .bind(&body.name)
             .execute(&mut *tx)
@@ -1053,59 +1432,54 @@ async fn readyz(mc: web::Data<Mc>) -> HttpResponse {
     }
 }
 
+/// Declares the REST routes once: [`ROUTES`] lists them (the OpenAPI test and the RBAC matrix test read
+/// it) and `register` installs them.
+macro_rules! route_table {
+    ($($path:literal => $handler:path,)*) => {
+        /// Every `POST /api/v1...` route.
+        pub const ROUTES: &[&str] = &[$($path),*];
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(cfg.route(concat!("/api/v1", $path), web::post().to($handler));)*
+        }
+    };
+}
+
+route_table! {
+    "/login" => login,
+    "/usercreate" => user_create,
+    "/auth/user/current" => user_current,
+    "/auth/user/newpass" => user_newpass,
+    "/auth/user/show" => user_show,
+    "/auth/user/delete" => user_delete,
+    "/auth/user/update" => user_update,
+    "/auth/restricted/user/update" => restricted_user_update,
+    "/auth/user/create/apikey" => apikey_create,
+    "/auth/user/delete/apikey" => apikey_delete,
+    "/auth/user/show/apikey" => apikey_show,
+    "/auth/org/create" => org_create,
+    "/auth/org/update" => org_update,
+    "/auth/org/delete" => org_delete,
+    "/auth/org/show" => org_show,
+    "/auth/role/adduser" => role_adduser,
+    "/auth/role/removeuser" => role_removeuser,
+    "/auth/role/assignment/show" => role_assignments,
+    "/auth/role/perms/show" => role_perms,
+    "/auth/role/show" => role_show,
+    "/auth/controller/create" => controller_create,
+    "/auth/controller/delete" => controller_delete,
+    "/auth/controller/show" => controller_show,
+    "/auth/audit/showself" => audit_self,
+    "/auth/audit/showorg" => audit_org,
+    "/auth/ctrl/{method}" => crate::ctrl::forward,
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(|| async { "ok\n" }))
         .route("/readyz", web::get().to(readyz))
-        .route("/api/v1/openapi.json", web::get().to(crate::openapi::serve))
-        .route("/api/v1/login", web::post().to(login))
-        .route("/api/v1/usercreate", web::post().to(user_create))
-        .route("/api/v1/auth/user/current", web::post().to(user_current))
-        .route("/api/v1/auth/user/newpass", web::post().to(user_newpass))
-        .route("/api/v1/auth/user/show", web::post().to(user_show))
-        .route("/api/v1/auth/user/delete", web::post().to(user_delete))
-        .route(
-            "/api/v1/auth/user/create/apikey",
-            web::post().to(apikey_create),
-        )
-        .route(
-            "/api/v1/auth/user/delete/apikey",
-            web::post().to(apikey_delete),
-        )
-        .route("/api/v1/auth/user/show/apikey", web::post().to(apikey_show))
-        .route("/api/v1/auth/org/create", web::post().to(org_create))
-        .route("/api/v1/auth/org/delete", web::post().to(org_delete))
-        .route("/api/v1/auth/org/show", web::post().to(org_show))
-        .route("/api/v1/auth/role/adduser", web::post().to(role_adduser))
-        .route(
-            "/api/v1/auth/role/removeuser",
-            web::post().to(role_removeuser),
-        )
-        .route(
-            "/api/v1/auth/role/assignment/show",
-            web::post().to(role_assignments),
-        )
-        .route("/api/v1/auth/role/perms/show", web::post().to(role_perms))
-        .route("/api/v1/auth/role/show", web::post().to(role_show))
-        .route(
-            "/api/v1/auth/controller/create",
-            web::post().to(controller_create),
-        )
-        .route(
-            "/api/v1/auth/controller/delete",
-            web::post().to(controller_delete),
-        )
-        .route(
-            "/api/v1/auth/controller/show",
-            web::post().to(controller_show),
-        )
-        .route("/api/v1/auth/audit/showself", web::post().to(audit_self))
-        .route("/api/v1/auth/audit/showorg", web::post().to(audit_org))
-        .route(
-            "/api/v1/auth/ctrl/{method}",
-            web::post().to(crate::ctrl::forward),
-        )
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::not_found("Not Found"))
-        }));
+        .route("/api/v1/openapi.json", web::get().to(crate::openapi::serve));
+    register(cfg);
+    cfg.default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::not_found("Not Found"))
+    }));
 }

@@ -41,6 +41,8 @@ pub struct Config {
     /// Failed logins allowed per user and per client address within `throttle_window`.
     pub throttle_failures: usize,
     pub throttle_window: Duration,
+    /// Accounts one client address may create (`/usercreate`) within `throttle_window`.
+    pub user_create_limit: usize,
     /// Pause before answering a failed login (slows password guessing; MobiledgeX used 3 s).
     pub bad_auth_delay: Duration,
 }
@@ -58,6 +60,7 @@ impl Config {
             admin_password: None,
             throttle_failures: 3,
             throttle_window: Duration::from_secs(60),
+            user_create_limit: 10,
             bad_auth_delay: Duration::from_secs(3),
         }
     }
@@ -69,6 +72,7 @@ pub struct Mc {
     pub tokens: auth::Tokens,
     pub throttle: auth::Throttle,
     pub bad_auth_delay: Duration,
+    pub user_create_limit: usize,
     channels: Mutex<HashMap<String, (String, Channel)>>,
 }
 
@@ -133,6 +137,7 @@ impl MasterController {
             tokens: auth::Tokens::new(key, cfg.token_ttl),
             throttle: auth::Throttle::new(cfg.throttle_failures, cfg.throttle_window),
             bad_auth_delay: cfg.bad_auth_delay,
+            user_create_limit: cfg.user_create_limit,
             channels: Mutex::default(),
         });
         let metrics = web::Data::new(handlers::Metrics::new());

@@ -61,6 +61,18 @@ pub fn document() -> Value {
         true,
     );
     add(
+        "/auth/user/update",
+        "Change the caller's email and names",
+        Some("User"),
+        true,
+    );
+    add(
+        "/auth/restricted/user/update",
+        "Admins: lock or unlock a user, mark the email verified",
+        Some("User"),
+        true,
+    );
+    add(
         "/auth/user/create/apikey",
         "Create an API key with a subset of the caller's permissions in an org",
         Some("ApiKey"),
@@ -81,6 +93,12 @@ pub fn document() -> Value {
     add(
         "/auth/org/create",
         "Create an organization (developer or operator); the caller becomes its manager",
+        Some("Organization"),
+        true,
+    );
+    add(
+        "/auth/org/update",
+        "Change an organization's address and phone",
         Some("Organization"),
         true,
     );
