@@ -818,6 +818,7 @@ async fn apikey_delete(
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
+        no_api_key(&c, "delete API keys")?;
         if body.id.is_empty() {
             return Err(ApiError::bad_request("Missing API key ID"));
         }
@@ -1123,10 +1124,8 @@ async fn role_change(mc: &Mc, req: &HttpRequest, body: &Role, add: bool) -> Resu
                     .fetch_optional(&mc.db)
                     .await?;
             let Some((org_type,)) = t else {
-                // Non-admins learn nothing about organizations they are not in.
-                if !c.grants.is_admin() {
-                    return Err(ApiError::forbidden());
-                }
+                // Only those who could manage it learn that an organization does not exist.
+                require(&c, rbac::USERS, rbac::MANAGE, "")?;
                 return Err(ApiError::not_found("Organization not found"));
             };
             let fits = (org_type == "developer" && body.role.starts_with("Developer"))

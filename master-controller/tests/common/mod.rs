@@ -45,6 +45,8 @@ impl Platform {
         let mut config = Config::local(&pg.url, &bao.addr, &bao.token);
         config.admin_password = Some(ADMIN_PASSWORD.into());
         config.bad_auth_delay = Duration::ZERO;
+        // Tests create many users from 127.0.0.1; the per-address limit has its own test.
+        config.user_create_limit = 10_000;
         f(&mut config);
         let mc = MasterController::start(config.clone()).await.unwrap();
         let p = Self {
@@ -67,6 +69,25 @@ impl Platform {
             assert_eq!(r.0, 200, "{r:?}");
         }
         p
+    }
+
+    /// A connection pool to the MC's database, to check what a call changed.
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.pg.url).await.unwrap()
+    }
+
+    /// Creates user `name` with `role` in `org` (given by the admin) and logs in.
+    pub async fn user_with_role(&self, name: &str, org: &str, role: &str) -> Client {
+        let c = self.user(name).await;
+        let admin = self.login(ADMIN, ADMIN_PASSWORD).await;
+        let r = admin
+            .post(
+                "/auth/role/adduser",
+                json!({"org": org, "username": name, "role": role}),
+            )
+            .await;
+        assert_eq!(r.0, 200, "{r:?}");
+        c
     }
 
     pub fn url(&self) -> String {
