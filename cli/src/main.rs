@@ -1,6 +1,10 @@
 //! `edgectl`: command-line client of the edge platform.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use edge_common::pki::{CertBundle, Peer, Role, VaultPki};
 
 /// Command-line client of the edge platform. Replies print as JSON lines; long operations print each
 /// progress message as it comes.
@@ -10,6 +14,13 @@ struct Args {
     /// Regional controller API address (talks to the controller directly).
     #[arg(long, env = "EDGE_CTRL_API_ADDR", default_value = "127.0.0.1:55001")]
     controller: String,
+    /// Directory holding the admin certificate for the controller (`ca.pem`, `cert.pem`, `key.pem`, as
+    /// written by `edgectl pki issue --role admin`); without it edgectl dials plaintext.
+    #[arg(long, env = "EDGE_CERT_DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Region of the controller (names its certificate: controller.<region>.edge).
+    #[arg(long, env = "EDGE_REGION", default_value = "local")]
+    region: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,27 +37,132 @@ enum Command {
     },
     /// Lists the controller methods.
     Methods,
+    /// The region's PKI in Vault/OpenBao (infra: needs a Vault token allowed to manage PKI mounts).
+    Pki {
+        #[arg(long, env = "VAULT_ADDR")]
+        vault_addr: String,
+        #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+        vault_token: String,
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCommand {
+    /// Creates what is missing: the deployment's root CA, the region's intermediate CA, one role per
+    /// component. Safe to run again.
+    Setup,
+    /// Issues a certificate of a component role into DIR (`ca.pem`, `cert.pem`, `key.pem`, mode 0600),
+    /// e.g. `pki issue --role admin --out ~/.edgectl/local` for edgectl's direct mode.
+    Issue {
+        /// mc, controller, dme or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra DNS names (servers), comma separated.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// Extra IP addresses (servers), comma separated.
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<String>,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+fn read(dir: &std::path::Path, f: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(dir.join(f))
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.join(f).display()))
+}
+
+/// Writes `text` to `path` readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn pki(args: &Args, vault: VaultPki, command: &PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Setup => {
+            vault.setup_region(&args.region).await?;
+            println!("PKI of region {} ready (mount pki_{})", args.region, args.region);
+        }
+        PkiCommand::Issue {
+            role,
+            out,
+            dns,
+            ip,
+            hours,
+        } => {
+            let role = Role::parse(role)
+                .filter(|r| !r.per_cloudlet())
+                .ok_or_else(|| anyhow::anyhow!("--role: one of mc, controller, dme, admin (CRMs get theirs with their access key)"))?;
+            let peer = Peer {
+                region: args.region.clone(),
+                role,
+                cloudlet: None,
+            };
+            let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+            let ip: Vec<&str> = ip.iter().map(String::as_str).collect();
+            let cert: CertBundle = vault
+                .issue(&peer, &dns, &ip, Duration::from_secs(hours * 3600))
+                .await?;
+            std::fs::create_dir_all(out)?;
+            write_private(&out.join("ca.pem"), &cert.ca)?;
+            write_private(&out.join("cert.pem"), &cert.chain)?;
+            write_private(&out.join("key.pem"), &cert.key)?;
+            println!("{} certificate {} written to {}", role.as_str(), peer.uri(), out.display());
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    match args.command {
+    match &args.command {
         Command::Methods => {
             for m in edgectl::METHODS {
                 println!("{m}");
             }
             Ok(())
         }
+        Command::Pki {
+            vault_addr,
+            vault_token,
+            command,
+        } => pki(&args, VaultPki::new(vault_addr, vault_token), command).await,
         Command::Ctrl { method, request } => {
-            let channel =
-                tonic::transport::Channel::from_shared(format!("http://{}", args.controller))?
-                    .connect()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot reach the controller at {}: {e}", args.controller)
-                    })?;
-            edgectl::call(channel, &method, &request).await
+            let endpoint = match &args.cert_dir {
+                Some(dir) => {
+                    let tls = tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(read(dir, "ca.pem")?))
+                        .identity(tonic::transport::Identity::from_pem(
+                            read(dir, "cert.pem")?,
+                            read(dir, "key.pem")?,
+                        ))
+                        .domain_name(edge_common::pki::controller_server_name(&args.region));
+                    tonic::transport::Channel::from_shared(format!("https://{}", args.controller))?
+                        .tls_config(tls)?
+                }
+                None => tonic::transport::Channel::from_shared(format!("http://{}", args.controller))?,
+            };
+            let channel = endpoint.connect().await.map_err(|e| {
+                anyhow::anyhow!("cannot reach the controller at {}: {e}", args.controller)
+            })?;
+            edgectl::call(channel, method, request).await
         }
     }
 }

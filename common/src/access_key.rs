@@ -94,6 +94,56 @@ pub fn verify(
         .map_err(|_| AccessKeyError::BadSignature)
 }
 
+fn csr_message(
+    region: &str,
+    cloudlet: &edge_proto::edge::CloudletKey,
+    client_type: edge_proto::edge::ClientType,
+    csr: &str,
+) -> String {
+    format!(
+        "cert/{region}/{}/{}/{}/{csr}",
+        cloudlet.organization,
+        cloudlet.name,
+        client_type.as_str_name()
+    )
+}
+
+/// Signs a certificate request of the cloudlet's CRM or Shepherd: the signature covers the CSR itself,
+/// so it cannot be replayed for another key.
+pub fn sign_csr(
+    private: &str,
+    region: &str,
+    cloudlet: &edge_proto::edge::CloudletKey,
+    client_type: edge_proto::edge::ClientType,
+    csr: &str,
+) -> Result<Vec<u8>, AccessKeyError> {
+    let kp = key_pair(private)?;
+    Ok(kp
+        .sign(csr_message(region, cloudlet, client_type, csr).as_bytes())
+        .as_ref()
+        .to_vec())
+}
+
+/// Checks a certificate request's signature against the cloudlet's public key.
+pub fn verify_csr(
+    public: &str,
+    region: &str,
+    cloudlet: &edge_proto::edge::CloudletKey,
+    client_type: edge_proto::edge::ClientType,
+    csr: &str,
+    signature: &[u8],
+) -> Result<(), AccessKeyError> {
+    let public = B64
+        .decode(public)
+        .map_err(|_| AccessKeyError::BadPublicKey)?;
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(
+            csr_message(region, cloudlet, client_type, csr).as_bytes(),
+            signature,
+        )
+        .map_err(|_| AccessKeyError::BadSignature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +182,34 @@ mod tests {
             sign("not a key", "EU", "a", "b", 0),
             Err(AccessKeyError::BadPrivateKey)
         );
+    }
+
+    #[test]
+    fn csr_signatures_bind_the_csr_and_the_cloudlet() {
+        use edge_proto::edge::{ClientType, CloudletKey};
+        let (private, public) = generate().unwrap();
+        let berlin = CloudletKey {
+            organization: "tmus".into(),
+            name: "berlin".into(),
+        };
+        let sig = sign_csr(&private, "EU", &berlin, ClientType::Crm, "CSR-1").unwrap();
+        assert_eq!(
+            verify_csr(&public, "EU", &berlin, ClientType::Crm, "CSR-1", &sig),
+            Ok(())
+        );
+        let paris = CloudletKey {
+            name: "paris".into(),
+            ..berlin.clone()
+        };
+        for (key, t, csr) in [
+            (&berlin, ClientType::Crm, "CSR-2"),
+            (&paris, ClientType::Crm, "CSR-1"),
+            (&berlin, ClientType::Shepherd, "CSR-1"),
+        ] {
+            assert_eq!(
+                verify_csr(&public, "EU", key, t, csr, &sig),
+                Err(AccessKeyError::BadSignature)
+            );
+        }
     }
 }

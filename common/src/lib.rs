@@ -5,6 +5,7 @@ pub mod access_key;
 pub mod keys;
 pub mod notify_client;
 pub mod ops;
+pub mod pki;
 pub mod telemetry;
 pub mod vault;
 

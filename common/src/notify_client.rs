@@ -13,10 +13,11 @@ use edge_proto::edge::notify_client::NotifyClient;
 use edge_proto::edge::{ChangeAction, Heartbeat, Hello, NotifyUp, change, notify_down, notify_up};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::Keyed;
+use crate::pki::{self, CertBundle, Peer, VaultPki};
 
 /// Where a notify client puts what the controller sends.
 pub trait Sink: Send + Sync + 'static {
@@ -50,19 +51,174 @@ pub fn jitter(max: Duration) -> Duration {
     max.mul_f64(f64::from(nanos % 1000) / 1000.0)
 }
 
-/// Keeps a notify session with `controller` (`host:port`) until `reports` closes. `hello` is called for
-/// every attempt (a CRM signs each one afresh). Reports made while disconnected are dropped: clients
-/// re-report after each sync.
+/// How a client reaches its controller: a channel for each attempt, and how long a session on it may
+/// last (until its client certificate is due for renewal; the session then ends and is redialled with a
+/// fresh certificate, so a stream never outlives its certificate).
+#[async_trait::async_trait]
+pub trait Dial: Send + Sync {
+    /// The controller's address, for logs.
+    fn target(&self) -> &str;
+    async fn dial(&self) -> Result<(Channel, Option<Duration>), Status>;
+}
+
+fn endpoint(addr: &str, tls: bool) -> Result<Endpoint, Status> {
+    let scheme = if tls { "https" } else { "http" };
+    Ok(Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| Status::invalid_argument(format!("bad controller address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10)))
+}
+
+async fn connect(e: Endpoint, addr: &str) -> Result<Channel, Status> {
+    e.connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("connecting to {addr}: {e}")))
+}
+
+/// Plaintext notify, for a controller started without PKI (tests of other parts, explicit opt-in).
+pub struct Plaintext(pub String);
+
+#[async_trait::async_trait]
+impl Dial for Plaintext {
+    fn target(&self) -> &str {
+        &self.0
+    }
+    async fn dial(&self) -> Result<(Channel, Option<Duration>), Status> {
+        Ok((connect(endpoint(&self.0, false)?, &self.0).await?, None))
+    }
+}
+
+/// Where a client's certificate comes from.
+#[async_trait::async_trait]
+pub trait CertSource: Send + Sync {
+    async fn fetch(&self) -> Result<CertBundle, Status>;
+}
+
+/// mTLS notify with a client certificate from `source`, renewed at two thirds of its lifetime.
+pub struct Tls {
+    pub addr: String,
+    pub server_name: String,
+    pub source: Box<dyn CertSource>,
+    /// the certificate in use and when it was obtained (unix seconds)
+    current: tokio::sync::Mutex<Option<(CertBundle, i64)>>,
+}
+
+impl Tls {
+    pub fn new(addr: String, server_name: String, source: Box<dyn CertSource>) -> Self {
+        Self {
+            addr,
+            server_name,
+            source,
+            current: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Dial for Tls {
+    fn target(&self) -> &str {
+        &self.addr
+    }
+    async fn dial(&self) -> Result<(Channel, Option<Duration>), Status> {
+        let mut current = self.current.lock().await;
+        let fresh = current
+            .as_ref()
+            .is_some_and(|(c, issued)| !c.renew_in(*issued).is_zero());
+        if !fresh {
+            let cert = self.source.fetch().await?;
+            tracing::info!(expires_at = cert.expires_at, "obtained a client certificate");
+            *current = Some((cert, crate::now_ms() / 1000));
+        }
+        let (cert, issued) = current.as_ref().expect("set above");
+        let tls = endpoint(&self.addr, true)?
+            .tls_config(cert.client_tls(&self.server_name))
+            .map_err(|e| Status::internal(format!("TLS settings: {e}")))?;
+        Ok((connect(tls, &self.addr).await?, Some(cert.renew_in(*issued))))
+    }
+}
+
+/// A CRM's or Shepherd's certificate: proves the cloudlet with its access key on the controller's
+/// `Certificates` service, over TLS that checks the controller against the region's CA.
+pub struct AccessKeyCerts {
+    pub addr: String,
+    pub server_name: String,
+    /// PEM of the region's CA
+    pub ca: String,
+    pub region: String,
+    pub cloudlet: edge_proto::edge::CloudletKey,
+    pub client_type: edge_proto::edge::ClientType,
+    /// base64 PKCS#8 ed25519 private key
+    pub access_key: String,
+}
+
+#[async_trait::async_trait]
+impl CertSource for AccessKeyCerts {
+    async fn fetch(&self) -> Result<CertBundle, Status> {
+        use edge_proto::edge::CertificateRequest;
+        use edge_proto::edge::certificates_client::CertificatesClient;
+        let (csr, key) = pki::new_csr().map_err(|e| Status::internal(e.to_string()))?;
+        let signature = crate::access_key::sign_csr(
+            &self.access_key,
+            &self.region,
+            &self.cloudlet,
+            self.client_type,
+            &csr,
+        )
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let tls = endpoint(&self.addr, true)?
+            .tls_config(pki::anonymous_client_tls(&self.ca, &self.server_name))
+            .map_err(|e| Status::internal(format!("TLS settings: {e}")))?;
+        let reply = CertificatesClient::new(connect(tls, &self.addr).await?)
+            .issue_certificate(CertificateRequest {
+                client_type: self.client_type.into(),
+                region: self.region.clone(),
+                cloudlet_key: Some(self.cloudlet.clone()),
+                csr,
+                signature,
+            })
+            .await?
+            .into_inner();
+        Ok(CertBundle {
+            chain: reply.certificate_chain,
+            key,
+            ca: reply.ca,
+            expires_at: reply.expires_at,
+        })
+    }
+}
+
+/// A certificate issued straight from Vault (a DME, which holds a Vault token).
+pub struct VaultCerts {
+    pub vault: VaultPki,
+    pub peer: Peer,
+    pub ttl: Duration,
+}
+
+#[async_trait::async_trait]
+impl CertSource for VaultCerts {
+    async fn fetch(&self) -> Result<CertBundle, Status> {
+        self.vault
+            .issue(&self.peer, &[], &[], self.ttl)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+}
+
+/// Keeps a notify session with the controller until `reports` closes. `hello` is called for every
+/// attempt (in plaintext mode a CRM signs each one afresh). Reports made while disconnected are dropped:
+/// clients re-report after each sync.
 pub async fn run(
-    controller: String,
+    dial: Arc<dyn Dial>,
     hello: impl Fn() -> Result<Hello, Status> + Send + Sync,
     sink: Arc<dyn Sink>,
     mut reports: mpsc::UnboundedReceiver<NotifyUp>,
 ) {
+    let controller = dial.target().to_string();
     let mut backoff = Duration::from_millis(200);
     loop {
         let started = std::time::Instant::now();
-        let result = session(&controller, &hello, sink.as_ref(), &mut reports).await;
+        let result = session(dial.as_ref(), &hello, sink.as_ref(), &mut reports).await;
         sink.connected(false);
         match result {
             Err(e) if e.code() == Code::Unauthenticated => {
@@ -70,7 +226,7 @@ pub async fn run(
                 backoff = Duration::from_secs(30);
             }
             Err(e) => tracing::warn!(%controller, error = %e.message(), "notify stream lost"),
-            Ok(()) => tracing::warn!(%controller, "notify stream closed by the controller"),
+            Ok(()) => tracing::info!(%controller, "notify stream ended"),
         }
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(200);
@@ -97,19 +253,15 @@ fn up(msg: notify_up::Msg) -> NotifyUp {
 }
 
 async fn session(
-    controller: &str,
+    dial: &dyn Dial,
     hello: &(impl Fn() -> Result<Hello, Status> + Send + Sync),
     sink: &dyn Sink,
     reports: &mut mpsc::UnboundedReceiver<NotifyUp>,
 ) -> Result<(), Status> {
-    let channel = Endpoint::from_shared(format!("http://{controller}"))
-        .map_err(|e| Status::invalid_argument(format!("bad controller address {controller}: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("connecting to {controller}: {e}")))?;
+    let (channel, lifetime) = dial.dial().await?;
+    // The session ends when its certificate is due for renewal (never, without one).
+    let renew = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(100 * 365 * 86400)));
+    tokio::pin!(renew);
     let (tx, rx) = mpsc::channel(256);
     let closed = || Status::unavailable("notify stream closed");
     tx.send(up(notify_up::Msg::Hello(hello()?)))
@@ -150,6 +302,10 @@ async fn session(
             r = reports.recv() => {
                 let Some(r) = r else { return Ok(()) };
                 tx.send(r).await.map_err(|_| closed())?;
+            }
+            _ = &mut renew => {
+                tracing::info!("client certificate due for renewal: reconnecting");
+                return Ok(());
             }
             _ = tick.tick() => {
                 let hb = up(notify_up::Msg::Heartbeat(Heartbeat { sent_at: crate::now_ms() }));

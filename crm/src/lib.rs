@@ -48,6 +48,17 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Address the shared root load balancer listens on.
     pub public_addr: IpAddr,
+    /// mTLS to the controller (the region's CA and the controller's certificate name, both given at
+    /// onboarding); `None` dials plaintext and signs the hello (a controller without PKI).
+    pub tls: Option<ControllerTls>,
+}
+
+/// How a CRM checks its controller; its own client certificate it obtains with the access key.
+#[derive(Clone, Debug)]
+pub struct ControllerTls {
+    /// PEM of the region's CA
+    pub ca: String,
+    pub server_name: String,
 }
 
 impl Config {
@@ -70,6 +81,7 @@ impl Config {
             state_dir,
             http_addr: ([127, 0, 0, 1], 0).into(),
             public_addr: [127, 0, 0, 1].into(),
+            tls: None,
         }
     }
 }
@@ -90,7 +102,12 @@ impl Drop for Crm {
 
 impl Crm {
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        // The state dir holds the desired state (App env and commands): the CRM's user only.
         std::fs::create_dir_all(&cfg.state_dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+            })
             .map_err(|e| anyhow::anyhow!("creating state dir {}: {e}", cfg.state_dir.display()))?;
         let ck = edge_common::Keyed::key_string(&cfg.cloudlet);
         let platform: Arc<dyn Platform> = match &cfg.platform {
@@ -140,9 +157,26 @@ impl Crm {
             cfg.cloudlet.clone(),
             cfg.access_key.trim().to_string(),
         );
-        let hello = move || notify::hello(&region, &cloudlet, &key);
-        let connection =
-            edge_common::notify_client::run(cfg.controller.clone(), hello, sink, reports);
+        use edge_common::notify_client::{AccessKeyCerts, Dial, Plaintext, Tls};
+        let dial: Arc<dyn Dial> = match &cfg.tls {
+            Some(t) => Arc::new(Tls::new(
+                cfg.controller.clone(),
+                t.server_name.clone(),
+                Box::new(AccessKeyCerts {
+                    addr: cfg.controller.clone(),
+                    server_name: t.server_name.clone(),
+                    ca: t.ca.clone(),
+                    region: region.clone(),
+                    cloudlet: cloudlet.clone(),
+                    client_type: edge_proto::edge::ClientType::Crm,
+                    access_key: key.clone(),
+                }),
+            )),
+            None => Arc::new(Plaintext(cfg.controller.clone())),
+        };
+        let signed = cfg.tls.is_none();
+        let hello = move || notify::hello(&region, &cloudlet, signed.then_some(key.as_str()));
+        let connection = edge_common::notify_client::run(dial, hello, sink, reports);
         let tasks = vec![
             ops_server.task,
             tokio::spawn(reconciler.run()),

@@ -62,6 +62,16 @@ struct Args {
     /// Address the shared root load balancer publishes app ports on.
     #[arg(long, env = "EDGE_PUBLIC_ADDR", default_value = "127.0.0.1")]
     public_addr: IpAddr,
+    /// PEM file of the region's CA (`ca_certificate` of the onboarding reply): the CRM checks its
+    /// controller with it and obtains its own short-lived client certificate with the access key.
+    #[arg(long, env = "EDGE_CA_CERT_FILE", required_unless_present = "insecure_plaintext")]
+    ca_cert: Option<PathBuf>,
+    /// Name in the controller's certificate [default: controller.<region>.edge].
+    #[arg(long, env = "EDGE_CONTROLLER_SERVER_NAME")]
+    controller_server_name: Option<String>,
+    /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there).
+    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "ca_cert")]
+    insecure_plaintext: bool,
     /// Log as JSON lines.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -84,6 +94,17 @@ async fn main() -> anyhow::Result<()> {
             args.access_key.display()
         )
     })?;
+    let tls = match &args.ca_cert {
+        Some(path) => Some(crm::ControllerTls {
+            ca: std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?,
+            server_name: args
+                .controller_server_name
+                .clone()
+                .unwrap_or_else(|| edge_common::pki::controller_server_name(&args.region)),
+        }),
+        None => None,
+    };
     let platform = match args.platform {
         PlatformArg::Docker => PlatformKind::Docker {
             host: args.docker_host,
@@ -104,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
         http_addr: args.http_addr,
         public_addr: args.public_addr,
+        tls,
     })
     .await?;
     tokio::signal::ctrl_c().await?;

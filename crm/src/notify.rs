@@ -18,17 +18,18 @@ use crate::report::Reporter;
 pub fn hello(
     region: &str,
     cloudlet: &CloudletKey,
-    private_key: &str,
+    private_key: Option<&str>,
 ) -> Result<Hello, tonic::Status> {
-    let signed_at = edge_common::now_ms();
-    let signature = access_key::sign(
-        private_key,
-        region,
-        &cloudlet.organization,
-        &cloudlet.name,
-        signed_at,
-    )
-    .map_err(|e| tonic::Status::unauthenticated(format!("{e}: check --access-key")))?;
+    // Signed only towards a controller without PKI; with mTLS the certificate proves the cloudlet.
+    let (signed_at, signature) = match private_key {
+        Some(k) => {
+            let at = edge_common::now_ms();
+            let sig = access_key::sign(k, region, &cloudlet.organization, &cloudlet.name, at)
+                .map_err(|e| tonic::Status::unauthenticated(format!("{e}: check --access-key")))?;
+            (at, sig)
+        }
+        None => (0, Vec::new()),
+    };
     Ok(Hello {
         client_type: ClientType::Crm as i32,
         region: region.to_string(),

@@ -51,6 +51,16 @@ pub struct Config {
     pub session_ttl: Duration,
     pub edge_events_ttl: Duration,
     pub cookie_secret: CookieSecret,
+    /// mTLS to the controller with a `dme` certificate from the region's Vault PKI; `None` dials a
+    /// controller that serves plaintext.
+    pub notify_tls: Option<NotifyTls>,
+}
+
+/// Where the DME's notify client certificate comes from, and the controller's certificate name.
+#[derive(Clone, Debug)]
+pub struct NotifyTls {
+    pub vault: edge_common::pki::VaultPki,
+    pub server_name: String,
 }
 
 impl Config {
@@ -68,6 +78,7 @@ impl Config {
             session_ttl: Duration::from_secs(24 * 3600),
             edge_events_ttl: Duration::from_secs(600),
             cookie_secret: CookieSecret::Random,
+            notify_tls: None,
         }
     }
 }
@@ -163,8 +174,24 @@ impl Dme {
             })
         };
         let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
-        let notify =
-            edge_common::notify_client::run(cfg.controller.clone(), hello, index, reports_rx);
+        use edge_common::notify_client::{Dial, Plaintext, Tls, VaultCerts};
+        let dial: Arc<dyn Dial> = match &cfg.notify_tls {
+            Some(t) => Arc::new(Tls::new(
+                cfg.controller.clone(),
+                t.server_name.clone(),
+                Box::new(VaultCerts {
+                    vault: t.vault.clone(),
+                    peer: edge_common::pki::Peer {
+                        region: cfg.region.clone(),
+                        role: edge_common::pki::Role::Dme,
+                        cloudlet: None,
+                    },
+                    ttl: Duration::from_secs(24 * 3600),
+                }),
+            )),
+            None => Arc::new(Plaintext(cfg.controller.clone())),
+        };
+        let notify = edge_common::notify_client::run(dial, hello, index, reports_rx);
         let grpc_server = tonic::transport::Server::builder()
             .add_service(MatchEngineApiServer::new(engine.clone()))
             .serve_with_incoming(edge_common::grpc_incoming(grpc));

@@ -49,6 +49,10 @@ struct Args {
     /// Vault token.
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
     vault_token: Option<String>,
+    /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there); otherwise the DME
+    /// presents a `dme` certificate from the region's Vault PKI (needs --vault-addr/--vault-token).
+    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
     /// Log as JSON lines.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -73,6 +77,18 @@ async fn main() -> anyhow::Result<()> {
     cfg.token_server_uri = args.token_server_uri;
     cfg.session_ttl = Duration::from_secs(args.cookie_hours * 3600);
     cfg.edge_events_ttl = Duration::from_secs(args.events_cookie_minutes * 60);
+    match (&args.vault_addr, &args.vault_token, args.insecure_plaintext) {
+        (_, _, true) => tracing::warn!("dialling the controller in plaintext (--insecure-plaintext)"),
+        (Some(addr), Some(token), false) => {
+            cfg.notify_tls = Some(dme::NotifyTls {
+                vault: edge_common::pki::VaultPki::new(addr, token),
+                server_name: edge_common::pki::controller_server_name(&args.region),
+            })
+        }
+        _ => anyhow::bail!(
+            "the DME dials its controller with mTLS: give --vault-addr and --vault-token (or VAULT_ADDR/VAULT_TOKEN), or --insecure-plaintext for a controller that serves plaintext"
+        ),
+    }
     if let (Some(addr), Some(token)) = (args.vault_addr, args.vault_token) {
         let path = format!("{}/dme/cookie", args.region);
         cfg.cookie_secret = CookieSecret::Vault {

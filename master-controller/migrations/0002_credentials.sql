@@ -18,3 +18,8 @@ ALTER TABLE organizations ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now
 ALTER TABLE organizations ADD COLUMN delete_in_progress BOOLEAN NOT NULL DEFAULT false;
 CREATE UNIQUE INDEX organizations_name_ci ON organizations (lower(name));
 CREATE INDEX api_keys_org ON api_keys (org);
+
+-- mTLS to each region's controller: the CA its certificate chains to and the name it carries (empty CA:
+-- a controller serving plaintext).
+ALTER TABLE controllers ADD COLUMN ca_cert TEXT NOT NULL DEFAULT '';
+ALTER TABLE controllers ADD COLUMN server_name TEXT NOT NULL DEFAULT '';

@@ -1234,6 +1234,12 @@ pub struct Controller {
     pub notify_addr: String,
     #[serde(default, rename = "InfluxDB", alias = "influxdb")]
     pub influxdb: String,
+    /// PEM of the region's CA; empty at registration: taken from the region's PKI in Vault, if any
+    #[serde(default, rename = "CaCert", alias = "cacert")]
+    pub ca_cert: String,
+    /// Name in the controller's certificate [default: controller.<region>.edge]
+    #[serde(default, rename = "ServerName", alias = "servername")]
+    pub server_name: String,
 }
 
 async fn controller_create(
@@ -1257,11 +1263,35 @@ async fn controller_create(
                 body.address
             )));
         }
-        let r = sqlx::query("INSERT INTO controllers (region, address, notify_addr, influxdb) VALUES ($1, $2, $3, $4)")
+        // mTLS to the controller: the CA given, else the region's CA in Vault; none means plaintext.
+        let ca = if body.ca_cert.is_empty() {
+            match mc.pki().region_ca(&body.region).await {
+                Ok(ca) => ca,
+                Err(edge_common::pki::PkiError::Invalid(_)) => String::new(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the region's CA");
+                    return Err(ApiError::unavailable("Vault is unavailable, retry later"));
+                }
+            }
+        } else if body.ca_cert.contains("-----BEGIN CERTIFICATE-----") {
+            body.ca_cert.clone()
+        } else {
+            return Err(ApiError::bad_request(
+                "Invalid CaCert: a PEM certificate (-----BEGIN CERTIFICATE-----) is expected",
+            ));
+        };
+        let server_name = if body.server_name.is_empty() {
+            edge_common::pki::controller_server_name(&body.region)
+        } else {
+            body.server_name.clone()
+        };
+        let r = sqlx::query("INSERT INTO controllers (region, address, notify_addr, influxdb, ca_cert, server_name) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&body.region)
             .bind(&body.address)
             .bind(&body.notify_addr)
             .bind(&body.influxdb)
+            .bind(ca)
+            .bind(server_name)
             .execute(&mc.db)
             .await;
         conflict_on_unique(r, || {
@@ -1298,7 +1328,7 @@ async fn controller_delete(
 async fn controller_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let rows: Vec<Controller> = sqlx::query_as(
-        "SELECT region, address, notify_addr, influxdb FROM controllers ORDER BY region",
+        "SELECT region, address, notify_addr, influxdb, ca_cert, server_name FROM controllers ORDER BY region",
     )
     .fetch_all(&mc.db)
     .await?;
@@ -1315,6 +1345,8 @@ async fn controller_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResp
                     address: String::new(),
                     notify_addr: String::new(),
                     influxdb: String::new(),
+                    ca_cert: String::new(),
+                    server_name: String::new(),
                 }
             }
         })

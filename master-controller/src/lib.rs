@@ -73,40 +73,81 @@ pub struct Mc {
     pub throttle: auth::Throttle,
     pub bad_auth_delay: Duration,
     pub user_create_limit: usize,
-    channels: Mutex<HashMap<String, (String, Channel)>>,
+    /// region → (address, renew after (unix s), channel)
+    channels: Mutex<HashMap<String, (String, i64, Channel)>>,
+    pki: edge_common::pki::VaultPki,
 }
 
 impl Mc {
-    /// A gRPC channel to `region`'s controller (registered with controller/create).
+    pub fn pki(&self) -> &edge_common::pki::VaultPki {
+        &self.pki
+    }
+
+    /// A gRPC channel to `region`'s controller (registered with controller/create): mTLS with an `mc`
+    /// certificate from the region's PKI when the region was registered with a CA.
     pub async fn region(&self, region: &str) -> Result<Channel, ApiError> {
         if region.is_empty() {
             return Err(ApiError::bad_request("region is required"));
         }
-        let addr: Option<(String,)> =
-            sqlx::query_as("SELECT address FROM controllers WHERE region = $1")
-                .bind(region)
-                .fetch_optional(&self.db)
-                .await?;
-        let Some((addr,)) = addr else {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT address, ca_cert, server_name FROM controllers WHERE region = $1",
+        )
+        .bind(region)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some((addr, ca, server_name)) = row else {
             return Err(ApiError::bad_request(format!(
                 "Region \"{region}\" not found"
             )));
         };
-        let mut channels = self.channels.lock().expect("channels lock");
-        if let Some((a, ch)) = channels.get(region)
+        let now = edge_common::now_ms() / 1000;
+        if let Some((a, renew, ch)) = self.channels.lock().expect("channels lock").get(region)
             && *a == addr
+            && *renew > now
         {
             return Ok(ch.clone());
         }
-        let ch = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "controller address \"{addr}\" of region {region}: {e}"
-                ))
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        channels.insert(region.to_string(), (addr, ch.clone()));
+        let bad_addr = |e: &dyn std::fmt::Display| {
+            ApiError::bad_request(format!(
+                "controller address \"{addr}\" of region {region}: {e}"
+            ))
+        };
+        let (ch, renew) = if ca.is_empty() {
+            let ch = Channel::from_shared(format!("http://{addr}"))
+                .map_err(|e| bad_addr(&e))?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_lazy();
+            (ch, i64::MAX)
+        } else {
+            let me = edge_common::pki::Peer {
+                region: region.into(),
+                role: edge_common::pki::Role::Mc,
+                cloudlet: None,
+            };
+            let cert = self
+                .pki
+                .issue(&me, &[], &[], Duration::from_secs(24 * 3600))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, region, "issuing the MC's client certificate failed");
+                    ApiError::unavailable(format!("the PKI of region {region} is unavailable, retry later"))
+                })?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+                .identity(tonic::transport::Identity::from_pem(&cert.chain, &cert.key))
+                .domain_name(server_name);
+            let ch = Channel::from_shared(format!("https://{addr}"))
+                .map_err(|e| bad_addr(&e))?
+                .tls_config(tls)
+                .map_err(|e| bad_addr(&e))?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_lazy();
+            (ch, now + cert.renew_in(now).as_secs() as i64)
+        };
+        self.channels
+            .lock()
+            .expect("channels lock")
+            .insert(region.to_string(), (addr, renew, ch.clone()));
         Ok(ch)
     }
 }
@@ -139,6 +180,7 @@ impl MasterController {
             bad_auth_delay: cfg.bad_auth_delay,
             user_create_limit: cfg.user_create_limit,
             channels: Mutex::default(),
+            pki: edge_common::pki::VaultPki::new(&cfg.vault_addr, &cfg.vault_token),
         });
         let metrics = web::Data::new(handlers::Metrics::new());
         let server = HttpServer::new(move || {

@@ -16,6 +16,9 @@ pub enum CtrlError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// Authenticated, but this identity may not do that.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Timeout(String),
     /// Concurrent writers kept changing what this request depends on.
@@ -37,6 +40,7 @@ impl From<CtrlError> for Status {
         let code = match &e {
             CtrlError::Invalid(_) => Code::InvalidArgument,
             CtrlError::NotFound(_) => Code::NotFound,
+            CtrlError::PermissionDenied(_) => Code::PermissionDenied,
             CtrlError::AlreadyExists(_) => Code::AlreadyExists,
             CtrlError::FailedPrecondition(_) => Code::FailedPrecondition,
             CtrlError::Unauthenticated(_) => Code::Unauthenticated,

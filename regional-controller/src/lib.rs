@@ -19,10 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_common::ops::{self, Readiness};
+use edge_common::pki::{Peer, Role};
 use edge_proto::edge::{
     app_api_server::AppApiServer, app_inst_api_server::AppInstApiServer,
     cloudlet_api_server::CloudletApiServer, cluster_inst_api_server::ClusterInstApiServer,
-    flavor_api_server::FlavorApiServer, notify_server::NotifyServer,
+    certificates_server::CertificatesServer, flavor_api_server::FlavorApiServer,
+    notify_server::NotifyServer,
     operator_code_api_server::OperatorCodeApiServer,
 };
 use tokio::net::TcpListener;
@@ -57,6 +59,17 @@ pub struct Config {
     pub port_range: (u16, u16),
     /// Name of this replica (in logs and CloudletInfo.controller).
     pub replica: String,
+    /// mTLS from the region's Vault PKI on the API and notify ports. `None` serves plaintext without
+    /// client authentication beyond the CRM's signed hello: only for tests of other parts, or when asked
+    /// explicitly (`--insecure-plaintext`).
+    pub pki: Option<PkiConfig>,
+}
+
+/// Where the controller gets certificates, and how long those it issues to CRMs and Shepherds live.
+#[derive(Clone, Debug)]
+pub struct PkiConfig {
+    pub vault: edge_common::pki::VaultPki,
+    pub client_cert_ttl: Duration,
 }
 
 impl Config {
@@ -75,6 +88,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(5),
             port_range: (10000, 19999),
             replica: format!("controller-{}", std::process::id()),
+            pki: None,
         }
     }
 }
@@ -130,12 +144,37 @@ impl Controller {
         if config.notify_public_addr.is_empty() {
             config.notify_public_addr = notify_addr.to_string();
         }
+        // With PKI: the controller's own server certificate, and the region's CA it demands of clients.
+        let tls = match &config.pki {
+            Some(p) => {
+                let region = &config.region;
+                p.vault.setup_region(region).await?;
+                let me = Peer {
+                    region: region.clone(),
+                    role: Role::Controller,
+                    cloudlet: None,
+                };
+                let server_name = edge_common::pki::controller_server_name(region);
+                let cert = p
+                    .vault
+                    .issue(
+                        &me,
+                        &[server_name.as_str(), "localhost"],
+                        &["127.0.0.1", "::1"],
+                        Duration::from_secs(365 * 86400),
+                    )
+                    .await?;
+                Some(cert)
+            }
+            None => None,
+        };
         let config = Arc::new(config);
         let cache = Cache::new(store.clone());
         let api = Api {
             store,
             cache: cache.clone(),
             config: config.clone(),
+            ca: tls.as_ref().map(|c| c.ca.clone()),
         };
         let metrics = Metrics::new();
         let ready = Readiness::default();
@@ -149,8 +188,21 @@ impl Controller {
             ready,
             metrics.clone(),
         )));
-        let api_server = tonic::transport::Server::builder()
+        let mut api_builder = tonic::transport::Server::builder();
+        let mut notify_builder = tonic::transport::Server::builder();
+        if let Some(cert) = &tls {
+            api_builder = api_builder.tls_config(cert.server_tls(false))?;
+            // Optional at the handshake: a CRM asks for its first certificate without one; every
+            // other call checks the caller's certificate itself.
+            notify_builder = notify_builder.tls_config(cert.server_tls(true))?;
+        }
+        let region = config.region.clone();
+        let tls_on = tls.is_some();
+        let api_server = api_builder
             .layer(MetricsLayer(metrics.clone()))
+            .layer(tonic::service::InterceptorLayer::new(move |req| {
+                api_caller(&region, tls_on, req)
+            }))
             .add_service(FlavorApiServer::new(api::FlavorService(api.clone())))
             .add_service(OperatorCodeApiServer::new(api::OperatorCodeService(
                 api.clone(),
@@ -170,11 +222,17 @@ impl Controller {
         let notify = notify::NotifyService {
             api: api.clone(),
             metrics: metrics.clone(),
+            tls: tls_on,
         };
-        let notify_server = tonic::transport::Server::builder()
+        let certificates = notify::CertificateService {
+            api: api.clone(),
+            pki: config.pki.clone(),
+        };
+        let notify_server = notify_builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(NotifyServer::new(notify))
+            .add_service(CertificatesServer::new(certificates))
             .serve_with_incoming(edge_common::grpc_incoming(notify_listener));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = notify_server.await {
@@ -189,6 +247,33 @@ impl Controller {
             metrics,
             tasks,
         })
+    }
+}
+
+/// Who may call the controller API: with PKI, the master controller (which may act for a user, named in
+/// `x-edge-user`) and admins (`edgectl`, for themselves only); every other certificate is refused.
+fn api_caller(
+    region: &str,
+    tls: bool,
+    req: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    if !tls {
+        return Ok(req);
+    }
+    let acts_for_user = req.metadata().contains_key("x-edge-user");
+    match Peer::of_request(&req).filter(|p| p.region == region) {
+        Some(p) if p.role == Role::Mc => Ok(req),
+        Some(p) if p.role == Role::Admin && !acts_for_user => Ok(req),
+        Some(p) if p.role == Role::Admin => Err(tonic::Status::permission_denied(
+            "user metadata is accepted from the master controller only",
+        )),
+        Some(p) => Err(tonic::Status::permission_denied(format!(
+            "a {} certificate may not call the controller API",
+            p.role.as_str()
+        ))),
+        None => Err(tonic::Status::unauthenticated(format!(
+            "a client certificate of region {region} is required"
+        ))),
     }
 }
 

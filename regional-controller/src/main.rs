@@ -48,6 +48,19 @@ struct Args {
     /// Name of this replica [default: controller-<pid>].
     #[arg(long, env = "EDGE_CTRL_REPLICA")]
     replica: Option<String>,
+    /// Vault/OpenBao holding the region's PKI (`pki_<region>`): the API and notify ports serve mTLS with
+    /// certificates from it.
+    #[arg(long, env = "VAULT_ADDR")]
+    vault_addr: Option<String>,
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+    vault_token: Option<String>,
+    /// Lifetime of the client certificates issued to CRMs and Shepherds, in seconds.
+    #[arg(long, env = "EDGE_CTRL_CLIENT_CERT_TTL", default_value_t = 4 * 3600)]
+    client_cert_ttl_secs: u64,
+    /// Serve the API and notify without TLS or client certificates (anyone who reaches the ports controls
+    /// the region): only for a throwaway local setup.
+    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "vault_addr")]
+    insecure_plaintext: bool,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -88,6 +101,19 @@ async fn main() -> anyhow::Result<()> {
     if let Some(r) = args.replica {
         config.replica = r;
     }
+    config.pki = match (args.vault_addr, args.vault_token, args.insecure_plaintext) {
+        (Some(addr), Some(token), false) => Some(regional_controller::PkiConfig {
+            vault: edge_common::pki::VaultPki::new(&addr, &token),
+            client_cert_ttl: Duration::from_secs(args.client_cert_ttl_secs),
+        }),
+        (_, _, true) => {
+            tracing::warn!("serving plaintext without client certificates (--insecure-plaintext)");
+            None
+        }
+        _ => anyhow::bail!(
+            "the controller serves mTLS from the region's Vault PKI: give --vault-addr and --vault-token (or VAULT_ADDR/VAULT_TOKEN), or --insecure-plaintext for a throwaway local setup"
+        ),
+    };
     let _controller = Controller::start(config).await?;
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_common::pki::{Peer, Role, access_key_id};
 use edge_common::{Keyed, access_key};
 use edge_proto::edge::notify_server::Notify;
 use edge_proto::edge::{
@@ -33,6 +34,8 @@ use crate::store::Write;
 pub struct NotifyService {
     pub api: Api,
     pub metrics: Arc<Metrics>,
+    /// mTLS: the client certificate, not a signed hello, proves who the client is
+    pub tls: bool,
 }
 
 /// Who is on the other end of a stream, after the hello.
@@ -61,7 +64,7 @@ fn kind_name(k: ObjectKind) -> Option<&'static str> {
 }
 
 impl NotifyService {
-    fn authenticate(&self, hello: &Hello) -> Result<Client> {
+    fn authenticate(&self, hello: &Hello, peer: Option<&Peer>) -> Result<Client> {
         let region = &self.api.store.region;
         if &hello.region != region {
             return Err(CtrlError::Invalid(format!(
@@ -97,6 +100,30 @@ impl NotifyService {
             wanted,
             name: hello.client_name.clone(),
         };
+        // With mTLS the certificate must name this region and the role the hello claims.
+        let peer = match (self.tls, peer) {
+            (false, _) => None,
+            (true, Some(p)) if p.region == *region => Some(p),
+            (true, _) => {
+                return Err(CtrlError::Unauthenticated(format!(
+                    "a client certificate of region {region} is required"
+                )));
+            }
+        };
+        let role = match kind {
+            ClientType::Crm => Role::Crm,
+            ClientType::Shepherd => Role::Shepherd,
+            _ => Role::Dme,
+        };
+        if let Some(p) = peer
+            && p.role != role
+        {
+            return Err(CtrlError::PermissionDenied(format!(
+                "a {} certificate cannot connect as {}",
+                p.role.as_str(),
+                kind.as_str_name()
+            )));
+        }
         if kind == ClientType::Dme {
             return Ok(client);
         }
@@ -117,16 +144,34 @@ impl NotifyService {
             .cache
             .get::<Cloudlet>(&key.key_string())
             .ok_or_else(|| refuse("unknown cloudlet".into()))?;
-        access_key::verify(
-            &cloudlet.access_public_key,
-            region,
-            &key.organization,
-            &key.name,
-            hello.signed_at,
-            &hello.signature,
-            edge_common::now_ms(),
-        )
-        .map_err(|e| refuse(e.to_string()))?;
+        match peer.and_then(|p| p.cloudlet.as_ref()) {
+            // The certificate names the cloudlet and the access key it was issued under: a rotated key
+            // ends every certificate issued before.
+            Some((org, name, key_id)) => {
+                if (org, name) != (&key.organization, &key.name) {
+                    return Err(CtrlError::PermissionDenied(format!(
+                        "this certificate is for cloudlet {org}/{name}, not {}",
+                        key.key_string()
+                    )));
+                }
+                if *key_id != access_key_id(&cloudlet.access_public_key) {
+                    return Err(refuse(
+                        "certificate issued under a rotated access key".into(),
+                    ));
+                }
+            }
+            None if self.tls => return Err(refuse("certificate names no cloudlet".into())),
+            None => access_key::verify(
+                &cloudlet.access_public_key,
+                region,
+                &key.organization,
+                &key.name,
+                hello.signed_at,
+                &hello.signature,
+                edge_common::now_ms(),
+            )
+            .map_err(|e| refuse(e.to_string()))?,
+        }
         client.cloudlet = Some(key);
         client.public_key = cloudlet.access_public_key;
         Ok(client)
@@ -143,6 +188,7 @@ impl Notify for NotifyService {
         &self,
         req: Request<Streaming<NotifyUp>>,
     ) -> Result<Response<DownStream>, Status> {
+        let peer = Peer::of_request(&req);
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
@@ -156,7 +202,7 @@ impl Notify for NotifyService {
                 "the first notify message must be a hello",
             ));
         };
-        let client = self.authenticate(&hello)?;
+        let client = self.authenticate(&hello, peer.as_ref())?;
         tracing::info!(client_type = client.kind.as_str_name(), cloudlet = ?client.cloudlet.as_ref().map(|k| k.key_string()), name = %client.name, "notify client connected");
         let (tx, rx) = mpsc::channel(1024);
         let session = Session {
@@ -270,6 +316,16 @@ impl Session {
         match action {
             ChangeAction::Delete => self.sent.remove(path),
             ChangeAction::Update => self.sent.insert(path.to_string()),
+        };
+        let object = match (self.client.kind, object) {
+            // A DME needs an App's identity, ports and auth key, never how it runs.
+            (ClientType::Dme, Any::App(mut a)) => {
+                a.env.clear();
+                a.command.clear();
+                a.deployment_manifest.clear();
+                Any::App(a)
+            }
+            (_, o) => o,
         };
         let change = ChangeMsg {
             action: action as i32,
@@ -458,4 +514,101 @@ async fn mark_offline(api: &Api, ck: &str) -> Result<()> {
         tracing::info!(cloudlet = %ck, "CRM connection gone: cloudlet marked offline");
     }
     Ok(())
+}
+
+/// `Certificates` on the notify port: a CRM or Shepherd proves its cloudlet with the access key (a
+/// signature over its CSR) and gets a short-lived client certificate naming that cloudlet and key.
+pub struct CertificateService {
+    pub api: Api,
+    pub pki: Option<crate::PkiConfig>,
+}
+
+/// Largest CSR accepted (a P-256 CSR is about 400 bytes of PEM).
+const MAX_CSR_BYTES: usize = 8 * 1024;
+
+#[tonic::async_trait]
+impl edge_proto::edge::certificates_server::Certificates for CertificateService {
+    async fn issue_certificate(
+        &self,
+        req: Request<edge_proto::edge::CertificateRequest>,
+    ) -> Result<Response<edge_proto::edge::CertificateReply>, Status> {
+        let Some(pki) = &self.pki else {
+            return Err(Status::failed_precondition(
+                "this controller serves plaintext notify: no certificates to issue",
+            ));
+        };
+        let r = req.into_inner();
+        let region = &self.api.store.region;
+        if &r.region != region {
+            return Err(Status::invalid_argument(format!(
+                "this controller serves region \"{region}\", not \"{}\"",
+                r.region
+            )));
+        }
+        let role = match r.client_type() {
+            ClientType::Crm => Role::Crm,
+            ClientType::Shepherd => Role::Shepherd,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "certificates are issued here to CRMs and Shepherds, not {}",
+                    other.as_str_name()
+                )));
+            }
+        };
+        if r.csr.is_empty() || r.csr.len() > MAX_CSR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "csr is required, at most {MAX_CSR_BYTES} bytes of PEM"
+            )));
+        }
+        let key = r
+            .cloudlet_key
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("cloudlet_key is required"))?;
+        let refused = || {
+            Status::unauthenticated(format!(
+                "cloudlet \"{}\": unknown cloudlet or wrong access key",
+                key.key_string()
+            ))
+        };
+        let cloudlet = self
+            .api
+            .cache
+            .get::<Cloudlet>(&key.key_string())
+            .ok_or_else(refused)?;
+        access_key::verify_csr(
+            &cloudlet.access_public_key,
+            region,
+            &key,
+            r.client_type(),
+            &r.csr,
+            &r.signature,
+        )
+        .map_err(|e| {
+            tracing::warn!(cloudlet = %key.key_string(), error = %e, "certificate request refused");
+            refused()
+        })?;
+        let peer = Peer {
+            region: region.clone(),
+            role,
+            cloudlet: Some((
+                key.organization.clone(),
+                key.name.clone(),
+                access_key_id(&cloudlet.access_public_key),
+            )),
+        };
+        let cert = pki
+            .vault
+            .sign(&peer, &r.csr, pki.client_cert_ttl)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing a client certificate failed");
+                Status::unavailable("the region's PKI is unavailable, retry later")
+            })?;
+        tracing::info!(cloudlet = %key.key_string(), role = role.as_str(), expires_at = cert.expires_at, "client certificate issued");
+        Ok(Response::new(edge_proto::edge::CertificateReply {
+            certificate_chain: cert.chain,
+            ca: cert.ca,
+            expires_at: cert.expires_at,
+        }))
+    }
 }

@@ -69,6 +69,11 @@ impl CloudletService {
             region: self.0.store.region.clone(),
             notify_addr: self.0.config.notify_public_addr.clone(),
             access_private_key: private,
+            ca_certificate: self.0.ca.clone().unwrap_or_default(),
+            server_name: match self.0.ca {
+                Some(_) => edge_common::pki::controller_server_name(&self.0.store.region),
+                None => String::new(),
+            },
         }
     }
 }

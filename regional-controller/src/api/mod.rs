@@ -43,6 +43,8 @@ pub struct Api {
     pub store: Store,
     pub cache: Arc<Cache>,
     pub config: Arc<Config>,
+    /// PEM of the region's CA when the controller serves mTLS (given to CRMs at onboarding)
+    pub ca: Option<String>,
 }
 
 impl Api {
