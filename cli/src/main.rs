@@ -97,7 +97,10 @@ async fn pki(args: &Args, vault: VaultPki, command: &PkiCommand) -> anyhow::Resu
     match command {
         PkiCommand::Setup => {
             vault.setup_region(&args.region).await?;
-            println!("PKI of region {} ready (mount pki_{})", args.region, args.region);
+            println!(
+                "PKI of region {} ready (mount pki_{})",
+                args.region, args.region
+            );
         }
         PkiCommand::Issue {
             role,
@@ -123,7 +126,12 @@ async fn pki(args: &Args, vault: VaultPki, command: &PkiCommand) -> anyhow::Resu
             write_private(&out.join("ca.pem"), &cert.ca)?;
             write_private(&out.join("cert.pem"), &cert.chain)?;
             write_private(&out.join("key.pem"), &cert.key)?;
-            println!("{} certificate {} written to {}", role.as_str(), peer.uri(), out.display());
+            println!(
+                "{} certificate {} written to {}",
+                role.as_str(),
+                peer.uri(),
+                out.display()
+            );
         }
     }
     Ok(())
@@ -148,7 +156,9 @@ async fn main() -> anyhow::Result<()> {
             let endpoint = match &args.cert_dir {
                 Some(dir) => {
                     let tls = tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(read(dir, "ca.pem")?))
+                        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+                            dir, "ca.pem",
+                        )?))
                         .identity(tonic::transport::Identity::from_pem(
                             read(dir, "cert.pem")?,
                             read(dir, "key.pem")?,
@@ -157,7 +167,9 @@ async fn main() -> anyhow::Result<()> {
                     tonic::transport::Channel::from_shared(format!("https://{}", args.controller))?
                         .tls_config(tls)?
                 }
-                None => tonic::transport::Channel::from_shared(format!("http://{}", args.controller))?,
+                None => {
+                    tonic::transport::Channel::from_shared(format!("http://{}", args.controller))?
+                }
             };
             let channel = endpoint.connect().await.map_err(|e| {
                 anyhow::anyhow!("cannot reach the controller at {}: {e}", args.controller)

@@ -127,14 +127,20 @@ impl Dial for Tls {
             .is_some_and(|(c, issued)| !c.renew_in(*issued).is_zero());
         if !fresh {
             let cert = self.source.fetch().await?;
-            tracing::info!(expires_at = cert.expires_at, "obtained a client certificate");
+            tracing::info!(
+                expires_at = cert.expires_at,
+                "obtained a client certificate"
+            );
             *current = Some((cert, crate::now_ms() / 1000));
         }
         let (cert, issued) = current.as_ref().expect("set above");
         let tls = endpoint(&self.addr, true)?
             .tls_config(cert.client_tls(&self.server_name))
             .map_err(|e| Status::internal(format!("TLS settings: {e}")))?;
-        Ok((connect(tls, &self.addr).await?, Some(cert.renew_in(*issued))))
+        Ok((
+            connect(tls, &self.addr).await?,
+            Some(cert.renew_in(*issued)),
+        ))
     }
 }
 

@@ -387,7 +387,12 @@ impl VaultPki {
     }
 
     /// Signs `csr` (PEM) for `peer`, valid `ttl`; the bundle's key is left empty (the requester has it).
-    pub async fn sign(&self, peer: &Peer, csr: &str, ttl: Duration) -> Result<CertBundle, PkiError> {
+    pub async fn sign(
+        &self,
+        peer: &Peer,
+        csr: &str,
+        ttl: Duration,
+    ) -> Result<CertBundle, PkiError> {
         let v = self
             .call(
                 "POST",
@@ -406,7 +411,9 @@ fn bundle(v: &Value, key: &str) -> Result<CertBundle, PkiError> {
     let s = |f: &str| v[f].as_str().unwrap_or_default().to_string();
     let (cert, ca) = (s("certificate"), s("issuing_ca"));
     if cert.is_empty() {
-        return Err(PkiError::Invalid(format!("Vault returned no certificate: {v}")));
+        return Err(PkiError::Invalid(format!(
+            "Vault returned no certificate: {v}"
+        )));
     }
     Ok(CertBundle {
         chain: format!("{}\n{}\n", cert.trim(), ca.trim()),

@@ -64,7 +64,11 @@ struct Args {
     public_addr: IpAddr,
     /// PEM file of the region's CA (`ca_certificate` of the onboarding reply): the CRM checks its
     /// controller with it and obtains its own short-lived client certificate with the access key.
-    #[arg(long, env = "EDGE_CA_CERT_FILE", required_unless_present = "insecure_plaintext")]
+    #[arg(
+        long,
+        env = "EDGE_CA_CERT_FILE",
+        required_unless_present = "insecure_plaintext"
+    )]
     ca_cert: Option<PathBuf>,
     /// Name in the controller's certificate [default: controller.<region>.edge].
     #[arg(long, env = "EDGE_CONTROLLER_SERVER_NAME")]

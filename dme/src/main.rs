@@ -78,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.session_ttl = Duration::from_secs(args.cookie_hours * 3600);
     cfg.edge_events_ttl = Duration::from_secs(args.events_cookie_minutes * 60);
     match (&args.vault_addr, &args.vault_token, args.insecure_plaintext) {
-        (_, _, true) => tracing::warn!("dialling the controller in plaintext (--insecure-plaintext)"),
+        (_, _, true) => {
+            tracing::warn!("dialling the controller in plaintext (--insecure-plaintext)")
+        }
         (Some(addr), Some(token), false) => {
             cfg.notify_tls = Some(dme::NotifyTls {
                 vault: edge_common::pki::VaultPki::new(addr, token),

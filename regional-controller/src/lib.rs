@@ -22,10 +22,9 @@ use edge_common::ops::{self, Readiness};
 use edge_common::pki::{Peer, Role};
 use edge_proto::edge::{
     app_api_server::AppApiServer, app_inst_api_server::AppInstApiServer,
-    cloudlet_api_server::CloudletApiServer, cluster_inst_api_server::ClusterInstApiServer,
-    certificates_server::CertificatesServer, flavor_api_server::FlavorApiServer,
-    notify_server::NotifyServer,
-    operator_code_api_server::OperatorCodeApiServer,
+    certificates_server::CertificatesServer, cloudlet_api_server::CloudletApiServer,
+    cluster_inst_api_server::ClusterInstApiServer, flavor_api_server::FlavorApiServer,
+    notify_server::NotifyServer, operator_code_api_server::OperatorCodeApiServer,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -227,6 +226,7 @@ impl Controller {
         let certificates = notify::CertificateService {
             api: api.clone(),
             pki: config.pki.clone(),
+            metrics: metrics.clone(),
         };
         let notify_server = notify_builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub latency: HistogramVec,
     pub notify_clients: IntGaugeVec,
     pub objects: IntGaugeVec,
+    pub client_certs: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,8 +47,17 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let client_certs = IntCounterVec::new(
+            Opts::new(
+                "controller_client_certificates_total",
+                "certificate requests of CRMs and Shepherds by result (issued, refused)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_certs.clone()),
             Box::new(latency.clone()),
             Box::new(notify_clients.clone()),
             Box::new(objects.clone()),
@@ -58,6 +68,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            client_certs,
             notify_clients,
             objects,
         })

@@ -521,6 +521,7 @@ async fn mark_offline(api: &Api, ck: &str) -> Result<()> {
 pub struct CertificateService {
     pub api: Api,
     pub pki: Option<crate::PkiConfig>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Largest CSR accepted (a P-256 CSR is about 400 bytes of PEM).
@@ -585,6 +586,10 @@ impl edge_proto::edge::certificates_server::Certificates for CertificateService 
         )
         .map_err(|e| {
             tracing::warn!(cloudlet = %key.key_string(), error = %e, "certificate request refused");
+            self.metrics
+                .client_certs
+                .with_label_values(&["refused"])
+                .inc();
             refused()
         })?;
         let peer = Peer {
@@ -605,6 +610,10 @@ impl edge_proto::edge::certificates_server::Certificates for CertificateService 
                 Status::unavailable("the region's PKI is unavailable, retry later")
             })?;
         tracing::info!(cloudlet = %key.key_string(), role = role.as_str(), expires_at = cert.expires_at, "client certificate issued");
+        self.metrics
+            .client_certs
+            .with_label_values(&["issued"])
+            .inc();
         Ok(Response::new(edge_proto::edge::CertificateReply {
             certificate_chain: cert.chain,
             ca: cert.ca,

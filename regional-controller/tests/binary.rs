@@ -55,7 +55,13 @@ async fn process_serves_api_health_and_metrics() {
     );
     let _ctrl = Kill(
         bin()
-            .args(["--region", REGION, "--etcd", &etcd.url, "--insecure-plaintext"])
+            .args([
+                "--region",
+                REGION,
+                "--etcd",
+                &etcd.url,
+                "--insecure-plaintext",
+            ])
             .args([
                 "--api-addr",
                 &format!("127.0.0.1:{api}"),

@@ -1,0 +1,519 @@
+//! mTLS between the components, with certificates from a real OpenBao's PKI: who may reach the
+//! controller with which certificate, how a CRM gets, renews and recovers its short-lived certificate,
+//! and what a rotated access key ends.
+
+use std::time::Duration;
+
+use edge_common::notify_client::{AccessKeyCerts, CertSource, VaultCerts};
+use edge_common::pki::{CertBundle, Peer, Role, VaultPki, controller_server_name};
+use edge_proto::edge::flavor_api_client::FlavorApiClient;
+use edge_proto::edge::notify_client::NotifyClient;
+use edge_proto::edge::*;
+use regional_controller::{Config, Controller, PkiConfig};
+use std::result::Result;
+use testenv::fixtures::{cloudlet, flavor};
+use testenv::wait_for;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+const REGION: &str = "EU";
+
+struct Secure {
+    _bao: testenv::OpenBao,
+    _etcd: testenv::Etcd,
+    /// `None` while the controller is down
+    ctrl: Option<Controller>,
+    /// the controller's settings, its ports fixed by the first start
+    config: Config,
+    vault: VaultPki,
+}
+
+impl Secure {
+    async fn start(client_cert_ttl: Duration) -> Self {
+        let (bao, etcd) = tokio::join!(testenv::OpenBao::start(), testenv::Etcd::start());
+        let (bao, etcd) = (bao.unwrap(), etcd.unwrap());
+        let vault = VaultPki::new(&bao.addr, &bao.token);
+        let mut config = Config::local(REGION, &etcd.url);
+        config.lifecycle_timeout = Duration::from_secs(2);
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.pki = Some(PkiConfig {
+            vault: vault.clone(),
+            client_cert_ttl,
+        });
+        let ctrl = Controller::start(config.clone()).await.unwrap();
+        // Restarts bind the same ports.
+        config.api_addr = ctrl.api_addr;
+        config.notify_addr = ctrl.notify_addr;
+        config.http_addr = ctrl.http_addr;
+        Self {
+            _bao: bao,
+            _etcd: etcd,
+            ctrl: Some(ctrl),
+            config,
+            vault,
+        }
+    }
+
+    async fn cert(&self, role: Role, ttl: Duration) -> CertBundle {
+        let peer = Peer {
+            region: REGION.into(),
+            role,
+            cloudlet: None,
+        };
+        self.vault.issue(&peer, &[], &[], ttl).await.unwrap()
+    }
+
+    async fn channel(
+        &self,
+        addr: std::net::SocketAddr,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Channel, String> {
+        let e = match tls {
+            Some(t) => Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(t)
+                .unwrap(),
+            None => Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        };
+        e.connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// ShowFlavor on the API with `tls`: Ok, or the error (transport or status) as text.
+    async fn show_flavor(
+        &self,
+        tls: Option<ClientTlsConfig>,
+        user: Option<&str>,
+    ) -> Result<(), String> {
+        let ch = self.channel(self.config.api_addr, tls).await?;
+        let mut req = tonic::Request::new(Flavor::default());
+        if let Some(u) = user {
+            req.metadata_mut().insert("x-edge-user", u.parse().unwrap());
+        }
+        let mut s = FlavorApiClient::new(ch)
+            .show_flavor(req)
+            .await
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .into_inner();
+        while s
+            .message()
+            .await
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    async fn admin(&self) -> Channel {
+        let cert = self.cert(Role::Admin, Duration::from_secs(600)).await;
+        self.channel(
+            self.config.api_addr,
+            Some(cert.client_tls(&controller_server_name(REGION))),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Creates `org/name` as the admin: its access key and the region CA from the onboarding reply.
+    async fn onboard(&self, org: &str, name: &str) -> CloudletAccess {
+        let mut s = cloudlet_api_client::CloudletApiClient::new(self.admin().await)
+            .create_cloudlet(cloudlet(org, name))
+            .await
+            .unwrap()
+            .into_inner();
+        let access = s.message().await.unwrap().unwrap().access.unwrap();
+        assert!(access.ca_certificate.contains("BEGIN CERTIFICATE"));
+        assert_eq!(access.server_name, controller_server_name(REGION));
+        access
+    }
+
+    fn key_source(
+        &self,
+        access: &CloudletAccess,
+        key: &CloudletKey,
+        t: ClientType,
+    ) -> AccessKeyCerts {
+        AccessKeyCerts {
+            addr: self.config.notify_addr.to_string(),
+            server_name: access.server_name.clone(),
+            ca: access.ca_certificate.clone(),
+            region: REGION.into(),
+            cloudlet: key.clone(),
+            client_type: t,
+            access_key: access.access_private_key.clone(),
+        }
+    }
+
+    /// Opens notify with `cert` and `hello`: the first reply, or the refusal as text.
+    async fn notify(&self, cert: Option<&CertBundle>, hello: Hello) -> Result<NotifyDown, String> {
+        let tls = match cert {
+            Some(c) => c.client_tls(&controller_server_name(REGION)),
+            None => edge_common::pki::anonymous_client_tls(
+                &self.vault.region_ca(REGION).await.unwrap(),
+                &controller_server_name(REGION),
+            ),
+        };
+        let ch = self.channel(self.config.notify_addr, Some(tls)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(NotifyUp {
+            msg: Some(notify_up::Msg::Hello(hello)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut down = NotifyClient::new(ch)
+            .stream(ReceiverStream::new(rx))
+            .await
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .into_inner();
+        let first = down
+            .message()
+            .await
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .ok_or("stream closed")?;
+        std::mem::forget(tx); // keep the stream open for the caller's checks
+        Ok(first)
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = testenv::http_get(self.config.http_addr, "/metrics").unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+fn hello(t: ClientType, key: Option<&CloudletKey>) -> Hello {
+    Hello {
+        client_type: t as i32,
+        region: REGION.into(),
+        cloudlet_key: key.cloned(),
+        client_name: "test".into(),
+        ..Default::default()
+    }
+}
+
+fn key(org: &str, name: &str) -> CloudletKey {
+    CloudletKey {
+        organization: org.into(),
+        name: name.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_certificates_of_the_region_reach_the_controller() {
+    let s = Secure::start(Duration::from_secs(3600)).await;
+    let name = controller_server_name(REGION);
+    let admin = s.cert(Role::Admin, Duration::from_secs(600)).await;
+    assert_eq!(
+        s.show_flavor(Some(admin.client_tls(&name)), None).await,
+        Ok(())
+    );
+
+    // Plaintext, and TLS without a client certificate, are refused on the API.
+    assert!(s.show_flavor(None, None).await.is_err());
+    let ca = s.vault.region_ca(REGION).await.unwrap();
+    assert!(
+        s.show_flavor(
+            Some(edge_common::pki::anonymous_client_tls(&ca, &name)),
+            None
+        )
+        .await
+        .is_err()
+    );
+    // A certificate of another region's CA is refused at the handshake.
+    s.vault.setup_region("other").await.unwrap();
+    let foreign = s
+        .vault
+        .issue(
+            &Peer {
+                region: "other".into(),
+                role: Role::Admin,
+                cloudlet: None,
+            },
+            &[],
+            &[],
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let foreign_tls = ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+        .identity(tonic::transport::Identity::from_pem(
+            &foreign.chain,
+            &foreign.key,
+        ))
+        .domain_name(name.clone());
+    assert!(s.show_flavor(Some(foreign_tls), None).await.is_err());
+
+    // Only the MC acts for users; a DME certificate cannot use the API at all.
+    let err = s
+        .show_flavor(Some(admin.client_tls(&name)), Some("alice"))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("PermissionDenied"), "{err}");
+    let mc = s.cert(Role::Mc, Duration::from_secs(600)).await;
+    assert_eq!(
+        s.show_flavor(Some(mc.client_tls(&name)), Some("alice"))
+            .await,
+        Ok(())
+    );
+    let dme = s.cert(Role::Dme, Duration::from_secs(600)).await;
+    let err = s
+        .show_flavor(Some(dme.client_tls(&name)), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("a dme certificate may not call the controller API"),
+        "{err}"
+    );
+
+    // An expired certificate is refused; a renewed one works.
+    let short = s.cert(Role::Admin, Duration::from_secs(1)).await;
+    wait_for(
+        "the short certificate to expire",
+        Duration::from_secs(10),
+        async || (short.remaining() < 0).then_some(()),
+    )
+    .await;
+    assert!(
+        s.show_flavor(Some(short.client_tls(&name)), None)
+            .await
+            .is_err()
+    );
+    let renewed = s.cert(Role::Admin, Duration::from_secs(600)).await;
+    assert_eq!(
+        s.show_flavor(Some(renewed.client_tls(&name)), None).await,
+        Ok(())
+    );
+
+    // Notify: no certificate, no stream; a DME certificate connects as a DME only.
+    let err = s
+        .notify(None, hello(ClientType::Dme, None))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("Unauthenticated"), "{err}");
+    assert!(
+        s.notify(Some(&dme), hello(ClientType::Dme, None))
+            .await
+            .is_ok()
+    );
+    let err = s
+        .notify(Some(&dme), hello(ClientType::Crm, Some(&key("op", "c1"))))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("PermissionDenied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudlet_certificates_name_one_cloudlet_and_die_with_its_key() {
+    let s = Secure::start(Duration::from_secs(3600)).await;
+    let (a, b) = (key("op", "a"), key("op", "b"));
+    let access_a = s.onboard("op", "a").await;
+    let _access_b = s.onboard("op", "b").await;
+    let cert_a = s
+        .key_source(&access_a, &a, ClientType::Crm)
+        .fetch()
+        .await
+        .unwrap();
+    assert!(cert_a.remaining() > 3000);
+    assert!(
+        s.notify(Some(&cert_a), hello(ClientType::Crm, Some(&a)))
+            .await
+            .is_ok()
+    );
+    // Cloudlet A's certificate can neither subscribe as B nor as a Shepherd.
+    let err = s
+        .notify(Some(&cert_a), hello(ClientType::Crm, Some(&b)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("this certificate is for cloudlet op/a, not op/b"),
+        "{err}"
+    );
+    let err = s
+        .notify(Some(&cert_a), hello(ClientType::Shepherd, Some(&a)))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("PermissionDenied"), "{err}");
+    // A's access key cannot obtain a certificate for B, nor for a DME.
+    let mut wrong = s.key_source(&access_a, &b, ClientType::Crm);
+    let err = wrong.fetch().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    wrong.cloudlet = a.clone();
+    wrong.client_type = ClientType::Dme;
+    assert_eq!(
+        wrong.fetch().await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+
+    // Rotating the key ends the certificates issued under the old one, and the old key gets no new one.
+    let rotated = cloudlet_api_client::CloudletApiClient::new(s.admin().await)
+        .rotate_cloudlet_access_key(a.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let err = s
+        .notify(Some(&cert_a), hello(ClientType::Crm, Some(&a)))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("Unauthenticated"), "{err}");
+    let err = s
+        .key_source(&access_a, &a, ClientType::Crm)
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let fresh = s
+        .key_source(&rotated, &a, ClientType::Crm)
+        .fetch()
+        .await
+        .unwrap();
+    assert!(
+        s.notify(Some(&fresh), hello(ClientType::Crm, Some(&a)))
+            .await
+            .is_ok()
+    );
+    assert!(
+        s.metric("controller_client_certificates_total{result=\"refused\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_renews_its_certificate_and_recovers_after_a_partition_longer_than_its_life() {
+    // Certificates of 3 s stand for hours; a partition of twice that for a week.
+    let ttl = Duration::from_secs(3);
+    let mut s = Secure::start(ttl).await;
+    let c = key("op", "edge1");
+    let access = s.onboard("op", "edge1").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = crm::Config::fake(
+        REGION,
+        c.clone(),
+        s.config.notify_addr.to_string(),
+        access.access_private_key.clone(),
+        Duration::from_millis(10),
+        state.path().into(),
+    );
+    cfg.tls = Some(crm::ControllerTls {
+        ca: access.ca_certificate.clone(),
+        server_name: access.server_name.clone(),
+    });
+    let _crm = crm::Crm::start(cfg).await.unwrap();
+    let connected = async |s: &Secure| {
+        s.metric("controller_notify_clients{client_type=\"CLIENT_TYPE_CRM\"}")
+            .await
+            == 1.0
+    };
+    wait_for("the CRM to connect", Duration::from_secs(20), async || {
+        connected(&s).await.then_some(())
+    })
+    .await;
+    // It renews before expiry (a new certificate every two thirds of the lifetime) without a gap.
+    wait_for("three certificates", Duration::from_secs(20), async || {
+        (s.metric("controller_client_certificates_total{result=\"issued\"}")
+            .await
+            >= 3.0)
+            .then_some(())
+    })
+    .await;
+    // The state dir is the CRM's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "state dir mode {mode:o}");
+
+    // The controller goes away for longer than a certificate lives, then comes back.
+    s.ctrl = None;
+    let outage = tokio::time::Instant::now();
+    wait_for(
+        "the partition to outlast a certificate",
+        ttl * 3,
+        async || (outage.elapsed() > ttl * 2).then_some(()),
+    )
+    .await;
+    s.ctrl = Some(Controller::start(s.config.clone()).await.unwrap());
+    // With no manual step, the CRM gets a new certificate with its access key and reconnects.
+    wait_for(
+        "the CRM to reconnect",
+        Duration::from_secs(40),
+        async || connected(&s).await.then_some(()),
+    )
+    .await;
+    assert!(
+        s.metric("controller_client_certificates_total{result=\"issued\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dme_gets_apps_without_their_env_or_command() {
+    let s = Secure::start(Duration::from_secs(3600)).await;
+    let admin = s.admin().await;
+    FlavorApiClient::new(admin.clone())
+        .create_flavor(flavor("small"))
+        .await
+        .unwrap();
+    let mut app = testenv::fixtures::app("dev", "game", "tcp:80");
+    app.env.insert("DB_PASSWORD".into(), "hunter2".into());
+    app.command = "serve --secret x".into();
+    app_api_client::AppApiClient::new(admin)
+        .create_app(app)
+        .await
+        .unwrap();
+    let dme = VaultCerts {
+        vault: s.vault.clone(),
+        peer: Peer {
+            region: REGION.into(),
+            role: Role::Dme,
+            cloudlet: None,
+        },
+        ttl: Duration::from_secs(600),
+    }
+    .fetch()
+    .await
+    .unwrap();
+    let ch = s
+        .channel(
+            s.config.notify_addr,
+            Some(dme.client_tls(&controller_server_name(REGION))),
+        )
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(NotifyUp {
+        msg: Some(notify_up::Msg::Hello(hello(ClientType::Dme, None))),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut down = NotifyClient::new(ch)
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = loop {
+        let m = down.message().await.unwrap().unwrap();
+        if let Some(notify_down::Msg::Change(Change {
+            object: Some(change::Object::App(a)),
+            ..
+        })) = m.msg
+        {
+            break a;
+        }
+    };
+    assert_eq!(app.key.unwrap().name, "game");
+    assert!(
+        app.env.is_empty() && app.command.is_empty(),
+        "a DME got what it does not need"
+    );
+}
