@@ -110,6 +110,8 @@ impl Cloud {
             .arg("--access-key")
             .arg(self.dir.path().join(format!("{name}.key")))
             .args(["--platform", "docker", "--docker-host", &self.docker.host])
+            // This region's controller serves plaintext; mTLS is tested in e2e/tests/mtls.rs.
+            .arg("--insecure-plaintext")
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("{name}-state")))
             .args([
