@@ -176,9 +176,11 @@ async fn main() -> anyhow::Result<()> {
             })?;
             let result = edgectl::call(channel, method, request).await;
             match (&args.cert_dir, result) {
-                (None, Err(e)) if e.to_string().contains("h2 protocol error") => Err(anyhow::anyhow!(
-                    "{e}: the controller serves mTLS; give --cert-dir (EDGE_CERT_DIR) with an admin certificate from `edgectl pki issue --role admin`"
-                )),
+                (None, Err(e)) if e.to_string().contains("h2 protocol error") => {
+                    Err(anyhow::anyhow!(
+                        "{e}: the controller serves mTLS; give --cert-dir (EDGE_CERT_DIR) with an admin certificate from `edgectl pki issue --role admin`"
+                    ))
+                }
                 (_, r) => r,
             }
         }

@@ -19,6 +19,23 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// Concurrent streams one client connection may open on a gRPC server of the platform; more wait in
+/// the client's HTTP/2 connection, never in an unbounded queue of the server.
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Largest message the controller's gRPC servers accept or send (a larger request: `OutOfRange`).
+pub const GRPC_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Applies a message size limit to a generated tonic server, both ways.
+#[macro_export]
+macro_rules! limit_messages {
+    ($server:expr, $bytes:expr) => {
+        $server
+            .max_decoding_message_size($bytes)
+            .max_encoding_message_size($bytes)
+    };
+}
+
 /// Accepted connections of a gRPC server bound by the caller, with TCP_NODELAY: without it a small
 /// reply written in several pieces waits for the peer's delayed ACK (about 40 ms per call).
 pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {

@@ -37,6 +37,8 @@ pub struct MatchEngine {
     /// this DME's operator (GetLocation's carrier when the client names none)
     pub carrier: String,
     pub metrics: Arc<Metrics>,
+    /// one permit per open edge-events stream
+    pub edge_event_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The app a session cookie was issued for, if it still exists.

@@ -54,17 +54,33 @@ pub fn statistics(samples: &[f64]) -> Statistics {
     st
 }
 
+/// How long a new edge-events stream may wait for its first message.
+pub const FIRST_EVENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Validates the opening message and starts the session.
 pub async fn serve(
     engine: Arc<MatchEngine>,
     mut inbound: Inbound,
 ) -> Result<EdgeEventStream, Status> {
-    let first = inbound
-        .next()
+    let slot = engine
+        .edge_event_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            Status::resource_exhausted("too many edge-events streams on this DME; retry later")
+        })?;
+    // A client that opens the stream must say who it is promptly: an idle stream holds no resources.
+    let first = tokio::time::timeout(FIRST_EVENT_DEADLINE, inbound.next())
         .await
-        .ok_or_else(|| Status::unknown("stream ended before EVENT_INIT_CONNECTION"))??;
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no EVENT_INIT_CONNECTION within {} s",
+                FIRST_EVENT_DEADLINE.as_secs()
+            ))
+        })?
+        .ok_or_else(|| Status::invalid_argument("stream ended before EVENT_INIT_CONNECTION"))??;
     if first.event_type != C::EventInitConnection as i32 {
-        return Err(Status::unknown(
+        return Err(Status::invalid_argument(
             "First message should have event type EVENT_INIT_CONNECTION",
         ));
     }
@@ -95,12 +111,15 @@ pub async fn serve(
         carrier: String::new(),
         last_problem: None,
         tx,
+        _slot: slot,
     };
     tokio::spawn(s.run(inbound));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
 struct EventSession {
+    /// held while the stream is open
+    _slot: tokio::sync::OwnedSemaphorePermit,
     engine: Arc<MatchEngine>,
     app: AppKey,
     /// AppInst key the client is using

@@ -37,6 +37,9 @@ pub enum CookieSecret {
     Random,
 }
 
+/// Largest request a client may send the DME (gRPC message or REST body); requests are small.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub region: String,
@@ -54,6 +57,8 @@ pub struct Config {
     /// mTLS to the controller with a `dme` certificate from the region's Vault PKI; `None` dials a
     /// controller that serves plaintext.
     pub notify_tls: Option<NotifyTls>,
+    /// Most edge-events streams open at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_edge_event_streams: usize,
 }
 
 /// Where the DME's notify client certificate comes from, and the controller's certificate name.
@@ -79,6 +84,7 @@ impl Config {
             edge_events_ttl: Duration::from_secs(600),
             cookie_secret: CookieSecret::Random,
             notify_tls: None,
+            max_edge_event_streams: 10_000,
         }
     }
 }
@@ -144,6 +150,7 @@ impl Dme {
             token_server_uri: cfg.token_server_uri.clone(),
             carrier: cfg.carrier.clone(),
             metrics,
+            edge_event_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_edge_event_streams)),
         }));
 
         let ready = Readiness::default();
@@ -193,7 +200,11 @@ impl Dme {
         };
         let notify = edge_common::notify_client::run(dial, hello, index, reports_rx);
         let grpc_server = tonic::transport::Server::builder()
-            .add_service(MatchEngineApiServer::new(engine.clone()))
+            .max_concurrent_streams(Some(edge_common::GRPC_MAX_CONCURRENT_STREAMS))
+            .add_service(edge_common::limit_messages!(
+                MatchEngineApiServer::new(engine.clone()),
+                MAX_REQUEST_BYTES
+            ))
             .serve_with_incoming(edge_common::grpc_incoming(grpc));
         let tasks = vec![
             ops_server.task,

@@ -236,6 +236,9 @@ pub fn router(engine: Engine) -> Router {
     r.route("/v1/getqospositionkpi", post(qos_kpi))
         .route("/v1/streamedgeevent", post(edge_events))
         .fallback(|| async { error(&Status::unimplemented("Not Implemented")) })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::MAX_REQUEST_BYTES,
+        ))
         .with_state(engine)
 }
 

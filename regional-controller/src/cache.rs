@@ -121,6 +121,19 @@ impl Cache {
             .collect()
     }
 
+    /// Number of objects of kind `T` of organization `org`.
+    pub fn count_in_org<T: Object>(&self, org: &str) -> usize {
+        let prefix = format!(
+            "{}{org}/",
+            edge_common::store_prefix(&self.store.region, T::KIND)
+        );
+        let st = self.state.read().expect("cache lock");
+        st.objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .count()
+    }
+
     pub fn is_connected(&self, cloudlet: &str) -> bool {
         self.state
             .read()

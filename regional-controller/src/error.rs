@@ -16,6 +16,9 @@ pub enum CtrlError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// A limit of the region (an organization's object quota) is reached.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Authenticated, but this identity may not do that.
     #[error("{0}")]
     PermissionDenied(String),
@@ -41,6 +44,7 @@ impl From<CtrlError> for Status {
             CtrlError::Invalid(_) => Code::InvalidArgument,
             CtrlError::NotFound(_) => Code::NotFound,
             CtrlError::PermissionDenied(_) => Code::PermissionDenied,
+            CtrlError::QuotaExceeded(_) => Code::ResourceExhausted,
             CtrlError::AlreadyExists(_) => Code::AlreadyExists,
             CtrlError::FailedPrecondition(_) => Code::FailedPrecondition,
             CtrlError::Unauthenticated(_) => Code::Unauthenticated,

@@ -62,6 +62,8 @@ pub struct Config {
     /// client authentication beyond the CRM's signed hello: only for tests of other parts, or when asked
     /// explicitly (`--insecure-plaintext`).
     pub pki: Option<PkiConfig>,
+    /// Most Apps, ClusterInsts and AppInsts (each) one organization may hold in the region.
+    pub org_quota: usize,
 }
 
 /// Where the controller gets certificates, and how long those it issues to CRMs and Shepherds live.
@@ -88,6 +90,7 @@ impl Config {
             port_range: (10000, 19999),
             replica: format!("controller-{}", std::process::id()),
             pki: None,
+            org_quota: 10_000,
         }
     }
 }
@@ -187,8 +190,17 @@ impl Controller {
             ready,
             metrics.clone(),
         )));
-        let mut api_builder = tonic::transport::Server::builder();
-        let mut notify_builder = tonic::transport::Server::builder();
+        macro_rules! limit {
+            ($s:expr) => {
+                edge_common::limit_messages!($s, edge_common::GRPC_MAX_MESSAGE_BYTES)
+            };
+        }
+        let builder = || {
+            tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(edge_common::GRPC_MAX_CONCURRENT_STREAMS))
+        };
+        let mut api_builder = builder();
+        let mut notify_builder = builder();
         if let Some(cert) = &tls {
             api_builder = api_builder.tls_config(cert.server_tls(false))?;
             // Optional at the handshake: a CRM asks for its first certificate without one; every
@@ -202,16 +214,22 @@ impl Controller {
             .layer(tonic::service::InterceptorLayer::new(move |req| {
                 api_caller(&region, tls_on, req)
             }))
-            .add_service(FlavorApiServer::new(api::FlavorService(api.clone())))
-            .add_service(OperatorCodeApiServer::new(api::OperatorCodeService(
-                api.clone(),
+            .add_service(limit!(FlavorApiServer::new(api::FlavorService(
+                api.clone()
+            ))))
+            .add_service(limit!(OperatorCodeApiServer::new(
+                api::OperatorCodeService(api.clone())
             )))
-            .add_service(CloudletApiServer::new(api::CloudletService(api.clone())))
-            .add_service(ClusterInstApiServer::new(api::ClusterInstService(
-                api.clone(),
-            )))
-            .add_service(AppApiServer::new(api::AppService(api.clone())))
-            .add_service(AppInstApiServer::new(api::AppInstService(api.clone())))
+            .add_service(limit!(CloudletApiServer::new(api::CloudletService(
+                api.clone()
+            ))))
+            .add_service(limit!(ClusterInstApiServer::new(api::ClusterInstService(
+                api.clone()
+            ))))
+            .add_service(limit!(AppApiServer::new(api::AppService(api.clone()))))
+            .add_service(limit!(AppInstApiServer::new(api::AppInstService(
+                api.clone()
+            ))))
             .serve_with_incoming(edge_common::grpc_incoming(api_listener));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = api_server.await {
@@ -231,8 +249,8 @@ impl Controller {
         let notify_server = notify_builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(NotifyServer::new(notify))
-            .add_service(CertificatesServer::new(certificates))
+            .add_service(limit!(NotifyServer::new(notify)))
+            .add_service(limit!(CertificatesServer::new(certificates)))
             .serve_with_incoming(edge_common::grpc_incoming(notify_listener));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = notify_server.await {

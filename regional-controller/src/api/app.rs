@@ -138,6 +138,8 @@ impl AppApi for AppService {
     async fn create_app(&self, req: Request<App>) -> Result<Response<ApiResult>, Status> {
         let mut a = req.into_inner();
         normalize(&mut a)?;
+        self.0
+            .check_org_quota::<App>(&a.key.clone().unwrap_or_default().organization)?;
         a.created_at = now();
         a.updated_at = a.created_at;
         self.0.create_plain(&a).await?;

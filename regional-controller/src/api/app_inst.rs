@@ -278,6 +278,7 @@ impl AppInstApi for AppInstService {
         let key = req.key.clone().unwrap_or_default();
         validate_key(&key)?;
         let api = &self.0;
+        api.check_org_quota::<AppInst>(&key.organization)?;
         let what = format!("AppInst \"{}\"", key.key_string());
         let create = api.write(&what, || async {
             let mut inst = req.clone();

@@ -120,6 +120,8 @@ impl ClusterInstApi for ClusterInstService {
         let mut c = req.into_inner();
         normalize(&mut c)?;
         self.check_cloudlet(&c)?;
+        self.0
+            .check_org_quota::<ClusterInst>(&c.key.clone().unwrap_or_default().organization)?;
         c.request(TrackedState::CreateRequested);
         c.created_at = now();
         c.updated_at = c.created_at;

@@ -48,6 +48,19 @@ pub struct Api {
 }
 
 impl Api {
+    /// Refuses a create that would take organization `org` past its quota of `T`.
+    pub(crate) fn check_org_quota<T: Object>(&self, org: &str) -> Result<()> {
+        let n = self.cache.count_in_org::<T>(org);
+        if n >= self.config.org_quota {
+            return Err(CtrlError::QuotaExceeded(format!(
+                "organization \"{org}\" has {n} {} objects in this region, its quota is {}: delete some first",
+                T::KIND,
+                self.config.org_quota
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs `attempt` until it commits (`Some(revision)`) or fails; `None` means "lost a race, rebuild".
     /// Waits until the cache reflects the write, so a following Show sees it.
     pub(crate) async fn write<F, Fut>(&self, what: &str, mut attempt: F) -> Result<i64>
