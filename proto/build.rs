@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost does not print rerun-if-changed for the .proto files itself.
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
+        // Malformed requests are InvalidArgument, not Internal (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         // Objects are stored in etcd as JSON and shown by the CLI; missing fields take their defaults
         // so older stored objects still load after a field is added.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")

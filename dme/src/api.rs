@@ -28,6 +28,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub find_results: IntCounterVec,
+    pub edge_event_streams: prometheus::IntGauge,
 }
 
 pub struct MatchEngine {
@@ -39,6 +40,8 @@ pub struct MatchEngine {
     pub metrics: Arc<Metrics>,
     /// one permit per open edge-events stream
     pub edge_event_slots: Arc<tokio::sync::Semaphore>,
+    /// how long a new edge-events stream may wait for its first message
+    pub first_event_timeout: std::time::Duration,
 }
 
 /// The app a session cookie was issued for, if it still exists.

@@ -54,28 +54,20 @@ pub fn statistics(samples: &[f64]) -> Statistics {
     st
 }
 
-/// How long a new edge-events stream may wait for its first message.
-pub const FIRST_EVENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Validates the opening message and starts the session.
 pub async fn serve(
     engine: Arc<MatchEngine>,
     mut inbound: Inbound,
 ) -> Result<EdgeEventStream, Status> {
-    let slot = engine
-        .edge_event_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            Status::resource_exhausted("too many edge-events streams on this DME; retry later")
-        })?;
+    let slot = Slot::take(&engine)?;
     // A client that opens the stream must say who it is promptly: an idle stream holds no resources.
-    let first = tokio::time::timeout(FIRST_EVENT_DEADLINE, inbound.next())
+    let deadline = engine.first_event_timeout;
+    let first = tokio::time::timeout(deadline, inbound.next())
         .await
         .map_err(|_| {
             Status::deadline_exceeded(format!(
-                "no EVENT_INIT_CONNECTION within {} s",
-                FIRST_EVENT_DEADLINE.as_secs()
+                "no EVENT_INIT_CONNECTION within {} ms",
+                deadline.as_millis()
             ))
         })?
         .ok_or_else(|| Status::invalid_argument("stream ended before EVENT_INIT_CONNECTION"))??;
@@ -117,9 +109,39 @@ pub async fn serve(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
+/// One of the DME's edge-events stream slots, counted in `dme_edge_event_streams` while held.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Slot {
+    fn take(engine: &MatchEngine) -> Result<Self, Status> {
+        let permit = engine
+            .edge_event_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted("too many edge-events streams on this DME; retry later")
+            })?;
+        let gauge = engine.metrics.edge_event_streams.clone();
+        gauge.inc();
+        Ok(Self {
+            _permit: permit,
+            gauge,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 struct EventSession {
     /// held while the stream is open
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
     engine: Arc<MatchEngine>,
     app: AppKey,
     /// AppInst key the client is using

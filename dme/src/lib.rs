@@ -59,6 +59,8 @@ pub struct Config {
     pub notify_tls: Option<NotifyTls>,
     /// Most edge-events streams open at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_edge_event_streams: usize,
+    /// How long a new edge-events stream may stay silent before its first message.
+    pub first_event_timeout: Duration,
 }
 
 /// Where the DME's notify client certificate comes from, and the controller's certificate name.
@@ -85,6 +87,7 @@ impl Config {
             cookie_secret: CookieSecret::Random,
             notify_tls: None,
             max_edge_event_streams: 10_000,
+            first_event_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -134,7 +137,12 @@ impl Dme {
                 Opts::new("dme_find_cloudlet_total", "FindCloudlet answers"),
                 &["result"],
             )?,
+            edge_event_streams: prometheus::IntGauge::new(
+                "dme_edge_event_streams",
+                "open edge-events streams (also those still waiting for their first event)",
+            )?,
         });
+        registry.register(Box::new(metrics.edge_event_streams.clone()))?;
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.latency.clone()))?;
         registry.register(Box::new(metrics.find_results.clone()))?;
@@ -151,6 +159,7 @@ impl Dme {
             carrier: cfg.carrier.clone(),
             metrics,
             edge_event_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_edge_event_streams)),
+            first_event_timeout: cfg.first_event_timeout,
         }));
 
         let ready = Readiness::default();

@@ -406,3 +406,29 @@ async fn cluster_inst_needs_a_ready_capable_cloudlet() {
         "Cloudlet \"nobody/nowhere\" not found",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_quotas_and_message_sizes_are_enforced() {
+    let r = Region::start_with(|c| c.org_quota = 2).await;
+    r.create_flavor("small").await;
+    let mut api = r.apps();
+    for name in ["a1", "a2"] {
+        api.create_app(app("acme", name, "tcp:80")).await.unwrap();
+    }
+    assert_code(
+        api.create_app(app("acme", "a3", "tcp:80")).await,
+        Code::ResourceExhausted,
+        "organization \"acme\" has 2 App objects in this region, its quota is 2",
+    );
+    // Another organization has its own quota; a delete makes room.
+    api.create_app(app("other", "a1", "tcp:80")).await.unwrap();
+    api.delete_app(app("acme", "a1", "tcp:80")).await.unwrap();
+    api.create_app(app("acme", "a3", "tcp:80")).await.unwrap();
+    // A message beyond the limit is refused with a clear error, and the server goes on.
+    let mut huge = app("acme", "huge", "tcp:80");
+    huge.command = "x".repeat(edge_common::GRPC_MAX_MESSAGE_BYTES + 1);
+    let err = api.create_app(huge).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    assert!(err.message().contains("message length too large"), "{err}");
+    assert_eq!(show(api.show_app(App::default())).await.len(), 3);
+}

@@ -12,6 +12,7 @@
 mod docker;
 mod etcd;
 pub mod fixtures;
+pub mod fuzz;
 mod influx;
 mod openbao;
 mod postgres;
