@@ -517,3 +517,80 @@ async fn a_dme_gets_apps_without_their_env_or_command() {
         "a DME got what it does not need"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_controller_reaches_its_regions_over_mtls() {
+    let s = Secure::start(Duration::from_secs(3600)).await;
+    let pg = testenv::Postgres::start().await.unwrap();
+    let mut cfg = master_controller::Config::local(&pg.url, &s._bao.addr, &s._bao.token);
+    cfg.admin_password = Some("Admin-Passw0rd!".into());
+    cfg.bad_auth_delay = Duration::ZERO;
+    let mc = master_controller::MasterController::start(cfg)
+        .await
+        .unwrap();
+    let base = format!("http://{}/api/v1", mc.addr);
+    let http = reqwest::Client::new();
+    let post = async |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut r = http.post(format!("{base}{path}")).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    };
+    let (_, login) = post(
+        "/login",
+        None,
+        serde_json::json!({"username": "mexadmin", "password": "Admin-Passw0rd!"}),
+    )
+    .await;
+    let token: serde_json::Value = serde_json::from_str(&login).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    // Registered without a CA: the MC takes the region's CA from Vault and dials with an `mc` certificate.
+    let (status, body) = post(
+        "/auth/controller/create",
+        Some(&token),
+        serde_json::json!({"Region": REGION, "Address": s.config.api_addr.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = post("/auth/controller/show", Some(&token), serde_json::json!({})).await;
+    assert!(
+        shown.contains("BEGIN CERTIFICATE") && shown.contains("controller.eu.edge"),
+        "{shown}"
+    );
+    let (status, body) = post(
+        "/auth/ctrl/CreateFlavor",
+        Some(&token),
+        serde_json::json!({"Region": REGION, "Flavor": {"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        "/auth/ctrl/ShowFlavor",
+        Some(&token),
+        serde_json::json!({"Region": REGION, "Flavor": {}}),
+    )
+    .await;
+    assert!(status == 200 && body.contains("small"), "{status} {body}");
+    // Region "other" pointed at EU's controller: its CA does not match the controller's certificate
+    // (nor does EU's controller accept an `other` certificate), so nothing gets through.
+    s.vault.setup_region("other").await.unwrap();
+    let (status, body) = post(
+        "/auth/controller/create",
+        Some(&token),
+        serde_json::json!({"Region": "other", "Address": s.config.api_addr.to_string(),
+                           "ServerName": controller_server_name(REGION)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        "/auth/ctrl/ShowFlavor",
+        Some(&token),
+        serde_json::json!({"Region": "other", "Flavor": {}}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    mc.stop().await;
+}
