@@ -181,6 +181,28 @@ impl CertBundle {
     }
 }
 
+/// rustls settings of an HTTPS server from PEM files (certificate chain, private key); no client
+/// certificates asked.
+pub fn server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &std::path::Path, e: &dyn std::fmt::Display| {
+        PkiError::Invalid(format!("reading TLS {what} {}: {e}", p.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("certificate", cert, &e))?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key", key, &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private))
+        .map_err(|e| bad("certificate and key", cert, &e))
+}
+
 /// TLS settings of a client without a certificate of its own (a CRM asking for its first one).
 pub fn anonymous_client_tls(ca: &str, server_name: &str) -> ClientTlsConfig {
     ClientTlsConfig::new()

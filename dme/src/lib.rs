@@ -61,6 +61,9 @@ pub struct Config {
     pub max_edge_event_streams: usize,
     /// How long a new edge-events stream may stay silent before its first message.
     pub first_event_timeout: Duration,
+    /// PEM certificate chain and key the public gRPC and REST ports serve TLS with; `None` serves
+    /// plaintext (tests, or `--plaintext` on the command line).
+    pub public_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Where the DME's notify client certificate comes from, and the controller's certificate name.
@@ -88,6 +91,7 @@ impl Config {
             notify_tls: None,
             max_edge_event_streams: 10_000,
             first_event_timeout: Duration::from_secs(10),
+            public_tls: None,
         }
     }
 }
@@ -208,7 +212,20 @@ impl Dme {
             None => Arc::new(Plaintext(cfg.controller.clone())),
         };
         let notify = edge_common::notify_client::run(dial, hello, index, reports_rx);
-        let grpc_server = tonic::transport::Server::builder()
+        let mut grpc_builder = tonic::transport::Server::builder();
+        let mut rest_tls = None;
+        if let Some((cert, key)) = &cfg.public_tls {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+            };
+            grpc_builder =
+                grpc_builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+                ))?;
+            rest_tls = Some(Arc::new(edge_common::pki::server_config(cert, key)?));
+        }
+        let grpc_server = grpc_builder
             .max_concurrent_streams(Some(edge_common::GRPC_MAX_CONCURRENT_STREAMS))
             .add_service(edge_common::limit_messages!(
                 MatchEngineApiServer::new(engine.clone()),
@@ -223,7 +240,7 @@ impl Dme {
                     tracing::error!(error = %e, "gRPC server stopped");
                 }
             }),
-            tokio::spawn(rest::serve(rest, engine)),
+            tokio::spawn(rest::serve(rest, engine, rest_tls)),
         ];
         tracing::info!(%grpc_addr, %rest_addr, http = %ops_server.addr, controller = %cfg.controller, "DME started");
         Ok(Self {

@@ -49,6 +49,15 @@ struct Args {
     /// Vault token.
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
     vault_token: Option<String>,
+    /// PEM certificate chain the public gRPC and REST ports serve TLS with (with --tls-key).
+    #[arg(long, env = "EDGE_DME_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EDGE_DME_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve the public gRPC and REST ports without TLS (clients' cookies and locations travel in clear).
+    #[arg(long, env = "EDGE_DME_PUBLIC_PLAINTEXT", conflicts_with = "tls_cert")]
+    public_plaintext: bool,
     /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there); otherwise the DME
     /// presents a `dme` certificate from the region's Vault PKI (needs --vault-addr/--vault-token).
     #[arg(long, env = "EDGE_INSECURE_PLAINTEXT")]
@@ -77,6 +86,16 @@ async fn main() -> anyhow::Result<()> {
     cfg.token_server_uri = args.token_server_uri;
     cfg.session_ttl = Duration::from_secs(args.cookie_hours * 3600);
     cfg.edge_events_ttl = Duration::from_secs(args.events_cookie_minutes * 60);
+    cfg.public_tls = match (args.tls_cert, args.tls_key, args.public_plaintext) {
+        (Some(c), Some(k), false) => Some((c, k)),
+        (_, _, true) => {
+            tracing::warn!("serving the public API without TLS (--public-plaintext)");
+            None
+        }
+        _ => anyhow::bail!(
+            "the public gRPC and REST ports serve TLS: give --tls-cert and --tls-key, or --public-plaintext"
+        ),
+    };
     match (&args.vault_addr, &args.vault_token, args.insecure_plaintext) {
         (_, _, true) => {
             tracing::warn!("dialling the controller in plaintext (--insecure-plaintext)")

@@ -14,6 +14,9 @@ use edge_proto::dme::match_engine_api_server::MatchEngineApi;
 use edge_proto::dme::*;
 use futures::StreamExt;
 use serde_json::{Value as Json, json};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tonic::{Code, Request, Status};
 
 use crate::api::MatchEngineService;
@@ -242,10 +245,68 @@ pub fn router(engine: Engine) -> Router {
         .with_state(engine)
 }
 
-/// Serves the gateway on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, engine: Engine) {
+/// Serves the gateway on `listener` until the task is aborted, over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router(engine)).await {
+    let result = match tls {
+        None => axum::serve(listener, router(engine)).await,
+        Some(cfg) => axum::serve(TlsListener::new(listener, cfg), router(engine)).await,
+    };
+    if let Err(e) = result {
         tracing::error!(?addr, error = %e, "REST gateway stopped");
+    }
+}
+
+/// Accepted TLS connections: each handshake runs in its own task (bounded in time), so a slow client
+/// never holds up the others.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: std::io::Result<SocketAddr>,
+}
+
+impl TlsListener {
+    fn new(listener: tokio::net::TcpListener, cfg: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        let local = listener.local_addr();
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let shake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                    if let Ok(Ok(tls)) = shake.await {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                });
+            }
+        });
+        Self { ready, local }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }

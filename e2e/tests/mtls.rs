@@ -594,3 +594,68 @@ async fn the_master_controller_reaches_its_regions_over_mtls() {
     assert_eq!(status, 503, "{body}");
     mc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dme_serves_its_public_api_over_tls() {
+    let bao = testenv::OpenBao::start().await.unwrap();
+    let vault = VaultPki::new(&bao.addr, &bao.token);
+    vault.setup_region(REGION).await.unwrap();
+    let peer = Peer {
+        region: REGION.into(),
+        role: Role::Dme,
+        cloudlet: None,
+    };
+    let cert = vault
+        .issue(
+            &peer,
+            &["localhost"],
+            &["127.0.0.1"],
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, &cert.chain).unwrap();
+    std::fs::write(&key_file, &cert.key).unwrap();
+    let mut cfg = dme::Config::local(REGION, "127.0.0.1:1");
+    cfg.public_tls = Some((cert_file, key_file));
+    let dme = dme::Dme::start(cfg).await.unwrap();
+
+    // gRPC: the SDK over TLS reaches the DME (which knows no app yet); plaintext does not.
+    let url = format!("https://localhost:{}", dme.grpc_addr.port());
+    let mut client = dme_client::DmeClient::connect_tls(&url, &cert.ca)
+        .await
+        .unwrap();
+    let err = client
+        .register("acme", "game", "1.0", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    let mut plain = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr))
+        .await
+        .unwrap();
+    assert!(plain.register("acme", "game", "1.0", None).await.is_err());
+
+    // REST: HTTPS with the CA answers MobiledgeX's JSON; plain HTTP gets nothing.
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = https
+        .post(format!(
+            "https://localhost:{}/v1/registerclient",
+            dme.rest_addr.port()
+        ))
+        .body(r#"{"org_name":"acme","app_name":"game","app_vers":"1.0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{:?}", r.text().await);
+    let plain = reqwest::Client::new()
+        .post(format!("http://{}/v1/registerclient", dme.rest_addr))
+        .body("{}")
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+}

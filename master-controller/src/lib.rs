@@ -213,7 +213,8 @@ impl MasterController {
         })
         .workers(2);
         let server = match &cfg.tls {
-            Some((cert, key)) => server.bind_rustls_0_23(cfg.http_addr, tls_config(cert, key)?)?,
+            Some((cert, key)) => server
+                .bind_rustls_0_23(cfg.http_addr, edge_common::pki::server_config(cert, key)?)?,
             None => server.bind(cfg.http_addr)?,
         };
         let addr = server.addrs()[0];
@@ -227,25 +228,6 @@ impl MasterController {
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
-}
-
-/// TLS settings from a PEM certificate chain and key.
-fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("reading TLS certificate {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("reading TLS key {}: {e}", key.display()))?;
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?)
 }
 
 /// Creates the admin account with the AdminManager role on first start.

@@ -1,16 +1,19 @@
 //! Finds the closest cloudlet running an app and talks to the app over HTTP.
 //!
 //! `cargo run -p dme-client --example find_closest -- --org demo --app hello --version 1.0 --port 80`
-//! (against `infra/dev-up`'s local region).
+//! (against `infra/dev-up`'s local region: `source .state/env` first, for the DME's CA in `EDGE_DME_CA`).
 
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
 struct Args {
-    /// DME gRPC URL.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// DME gRPC URL (https: TLS).
+    #[arg(long, env = "EDGE_DME_GRPC", default_value = "https://localhost:50051")]
     dme: String,
+    /// PEM file of the CA the DME's certificate chains to (for an https URL).
+    #[arg(long, env = "EDGE_DME_CA")]
+    ca: Option<std::path::PathBuf>,
     #[arg(long)]
     org: String,
     #[arg(long)]
@@ -32,7 +35,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let mut dme = dme_client::DmeClient::connect(&a.dme).await?;
+    let mut dme = match &a.ca {
+        Some(path) => {
+            dme_client::DmeClient::connect_tls(&a.dme, &std::fs::read_to_string(path)?).await?
+        }
+        None => dme_client::DmeClient::connect(&a.dme).await?,
+    };
     dme.register(&a.org, &a.app, &a.version, None).await?;
     let Some(found) = dme.find_cloudlet(&a.carrier, a.lat, a.lon).await? else {
         anyhow::bail!(

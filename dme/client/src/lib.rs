@@ -134,14 +134,29 @@ pub struct DmeClient {
 impl DmeClient {
     /// Connects to a DME's gRPC endpoint, e.g. `http://127.0.0.1:50051`.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let channel = Channel::from_shared(url.to_string())
-            .map_err(|_| Error::Api(Status::invalid_argument(format!("invalid DME URL {url}"))))?
-            .connect()
-            .await
-            .map_err(|source| Error::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+        Self::dial(url, None).await
+    }
+
+    /// Connects to a DME serving TLS (`https://host:50051`) whose certificate chains to `ca_pem`.
+    pub async fn connect_tls(url: &str, ca_pem: &str) -> Result<Self, Error> {
+        Self::dial(url, Some(ca_pem)).await
+    }
+
+    async fn dial(url: &str, ca_pem: Option<&str>) -> Result<Self, Error> {
+        let invalid = |what: String| Error::Api(Status::invalid_argument(what));
+        let mut endpoint = Channel::from_shared(url.to_string())
+            .map_err(|_| invalid(format!("invalid DME URL {url}")))?;
+        if let Some(ca) = ca_pem {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(format!("TLS settings for {url}: {e}")))?;
+        }
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
+            url: url.to_string(),
+            source,
+        })?;
         Ok(Self {
             api: MatchEngineApiClient::new(channel),
             registration: None,
