@@ -280,6 +280,11 @@ impl VaultPki {
         Ok(v.get("data").cloned().unwrap_or(v))
     }
 
+    /// The KV v2 mount `mount` of the same Vault.
+    pub fn kv(&self, mount: &str) -> Result<crate::vault::Kv, crate::vault::VaultError> {
+        crate::vault::Kv::new(&self.addr, &self.token, mount)
+    }
+
     /// Creates what is missing of the deployment's root CA, `region`'s intermediate CA and its roles.
     /// Safe to run again (each start of `infra/dev-up`, each test).
     pub async fn setup_region(&self, region: &str) -> Result<(), PkiError> {

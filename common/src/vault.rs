@@ -78,6 +78,38 @@ impl Kv {
             .map_err(|e| self.err(path, e))
     }
 
+    /// Every field of secret `path` (`None` when it does not exist).
+    pub async fn read_all(
+        &self,
+        path: &str,
+    ) -> Result<Option<HashMap<String, String>>, VaultError> {
+        match vaultrs::kv2::read::<HashMap<String, String>>(&self.client, &self.mount, path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.err(path, e)),
+        }
+    }
+
+    /// Writes secret `path` with every field of `data`.
+    pub async fn write_all(
+        &self,
+        path: &str,
+        data: &HashMap<String, String>,
+    ) -> Result<(), VaultError> {
+        vaultrs::kv2::set(&self.client, &self.mount, path, data)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(path, e))
+    }
+
+    /// Deletes secret `path` with all its versions (nothing when absent).
+    pub async fn delete(&self, path: &str) -> Result<(), VaultError> {
+        match vaultrs::kv2::delete_metadata(&self.client, &self.mount, path).await {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(self.err(path, e)),
+        }
+    }
+
     /// A random `len`-byte key kept hex-encoded in `path`/`field`, created when absent.
     pub async fn key(&self, path: &str, field: &str, len: usize) -> Result<Vec<u8>, VaultError> {
         if let Some(s) = self.read(path, field).await? {

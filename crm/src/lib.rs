@@ -123,7 +123,10 @@ impl Crm {
                 },
             )),
         };
-        let mirror = Arc::new(mirror::Mirror::load(&cfg.state_dir)?);
+        let mirror = Arc::new(mirror::Mirror::load(
+            &cfg.state_dir,
+            mirror::Seal::from_access_key(&cfg.access_key),
+        )?);
         let registry = Registry::new();
         let connected = IntGauge::new(
             "crm_controller_connected",

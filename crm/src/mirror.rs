@@ -2,7 +2,9 @@
 //!
 //! It is persisted in the state dir (JSON written to a temp file and renamed, with a generation number)
 //! so the CRM keeps reconciling against it while the controller is unreachable, and across its own
-//! restarts. Nothing is removed from it except by the controller.
+//! restarts. Nothing is removed from it except by the controller. App env values are sealed
+//! (AES-256-GCM with a key derived from the cloudlet's access key) before they are written, so the file
+//! holds no secret in clear.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,11 +61,77 @@ impl Desired {
     }
 }
 
+/// Seals App env values at rest.
+pub struct Seal(aws_lc_rs::aead::LessSafeKey);
+
+const SEALED: &str = "sealed:";
+
+impl Seal {
+    /// The key for the desired state of the CRM holding `access_key` (base64 PKCS#8).
+    pub fn from_access_key(access_key: &str) -> Self {
+        use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+        let d = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("edge-crm-desired-state-v1/{}", access_key.trim()).as_bytes(),
+        );
+        Self(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, d.as_ref()).expect("a 32-byte key"),
+        ))
+    }
+
+    fn seal(&self, value: &str) -> String {
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+        use base64::Engine;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&edge_common::vault::random_bytes(NONCE_LEN));
+        let mut buf = value.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
+            .expect("sealing cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend(buf);
+        format!(
+            "{SEALED}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        )
+    }
+
+    fn open(&self, value: &str) -> Option<String> {
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value.strip_prefix(SEALED)?)
+            .ok()?;
+        let (nonce, sealed) = raw.split_at_checked(NONCE_LEN)?;
+        let mut buf = sealed.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let plain = self.0.open_in_place(nonce, Aad::empty(), &mut buf).ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
+    fn apps(
+        &self,
+        apps: &BTreeMap<String, App>,
+        f: impl Fn(&str) -> String,
+    ) -> BTreeMap<String, App> {
+        apps.iter()
+            .map(|(k, a)| {
+                let mut a = a.clone();
+                for v in a.env.values_mut() {
+                    *v = f(v);
+                }
+                (k.clone(), a)
+            })
+            .collect()
+    }
+}
+
 /// The desired state, shared by the notify client (writer) and the reconciler (reader).
 pub struct Mirror {
     state: RwLock<Desired>,
     path: PathBuf,
     changed: watch::Sender<u64>,
+    seal: Seal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +157,9 @@ pub enum MirrorError {
 
 impl Mirror {
     /// Loads the persisted state from `dir` (an empty, incomplete state when there is none yet).
-    pub fn load(dir: &Path) -> Result<Self, MirrorError> {
+    pub fn load(dir: &Path, seal: Seal) -> Result<Self, MirrorError> {
         let path = dir.join("desired.json");
-        let state = match std::fs::read(&path) {
+        let mut state: Desired = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| MirrorError::Parse {
                 path: path.clone(),
                 source,
@@ -99,11 +167,26 @@ impl Mirror {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Desired::default(),
             Err(source) => return Err(MirrorError::Read { path, source }),
         };
+        // A value sealed under an older access key cannot be opened: it is left empty, and the next
+        // sync from the controller brings it back.
+        state.apps = seal.apps(&state.apps, |v| {
+            if v.starts_with(SEALED) {
+                seal.open(v).unwrap_or_else(|| {
+                    tracing::warn!(
+                        "an App env value of the saved state cannot be opened (access key rotated?)"
+                    );
+                    String::new()
+                })
+            } else {
+                v.to_string()
+            }
+        });
         let generation = state.generation;
         Ok(Self {
             state: RwLock::new(state),
             path,
             changed: watch::channel(generation).0,
+            seal,
         })
     }
 
@@ -122,10 +205,11 @@ impl Mirror {
             let mut st = self.state.write().expect("mirror lock");
             f(&mut st);
             st.generation += 1;
-            (
-                st.generation,
-                serde_json::to_vec(&*st).expect("desired state serializes"),
-            )
+            let sealed = self.seal.apps(&st.apps, |v| self.seal.seal(v));
+            let plain = std::mem::replace(&mut st.apps, sealed);
+            let json = serde_json::to_vec(&*st).expect("desired state serializes");
+            st.apps = plain;
+            (st.generation, json)
         };
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
@@ -153,7 +237,8 @@ mod tests {
     fn persists_and_reloads_with_generation() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let m = Mirror::load(dir).unwrap();
+        let seal = || Seal::from_access_key("key-1");
+        let m = Mirror::load(dir, seal()).unwrap();
         assert!(!m.snapshot().complete);
         let f = Flavor {
             key: Some(FlavorKey {
@@ -167,7 +252,7 @@ mod tests {
             d.complete = true;
         })
         .unwrap();
-        let again = Mirror::load(dir).unwrap().snapshot();
+        let again = Mirror::load(dir, seal()).unwrap().snapshot();
         assert_eq!(
             (again.generation, again.revision, again.complete),
             (1, 7, true)
@@ -175,9 +260,50 @@ mod tests {
         assert_eq!(again.flavors["small"].vcpus, 1);
         m.update(|d| d.apply(ChangeAction::Delete, 8, change::Object::Flavor(f)))
             .unwrap();
-        assert!(Mirror::load(dir).unwrap().snapshot().flavors.is_empty());
+        assert!(
+            Mirror::load(dir, seal())
+                .unwrap()
+                .snapshot()
+                .flavors
+                .is_empty()
+        );
         std::fs::write(dir.join("desired.json"), "{not json").unwrap();
-        let err = Mirror::load(dir).err().unwrap().to_string();
+        let err = Mirror::load(dir, seal()).err().unwrap().to_string();
         assert!(err.contains("not a valid desired-state file"), "{err}");
+    }
+
+    #[test]
+    fn app_env_values_are_sealed_at_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let m = Mirror::load(dir, Seal::from_access_key("key-1")).unwrap();
+        let mut app = App {
+            key: Some(edge_proto::edge::AppKey {
+                organization: "acme".into(),
+                name: "game".into(),
+                version: "1".into(),
+            }),
+            ..Default::default()
+        };
+        app.env.insert("DB_PASSWORD".into(), "hunter2".into());
+        m.update(|d| d.apply(ChangeAction::Update, 1, change::Object::App(app.clone())))
+            .unwrap();
+        assert_eq!(
+            m.snapshot().apps["acme/game/1"].env["DB_PASSWORD"],
+            "hunter2"
+        );
+        let file = std::fs::read_to_string(dir.join("desired.json")).unwrap();
+        assert!(
+            !file.contains("hunter2") && file.contains("DB_PASSWORD"),
+            "{file}"
+        );
+        let again = Mirror::load(dir, Seal::from_access_key("key-1")).unwrap();
+        assert_eq!(
+            again.snapshot().apps["acme/game/1"].env["DB_PASSWORD"],
+            "hunter2"
+        );
+        // Under another key the value cannot be read back (the controller's next sync restores it).
+        let other = Mirror::load(dir, Seal::from_access_key("key-2")).unwrap();
+        assert_eq!(other.snapshot().apps["acme/game/1"].env["DB_PASSWORD"], "");
     }
 }

@@ -659,3 +659,237 @@ async fn the_dme_serves_its_public_api_over_tls() {
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
 }
+
+/// Every file under `dir`, as text.
+fn files_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.push_str(&files_text(&p));
+        } else {
+            out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_full_demo_no_secret_is_stored_in_clear() {
+    const PASSWORD: &str = "Demo-Passw0rd-7731";
+    const DB_SECRET: &str = "db-secret-value-5190";
+    let s = Secure::start(Duration::from_secs(3600)).await;
+    let pg = testenv::Postgres::start().await.unwrap();
+    let mut cfg = master_controller::Config::local(&pg.url, &s._bao.addr, &s._bao.token);
+    cfg.admin_password = Some("Admin-Passw0rd!".into());
+    let mc = master_controller::MasterController::start(cfg)
+        .await
+        .unwrap();
+    let base = format!("http://{}/api/v1", mc.addr);
+    let http = reqwest::Client::new();
+    let call = async |path: &str, token: &str, body: serde_json::Value| {
+        let mut r = http.post(format!("{base}{path}")).json(&body);
+        if !token.is_empty() {
+            r = r.bearer_auth(token);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "{path}: {text}");
+        text
+    };
+    let login = async |user: &str, pw: &str| {
+        let t = call(
+            "/login",
+            "",
+            serde_json::json!({"username": user, "password": pw}),
+        )
+        .await;
+        serde_json::from_str::<serde_json::Value>(&t).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let admin = login("mexadmin", "Admin-Passw0rd!").await;
+    call(
+        "/auth/controller/create",
+        &admin,
+        serde_json::json!({"Region": REGION, "Address": s.config.api_addr.to_string()}),
+    )
+    .await;
+    call(
+        "/usercreate",
+        "",
+        serde_json::json!({"Name": "alice", "Email": "alice@example.com", "Passhash": PASSWORD}),
+    )
+    .await;
+    let alice = login("alice", PASSWORD).await;
+    call(
+        "/auth/org/create",
+        &alice,
+        serde_json::json!({"Name": "acme", "Type": "developer"}),
+    )
+    .await;
+    call(
+        "/auth/org/create",
+        &admin,
+        serde_json::json!({"Name": "op", "Type": "operator"}),
+    )
+    .await;
+    let created: serde_json::Value = serde_json::from_str(
+        &call(
+            "/auth/user/create/apikey",
+            &alice,
+            serde_json::json!({"Org": "acme", "permissions": [{"resource": "apps", "action": "view"}]}),
+        )
+        .await,
+    )
+    .unwrap();
+    let api_key = created["ApiKey"].as_str().unwrap().to_string();
+    let ctrl = async |token: &str, method: &str, kind: &str, obj: serde_json::Value| {
+        call(
+            &format!("/auth/ctrl/{method}"),
+            token,
+            serde_json::json!({"Region": REGION, kind: obj}),
+        )
+        .await
+    };
+    ctrl(
+        &admin,
+        "CreateFlavor",
+        "Flavor",
+        serde_json::json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1}),
+    )
+    .await;
+
+    // The operator's cloudlet and its CRM (fake platform), over mTLS.
+    let access = s.onboard("op", "edge1").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut crm_cfg = crm::Config::fake(
+        REGION,
+        key("op", "edge1"),
+        s.config.notify_addr.to_string(),
+        access.access_private_key.clone(),
+        Duration::from_millis(10),
+        state.path().into(),
+    );
+    crm_cfg.tls = Some(crm::ControllerTls {
+        ca: access.ca_certificate.clone(),
+        server_name: access.server_name.clone(),
+    });
+    let _crm = crm::Crm::start(crm_cfg).await.unwrap();
+    let admin_ch = s.admin().await;
+    wait_for(
+        "the cloudlet to be ready",
+        Duration::from_secs(30),
+        async || {
+            let mut c = cloudlet_api_client::CloudletApiClient::new(admin_ch.clone());
+            let mut st = c
+                .show_cloudlet(cloudlet("op", "edge1"))
+                .await
+                .ok()?
+                .into_inner();
+            let cl = st.message().await.ok()??;
+            (cl.state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
+
+    // The developer deploys an App whose env holds a secret.
+    ctrl(
+        &alice,
+        "CreateApp",
+        "App",
+        serde_json::json!({"key": {"organization": "acme", "name": "game", "version": "1.0"}, "image_type": 1,
+                           "image_path": "img", "deployment": "docker", "access_ports": "tcp:80",
+                           "default_flavor": {"name": "small"}, "env": {"DB_PASSWORD": DB_SECRET, "MODE": "prod"}}),
+    )
+    .await;
+    ctrl(&alice, "CreateClusterInst", "ClusterInst", serde_json::json!({"key": {"organization": "acme", "name": "c1"},
+        "cloudlet_key": {"organization": "op", "name": "edge1"}, "flavor": {"name": "small"}, "deployment": "docker"})).await;
+    let out = ctrl(
+        &alice,
+        "CreateAppInst",
+        "AppInst",
+        serde_json::json!({"key": {"organization": "acme", "name": "game-1"},
+        "app_key": {"organization": "acme", "name": "game", "version": "1.0"},
+        "cluster_key": {"organization": "acme", "name": "c1"}}),
+    )
+    .await;
+    assert!(
+        out.contains("\"state\":5") || out.contains("READY"),
+        "{out}"
+    );
+
+    // The CRM got the value (its saved state opens with its access key)...
+    let seal = || crm::mirror::Seal::from_access_key(&access.access_private_key);
+    let desired = wait_for(
+        "the CRM to save the App",
+        Duration::from_secs(10),
+        async || {
+            let d = crm::mirror::Mirror::load(state.path(), seal())
+                .ok()?
+                .snapshot();
+            d.apps.get("acme/game/1.0").cloned()
+        },
+    )
+    .await;
+    assert_eq!(desired.env["DB_PASSWORD"], DB_SECRET);
+
+    // ...and no store holds a secret in clear: not etcd, not PostgreSQL, not the CRM's state dir.
+    let secrets = [
+        PASSWORD,
+        DB_SECRET,
+        api_key.as_str(),
+        access.access_private_key.as_str(),
+        "PRIVATE KEY",
+    ];
+    let mut etcd = etcd_client::Client::connect([s._etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let all = etcd
+        .get("/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let etcd_text: String = all
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
+        .collect();
+    assert!(
+        etcd_text.contains("DB_PASSWORD") && etcd_text.contains("vault:"),
+        "the App is stored"
+    );
+    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let mut pg_text = String::new();
+    for table in [
+        "users",
+        "organizations",
+        "roles",
+        "api_keys",
+        "controllers",
+        "audit",
+    ] {
+        let (t,): (Option<String>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT json_agg(t)::text FROM {table} t"
+        )))
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        pg_text.push_str(&t.unwrap_or_default());
+    }
+    assert!(
+        pg_text.contains("/api/v1/auth/ctrl/CreateApp"),
+        "the audit log is there"
+    );
+    let state_text = files_text(state.path());
+    for secret in secrets {
+        assert!(!etcd_text.contains(secret), "etcd holds {secret}");
+        assert!(!pg_text.contains(secret), "PostgreSQL holds {secret}");
+        assert!(
+            !state_text.contains(secret),
+            "the CRM's state dir holds {secret}"
+        );
+    }
+    mc.stop().await;
+}

@@ -16,6 +16,9 @@ pub enum CtrlError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// A server the controller depends on (Vault) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     /// A limit of the region (an organization's object quota) is reached.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -45,6 +48,7 @@ impl From<CtrlError> for Status {
             CtrlError::NotFound(_) => Code::NotFound,
             CtrlError::PermissionDenied(_) => Code::PermissionDenied,
             CtrlError::QuotaExceeded(_) => Code::ResourceExhausted,
+            CtrlError::Unavailable(_) => Code::Unavailable,
             CtrlError::AlreadyExists(_) => Code::AlreadyExists,
             CtrlError::FailedPrecondition(_) => Code::FailedPrecondition,
             CtrlError::Unauthenticated(_) => Code::Unauthenticated,

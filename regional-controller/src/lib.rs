@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod objects;
 pub mod reports;
+pub mod secrets;
 pub mod store;
 pub mod validate;
 
@@ -177,6 +178,13 @@ impl Controller {
             cache: cache.clone(),
             config: config.clone(),
             ca: tls.as_ref().map(|c| c.ca.clone()),
+            secrets: match &config.pki {
+                Some(p) => Some(Arc::new(secrets::AppSecrets::new(
+                    p.vault.kv("secret")?,
+                    &config.region,
+                ))),
+                None => None,
+            },
         };
         let metrics = Metrics::new();
         let ready = Readiness::default();

@@ -325,6 +325,15 @@ impl Session {
                 a.deployment_manifest.clear();
                 Any::App(a)
             }
+            // The cloudlet's CRM gets the env values themselves, from Vault.
+            (ClientType::Crm, Any::App(mut a)) if action == ChangeAction::Update => {
+                if let Some(s) = &self.api.secrets {
+                    s.resolve(&mut a)
+                        .await
+                        .map_err(|e| End::Refused(e.into()))?;
+                }
+                Any::App(a)
+            }
             (_, o) => o,
         };
         let change = ChangeMsg {

@@ -142,13 +142,21 @@ impl AppApi for AppService {
             .check_org_quota::<App>(&a.key.clone().unwrap_or_default().organization)?;
         a.created_at = now();
         a.updated_at = a.created_at;
-        self.0.create_plain(&a).await?;
+        if let Some(s) = &self.0.secrets {
+            s.store(&mut a).await?;
+        }
+        if let Err(e) = self.0.create_plain(&a).await {
+            if let Some(s) = &self.0.secrets {
+                s.forget(&a).await;
+            }
+            return Err(e.into());
+        }
         Ok(Response::new(result("App created")))
     }
 
     async fn update_app(&self, req: Request<AppUpdate>) -> Result<Response<ApiResult>, Status> {
         let AppUpdate { app, fields } = req.into_inner();
-        let new = app.ok_or_else(|| invalid("app is required"))?;
+        let mut new = app.ok_or_else(|| invalid("app is required"))?;
         let fields = validate::check_fields(&fields, UPDATABLE)?;
         let key = new.key.clone().unwrap_or_default();
         validate_key(&key)?;
@@ -163,7 +171,18 @@ impl AppApi for AppService {
                 .into());
             }
         }
-        self.0
+        // New env values go to Vault first; the old ones are deleted once the update committed.
+        let secrets = self
+            .0
+            .secrets
+            .as_ref()
+            .filter(|_| fields.iter().any(|f| f == "env"));
+        let old = self.0.cache.get::<App>(&key.key_string());
+        if let Some(s) = secrets {
+            s.store(&mut new).await?;
+        }
+        let updated = self
+            .0
             .update_plain::<App>(&key.key_string(), |a| {
                 for field in &fields {
                     match field.as_str() {
@@ -180,14 +199,26 @@ impl AppApi for AppService {
                 a.updated_at = now();
                 validate_fields(a)
             })
-            .await?;
+            .await;
+        if let Some(s) = secrets {
+            match (&updated, old) {
+                (Ok(_), Some(old)) => s.forget(&old).await,
+                (Err(_), _) => s.forget(&new).await,
+                _ => {}
+            }
+        }
+        updated?;
         Ok(Response::new(result("App updated")))
     }
 
     async fn delete_app(&self, req: Request<App>) -> Result<Response<ApiResult>, Status> {
         let key = req.into_inner().key.unwrap_or_default();
         validate_key(&key)?;
+        let old = self.0.cache.get::<App>(&key.key_string());
         self.0.delete_plain::<App>(&key.key_string()).await?;
+        if let (Some(s), Some(old)) = (&self.0.secrets, old) {
+            s.forget(&old).await;
+        }
         Ok(Response::new(result("App deleted")))
     }
 

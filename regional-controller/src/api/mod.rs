@@ -45,6 +45,8 @@ pub struct Api {
     pub config: Arc<Config>,
     /// PEM of the region's CA when the controller serves mTLS (given to CRMs at onboarding)
     pub ca: Option<String>,
+    /// where App env values are kept (Vault), with PKI; without, they stay in etcd
+    pub secrets: Option<Arc<crate::secrets::AppSecrets>>,
 }
 
 impl Api {
