@@ -129,6 +129,28 @@ impl Secure {
         access
     }
 
+    /// A CRM (fake platform) of cloudlet `key`, onboarded with `access`, dialling over mTLS.
+    async fn start_crm(
+        &self,
+        access: &CloudletAccess,
+        key: &CloudletKey,
+        state: &std::path::Path,
+    ) -> crm::Crm {
+        let mut cfg = crm::Config::fake(
+            REGION,
+            key.clone(),
+            self.config.notify_addr.to_string(),
+            access.access_private_key.clone(),
+            Duration::from_millis(10),
+            state.into(),
+        );
+        cfg.tls = Some(crm::ControllerTls {
+            ca: access.ca_certificate.clone(),
+            server_name: access.server_name.clone(),
+        });
+        crm::Crm::start(cfg).await.unwrap()
+    }
+
     fn key_source(
         &self,
         access: &CloudletAccess,
@@ -393,19 +415,7 @@ async fn a_crm_renews_its_certificate_and_recovers_after_a_partition_longer_than
     let c = key("op", "edge1");
     let access = s.onboard("op", "edge1").await;
     let state = tempfile::tempdir().unwrap();
-    let mut cfg = crm::Config::fake(
-        REGION,
-        c.clone(),
-        s.config.notify_addr.to_string(),
-        access.access_private_key.clone(),
-        Duration::from_millis(10),
-        state.path().into(),
-    );
-    cfg.tls = Some(crm::ControllerTls {
-        ca: access.ca_certificate.clone(),
-        server_name: access.server_name.clone(),
-    });
-    let _crm = crm::Crm::start(cfg).await.unwrap();
+    let _crm = s.start_crm(&access, &c, state.path()).await;
     let connected = async |s: &Secure| {
         s.metric("controller_notify_clients{client_type=\"CLIENT_TYPE_CRM\"}")
             .await
@@ -765,19 +775,9 @@ async fn after_a_full_demo_no_secret_is_stored_in_clear() {
     // The operator's cloudlet and its CRM (fake platform), over mTLS.
     let access = s.onboard("op", "edge1").await;
     let state = tempfile::tempdir().unwrap();
-    let mut crm_cfg = crm::Config::fake(
-        REGION,
-        key("op", "edge1"),
-        s.config.notify_addr.to_string(),
-        access.access_private_key.clone(),
-        Duration::from_millis(10),
-        state.path().into(),
-    );
-    crm_cfg.tls = Some(crm::ControllerTls {
-        ca: access.ca_certificate.clone(),
-        server_name: access.server_name.clone(),
-    });
-    let _crm = crm::Crm::start(crm_cfg).await.unwrap();
+    let _crm = s
+        .start_crm(&access, &key("op", "edge1"), state.path())
+        .await;
     let admin_ch = s.admin().await;
     wait_for(
         "the cloudlet to be ready",

@@ -193,13 +193,13 @@ pub async fn org_in_use(mc: &Mc, org: &str) -> Result<Vec<String>> {
     for (region,) in regions {
         let ch = mc.region(&region).await?;
         let o = org.to_string();
-        let counts = [
-            (
-                "Cloudlet",
+        // Show of the kind filtered on the key's organization.
+        macro_rules! keyed {
+            ($client:ident, $show:ident, $msg:ident, $key:ident) => {
                 count(
-                    cloudlet_api_client::CloudletApiClient::new(ch.clone())
-                        .show_cloudlet(Cloudlet {
-                            key: Some(CloudletKey {
+                    $client::new(ch.clone())
+                        .$show($msg {
+                            key: Some($key {
                                 organization: o.clone(),
                                 ..Default::default()
                             }),
@@ -208,7 +208,17 @@ pub async fn org_in_use(mc: &Mc, org: &str) -> Result<Vec<String>> {
                         .await,
                     |_| true,
                 )
-                .await,
+                .await
+            };
+        }
+        use app_api_client::AppApiClient;
+        use app_inst_api_client::AppInstApiClient;
+        use cloudlet_api_client::CloudletApiClient;
+        use cluster_inst_api_client::ClusterInstApiClient;
+        let counts = [
+            (
+                "Cloudlet",
+                keyed!(CloudletApiClient, show_cloudlet, Cloudlet, CloudletKey),
             ),
             (
                 "OperatorCode",
@@ -225,51 +235,17 @@ pub async fn org_in_use(mc: &Mc, org: &str) -> Result<Vec<String>> {
             ),
             (
                 "ClusterInst",
-                count(
-                    cluster_inst_api_client::ClusterInstApiClient::new(ch.clone())
-                        .show_cluster_inst(ClusterInst {
-                            key: Some(ClusterInstKey {
-                                organization: o.clone(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        })
-                        .await,
-                    |_| true,
-                )
-                .await,
+                keyed!(
+                    ClusterInstApiClient,
+                    show_cluster_inst,
+                    ClusterInst,
+                    ClusterInstKey
+                ),
             ),
-            (
-                "App",
-                count(
-                    app_api_client::AppApiClient::new(ch.clone())
-                        .show_app(App {
-                            key: Some(AppKey {
-                                organization: o.clone(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        })
-                        .await,
-                    |_| true,
-                )
-                .await,
-            ),
+            ("App", keyed!(AppApiClient, show_app, App, AppKey)),
             (
                 "AppInst",
-                count(
-                    app_inst_api_client::AppInstApiClient::new(ch)
-                        .show_app_inst(AppInst {
-                            key: Some(AppInstKey {
-                                organization: o.clone(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        })
-                        .await,
-                    |_| true,
-                )
-                .await,
+                keyed!(AppInstApiClient, show_app_inst, AppInst, AppInstKey),
             ),
         ];
         let mut held = Vec::new();

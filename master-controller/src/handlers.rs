@@ -598,6 +598,18 @@ fn immutable(m: &serde_json::Map<String, Value>, current: &[(&str, &str)]) -> Re
     Ok(())
 }
 
+/// The fields of a user an update request may name (lowercased; each route refuses some).
+const USER_FIELDS: &[&str] = &[
+    "name",
+    "email",
+    "familyname",
+    "givenname",
+    "nickname",
+    "passhash",
+    "locked",
+    "emailverified",
+];
+
 /// `/auth/user/update`: the caller changes their own email (which then needs verifying again) and names.
 async fn user_update(
     mc: web::Data<Mc>,
@@ -607,19 +619,7 @@ async fn user_update(
     let c = caller(&mc, &req).await?;
     let call = async {
         no_api_key(&c, "update users")?;
-        let m = fields_of(
-            &body,
-            &[
-                "name",
-                "email",
-                "familyname",
-                "givenname",
-                "nickname",
-                "passhash",
-                "locked",
-                "emailverified",
-            ],
-        )?;
+        let m = fields_of(&body, USER_FIELDS)?;
         immutable(&m, &[("name", &c.username)])?;
         for f in ["passhash", "locked", "emailverified"] {
             if m.contains_key(f) {
@@ -663,19 +663,7 @@ async fn restricted_user_update(
     let c = caller(&mc, &req).await?;
     let call = async {
         require(&c, rbac::USERS, rbac::MANAGE, "")?;
-        let m = fields_of(
-            &body,
-            &[
-                "name",
-                "email",
-                "familyname",
-                "givenname",
-                "nickname",
-                "passhash",
-                "locked",
-                "emailverified",
-            ],
-        )?;
+        let m = fields_of(&body, USER_FIELDS)?;
         let name = str_field(&m, "name")?.unwrap_or_default();
         if name.is_empty() {
             return Err(ApiError::bad_request("User Name not specified"));
