@@ -168,8 +168,9 @@ impl Secure {
         }
     }
 
-    /// Opens notify with `cert` and `hello`: the first reply, or the refusal as text.
-    async fn notify(&self, cert: Option<&CertBundle>, hello: Hello) -> Result<NotifyDown, String> {
+    /// Opens notify with `cert` and `hello`: the open session after its first reply, or the refusal as
+    /// text.
+    async fn notify(&self, cert: Option<&CertBundle>, hello: Hello) -> Result<Session, String> {
         let tls = match cert {
             Some(c) => c.client_tls(&controller_server_name(REGION)),
             None => edge_common::pki::anonymous_client_tls(
@@ -178,25 +179,24 @@ impl Secure {
             ),
         };
         let ch = self.channel(self.config.notify_addr, Some(tls)).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(NotifyUp {
+        let (up, rx) = tokio::sync::mpsc::channel(4);
+        up.send(NotifyUp {
             msg: Some(notify_up::Msg::Hello(hello)),
             ..Default::default()
         })
         .await
         .unwrap();
+        let status = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
         let mut down = NotifyClient::new(ch)
             .stream(ReceiverStream::new(rx))
             .await
-            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .map_err(status)?
             .into_inner();
-        let first = down
-            .message()
+        down.message()
             .await
-            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .map_err(status)?
             .ok_or("stream closed")?;
-        std::mem::forget(tx); // keep the stream open for the caller's checks
-        Ok(first)
+        Ok(Session { up, _down: down })
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -207,6 +207,13 @@ impl Secure {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// An open notify session: what the test sends up, and the stream kept open.
+#[derive(Debug)]
+struct Session {
+    up: tokio::sync::mpsc::Sender<NotifyUp>,
+    _down: tonic::Streaming<NotifyDown>,
 }
 
 fn hello(t: ClientType, key: Option<&CloudletKey>) -> Hello {
@@ -343,11 +350,52 @@ async fn cloudlet_certificates_name_one_cloudlet_and_die_with_its_key() {
         .await
         .unwrap();
     assert!(cert_a.remaining() > 3000);
-    assert!(
-        s.notify(Some(&cert_a), hello(ClientType::Crm, Some(&a)))
+    let session = s
+        .notify(Some(&cert_a), hello(ClientType::Crm, Some(&a)))
+        .await
+        .unwrap();
+    // A report naming cloudlet B on A's session is stored as A's: B's state is not A's to tell.
+    session
+        .up
+        .send(NotifyUp {
+            msg: Some(notify_up::Msg::CloudletInfo(CloudletInfo {
+                key: Some(b.clone()),
+                state: CloudletState::Ready as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let admin = s.admin().await;
+    let info_of = async |k: &CloudletKey| {
+        let mut c = cloudlet_api_client::CloudletApiClient::new(admin.clone());
+        let mut st = c
+            .show_cloudlet_info(CloudletInfo {
+                key: Some(k.clone()),
+                ..Default::default()
+            })
             .await
-            .is_ok()
+            .unwrap()
+            .into_inner();
+        st.message().await.unwrap()
+    };
+    wait_for(
+        "A's report to be stored",
+        Duration::from_secs(10),
+        async || {
+            info_of(&a)
+                .await
+                .filter(|i| i.state == CloudletState::Ready as i32)
+        },
+    )
+    .await;
+    assert!(
+        info_of(&b)
+            .await
+            .is_none_or(|i| i.state != CloudletState::Ready as i32)
     );
+    drop(session);
     // Cloudlet A's certificate can neither subscribe as B nor as a Shepherd.
     let err = s
         .notify(Some(&cert_a), hello(ClientType::Crm, Some(&b)))
