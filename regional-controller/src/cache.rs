@@ -34,6 +34,10 @@ pub enum Event {
     Reset,
 }
 
+/// Keys per etcd read while loading the region; a page too large for one gRPC reply (large objects) is
+/// read again in smaller pages.
+pub const LOAD_PAGE: i64 = 256;
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Any>,
@@ -49,6 +53,9 @@ pub struct Cache {
     revision: watch::Sender<i64>,
     /// false until the first load, and while the watch is broken
     healthy: watch::Sender<bool>,
+    /// true once the region was loaded: until then the controller serves nothing (an empty cache is not
+    /// an empty region)
+    loaded: watch::Sender<bool>,
 }
 
 impl Cache {
@@ -59,7 +66,18 @@ impl Cache {
             events: broadcast::channel(4096).0,
             revision: watch::channel(0).0,
             healthy: watch::channel(false).0,
+            loaded: watch::channel(false).0,
         })
+    }
+
+    /// Whether the region has been loaded since start.
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
+    }
+
+    /// Waits until the region has been loaded (retries continue in [`run`](Self::run) meanwhile).
+    pub async fn wait_loaded(&self) {
+        let _ = self.loaded.subscribe().wait_for(|l| *l).await;
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -188,38 +206,67 @@ impl Cache {
         }
     }
 
-    /// Loads every key of the region; returns the revision of the load.
+    /// Loads every key of the region, in pages of [`LOAD_PAGE`] keys all read at the revision of the first
+    /// page (one consistent snapshot however large the region: no single reply grows with it); returns
+    /// that revision.
     async fn load(&self) -> Result<i64, etcd_client::Error> {
         let root = self.store.root();
-        let resp = self
-            .store
-            .client
-            .kv_client()
-            .get(root.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let mut fresh = State {
-            revision: rev,
-            ..Default::default()
-        };
-        for kv in resp.kvs() {
-            let path = String::from_utf8_lossy(kv.key()).into_owned();
-            match self.classify(&path) {
-                Some(Entry::Object(kind)) => match decode(kind, kv.value()) {
-                    Some(Ok(obj)) => {
-                        fresh.objects.insert(path, obj);
-                    }
-                    Some(Err(e)) => {
-                        tracing::error!(key = %path, error = %e, "skipping unreadable stored object")
+        let mut end = root.clone().into_bytes();
+        // The key just past every key with the prefix: the root ends in '/', whose successor is '0'.
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut kv = self.store.client.kv_client();
+        let mut from = root.clone().into_bytes();
+        let mut rev = 0;
+        let mut page = LOAD_PAGE;
+        let mut fresh = State::default();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
+            if rev > 0 {
+                opts = opts.with_revision(rev);
+            }
+            let resp = match kv.get(from.clone(), Some(opts)).await {
+                Ok(r) => r,
+                // A page of large objects exceeds one gRPC reply: read fewer keys at a time.
+                Err(e) if page > 1 && e.to_string().contains("message length too large") => {
+                    page /= 4;
+                    tracing::info!(page, "large objects: loading the region in smaller pages");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if rev == 0 {
+                rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            for kv in resp.kvs() {
+                let path = String::from_utf8_lossy(kv.key()).into_owned();
+                match self.classify(&path) {
+                    Some(Entry::Object(kind)) => match decode(kind, kv.value()) {
+                        Some(Ok(obj)) => {
+                            fresh.objects.insert(path, obj);
+                        }
+                        Some(Err(e)) => {
+                            tracing::error!(key = %path, error = %e, "skipping unreadable stored object")
+                        }
+                        None => {}
+                    },
+                    Some(Entry::Conn(c)) => {
+                        fresh.connected.insert(c);
                     }
                     None => {}
-                },
-                Some(Entry::Conn(c)) => {
-                    fresh.connected.insert(c);
                 }
-                None => {}
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    // The next page starts just after the last key read.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
             }
         }
+        fresh.revision = rev;
         {
             let mut st = self.state.write().expect("cache lock");
             *st = fresh;
@@ -228,6 +275,7 @@ impl Cache {
         }
         self.revision.send_replace(rev);
         self.healthy.send_replace(true);
+        self.loaded.send_replace(true);
         tracing::info!(
             revision = rev,
             objects = self.state.read().expect("cache lock").objects.len(),

@@ -219,8 +219,12 @@ impl Controller {
         let tls_on = tls.is_some();
         let api_server = api_builder
             .layer(MetricsLayer(metrics.clone()))
-            .layer(tonic::service::InterceptorLayer::new(move |req| {
-                api_caller(&region, tls_on, req)
+            .layer(tonic::service::InterceptorLayer::new({
+                let cache = cache.clone();
+                move |req| {
+                    crate::ready(&cache)?;
+                    api_caller(&region, tls_on, req)
+                }
             }))
             .add_service(limit!(FlavorApiServer::new(api::FlavorService(
                 api.clone()
@@ -265,14 +269,29 @@ impl Controller {
                 tracing::error!(error = %e, "notify server stopped");
             }
         }));
-        tracing::info!(region = %config.region, %api_addr, %notify_addr, http_addr = %ops_server.addr, "controller started");
-        Ok(Self {
+        let controller = Self {
             api_addr,
             notify_addr,
             http_addr: ops_server.addr,
             metrics,
             tasks,
-        })
+        };
+        // Ports are open (and answer Unavailable) while the region loads; start returns once it is loaded.
+        tracing::info!(region = %config.region, %api_addr, %notify_addr, http_addr = %ops_server.addr, "controller started; loading the region");
+        cache.wait_loaded().await;
+        Ok(controller)
+    }
+}
+
+/// Refuses every call until the region is loaded: answers from an empty cache would be wrong (Show
+/// empty, creates ignoring what exists) and a notify client would drop everything it holds.
+pub(crate) fn ready(cache: &Cache) -> Result<(), tonic::Status> {
+    if cache.is_loaded() {
+        Ok(())
+    } else {
+        Err(tonic::Status::unavailable(
+            "the controller is still loading the region; retry shortly",
+        ))
     }
 }
 

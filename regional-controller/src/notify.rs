@@ -188,6 +188,7 @@ impl Notify for NotifyService {
         &self,
         req: Request<Streaming<NotifyUp>>,
     ) -> Result<Response<DownStream>, Status> {
+        crate::ready(&self.api.cache)?;
         let peer = Peer::of_request(&req);
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
@@ -542,6 +543,7 @@ impl edge_proto::edge::certificates_server::Certificates for CertificateService 
         &self,
         req: Request<edge_proto::edge::CertificateRequest>,
     ) -> Result<Response<edge_proto::edge::CertificateReply>, Status> {
+        crate::ready(&self.api.cache)?;
         let Some(pki) = &self.pki else {
             return Err(Status::failed_precondition(
                 "this controller serves plaintext notify: no certificates to issue",

@@ -432,3 +432,29 @@ async fn organization_quotas_and_message_sizes_are_enforced() {
     assert!(err.message().contains("message length too large"), "{err}");
     assert_eq!(show(api.show_app(App::default())).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_larger_than_one_grpc_message_loads_at_restart() {
+    let r = Region::start().await;
+    r.create_flavor("small").await;
+    let mut api = r.apps();
+    // 300 Apps of 16 KiB each: about 4.8 MB, more than one 4 MiB gRPC reply can carry.
+    let command = "x".repeat(16 * 1024);
+    for i in 0..300 {
+        let mut a = app("acme", &format!("a{i}"), "tcp:80");
+        a.command = command.clone();
+        api.create_app(a).await.unwrap();
+    }
+    // A restarted replica (a second one on the same etcd) loads the region in pages and serves all of it.
+    let started = std::time::Instant::now();
+    let again = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        regional_controller::Controller::start(config(&r.etcd)),
+    )
+    .await
+    .expect("the region loads")
+    .unwrap();
+    println!("loaded 300 large Apps in {:?}", started.elapsed());
+    let mut apps = app_api_client::AppApiClient::new(connect(again.api_addr).await);
+    assert_eq!(show(apps.show_app(App::default())).await.len(), 300);
+}
