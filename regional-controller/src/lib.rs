@@ -363,3 +363,27 @@ async fn upgrade_data_model(store: &Store) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_served_before_the_region_is_loaded() {
+        let etcd = testenv::Etcd::start().await.unwrap();
+        let client = etcd_client::Client::connect([etcd.url.as_str()], None)
+            .await
+            .unwrap();
+        let cache = Cache::new(Store::new(client, "EU"));
+        // An empty cache is not an empty region: API calls and notify streams are refused meanwhile.
+        let refused = ready(&cache).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.message().contains("still loading the region"));
+        let task = tokio::spawn(cache.clone().run());
+        tokio::time::timeout(Duration::from_secs(10), cache.wait_loaded())
+            .await
+            .expect("the region loads");
+        assert!(ready(&cache).is_ok());
+        task.abort();
+    }
+}
