@@ -389,6 +389,14 @@ async fn cluster_inst_needs_a_ready_capable_cloudlet() {
         Code::FailedPrecondition,
         "Cloudlet \"tmus/paris\" does not support kubernetes clusters",
     );
+    // The test CRM's platform gives clusters no IP of their own.
+    let mut dedicated = cluster("acme", "c1", "tmus", "paris");
+    dedicated.ip_access = IpAccess::Dedicated as i32;
+    assert_code(
+        clusters.create_cluster_inst(dedicated).await,
+        Code::FailedPrecondition,
+        "Cloudlet \"tmus/paris\" cannot give a cluster its own IP address",
+    );
     let mut noflavor = cluster("acme", "c1", "tmus", "paris");
     noflavor.flavor = Some(FlavorKey {
         name: "huge".into(),

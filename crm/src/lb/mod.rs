@@ -265,9 +265,17 @@ impl Lb {
 
 async fn serve_tcp(listener: TcpListener, backend: SocketAddr, stats: Stats) {
     let slots = Arc::new(tokio::sync::Semaphore::new(stats.limits.max_connections));
+    let mut backoff = Backoff::default();
     loop {
-        let Ok((mut client, _)) = listener.accept().await else {
-            continue;
+        let mut client = match listener.accept().await {
+            Ok((c, _)) => {
+                backoff.reset();
+                c
+            }
+            Err(e) => {
+                backoff.wait(&e).await;
+                continue;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.refused.inc();
@@ -298,6 +306,23 @@ async fn serve_tcp(listener: TcpListener, backend: SocketAddr, stats: Stats) {
                 .inc_by(activity.written.load(Ordering::Relaxed));
             stats.active.dec();
         });
+    }
+}
+
+/// Pause after a failed accept or receive (out of file descriptors, say): growing from 10 ms to 1 s, so a
+/// persistent error does not spin a core.
+#[derive(Default)]
+struct Backoff(Duration);
+
+impl Backoff {
+    async fn wait(&mut self, e: &std::io::Error) {
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tracing::warn!(error = %e, "LB accept failed; pausing {} ms", self.0.as_millis());
+        tokio::time::sleep(self.0).await;
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::ZERO;
     }
 }
 
@@ -405,9 +430,17 @@ async fn serve_udp(public: Arc<UdpSocket>, backend: SocketAddr, stats: Stats) {
     // One upstream socket per client address, so replies find their way back.
     let flows: Flows = Arc::default();
     let mut buf = vec![0u8; 65536];
+    let mut backoff = Backoff::default();
     loop {
-        let Ok((n, client)) = public.recv_from(&mut buf).await else {
-            continue;
+        let (n, client) = match public.recv_from(&mut buf).await {
+            Ok(r) => {
+                backoff.reset();
+                r
+            }
+            Err(e) => {
+                backoff.wait(&e).await;
+                continue;
+            }
         };
         let existing = flows.lock().expect("udp flows").get_mut(&client).map(|f| {
             f.last = Instant::now();

@@ -105,6 +105,11 @@ impl ClusterInstService {
                     "Cloudlet \"{ck}\" has no shared root load balancer: use IP_ACCESS_DEDICATED"
                 )));
             }
+            if c.ip_access == IpAccess::Dedicated as i32 && !features.supports_dedicated_ips {
+                return Err(CtrlError::FailedPrecondition(format!(
+                    "Cloudlet \"{ck}\" cannot give a cluster its own IP address: use IP_ACCESS_SHARED"
+                )));
+            }
         }
         Ok(())
     }
