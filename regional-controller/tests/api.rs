@@ -328,9 +328,15 @@ async fn cloudlet_onboarding_validation_and_key_rotation() {
     .unwrap();
     crm.sync().await;
     crm.report_cloudlet(CloudletState::Ready).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let shown = show(api.show_cloudlet(Cloudlet::default())).await;
-    assert_eq!(shown[0].state, TrackedState::Ready as i32);
+    testenv::wait_for(
+        "the cloudlet to be READY",
+        std::time::Duration::from_secs(10),
+        async || {
+            let shown = show(api.show_cloudlet(Cloudlet::default())).await;
+            (shown[0].state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
     let infos = show(api.show_cloudlet_info(CloudletInfo::default())).await;
     assert_eq!(infos[0].state, CloudletState::Ready as i32);
 

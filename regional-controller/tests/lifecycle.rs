@@ -366,9 +366,15 @@ async fn caller_going_away_does_not_cancel_and_validation_of_app_insts() {
         .await;
     crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let shown = show(insts.show_app_inst(AppInst::default())).await;
-    assert_eq!(shown[0].state, TrackedState::Ready as i32);
+    testenv::wait_for(
+        "the AppInst to be READY",
+        Duration::from_secs(10),
+        async || {
+            let shown = show(insts.show_app_inst(AppInst::default())).await;
+            (shown[0].state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
 
     // Update re-deploys: UPDATE_REQUESTED → CRM → READY.
     let mut up = insts
@@ -422,7 +428,15 @@ async fn ports_run_out_with_a_clear_message() {
         .await;
     crm.report_cluster("c1", "acme", TrackedState::Ready, &[], &[])
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testenv::wait_for(
+        "the cluster to be READY",
+        Duration::from_secs(10),
+        async || {
+            let shown = show(r.clusters().show_cluster_inst(ClusterInst::default())).await;
+            (shown[0].state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
     let _a = r
         .app_insts()
         .create_app_inst(app_inst("acme", "a", "big", "c1"))
