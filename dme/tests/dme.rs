@@ -180,15 +180,13 @@ impl World {
     }
 }
 
-/// Waits up to 10 s for `f` to hold.
+/// Waits up to 10 s for `f` to hold (testenv's shared poll-with-deadline, as a bool for `assert!`).
 async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    testenv::wait_for("the condition", Duration::from_secs(10), async || {
+        f().await.then_some(())
+    })
+    .await;
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
