@@ -251,6 +251,37 @@ pub async fn run(
     }
 }
 
+/// Which objects a full sync included. Every object of a sync is sent at the sync's revision, so an object
+/// last heard of at another revision (a live change before a resync the controller started because this
+/// client lagged) was not in it and is dropped, even if it was never deleted on this stream.
+#[derive(Default)]
+struct SyncTracker {
+    /// object id → revision of the last update received since the previous `SendAllEnd`
+    seen: std::collections::HashMap<String, i64>,
+}
+
+impl SyncTracker {
+    fn change(&mut self, action: ChangeAction, revision: i64, id: String) {
+        match action {
+            ChangeAction::Update => {
+                self.seen.insert(id, revision);
+            }
+            ChangeAction::Delete => {
+                self.seen.remove(&id);
+            }
+        }
+    }
+
+    /// The ids the sync that ends at `revision` included; starts afresh for the next sync.
+    fn end(&mut self, revision: i64) -> HashSet<String> {
+        std::mem::take(&mut self.seen)
+            .into_iter()
+            .filter(|(_, r)| *r == revision)
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
 fn up(msg: notify_up::Msg) -> NotifyUp {
     NotifyUp {
         trace_context: Default::default(),
@@ -278,7 +309,7 @@ async fn session(
         .await?
         .into_inner();
 
-    let mut received: HashSet<String> = HashSet::new();
+    let mut sync = SyncTracker::default();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -293,14 +324,11 @@ async fn session(
                     Some(notify_down::Msg::Change(c)) => {
                         let action = c.action();
                         let Some(obj) = c.object else { continue };
-                        if action == ChangeAction::Update {
-                            received.insert(object_id(&obj));
-                        }
+                        sync.change(action, c.revision, object_id(&obj));
                         sink.apply(action, c.revision, obj);
                     }
                     Some(notify_down::Msg::SendAllEnd(end)) => {
-                        let keep = std::mem::take(&mut received);
-                        sink.sync_end(end.revision, &keep);
+                        sink.sync_end(end.revision, &sync.end(end.revision));
                     }
                     None => {}
                 }
@@ -318,5 +346,28 @@ async fn session(
                 tx.send(hb).await.map_err(|_| closed())?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_keeps_only_what_it_sent() {
+        let mut t = SyncTracker::default();
+        // First sync at revision 10: a and b.
+        t.change(ChangeAction::Update, 10, "a".into());
+        t.change(ChangeAction::Update, 10, "b".into());
+        assert_eq!(t.end(10), HashSet::from(["a".into(), "b".into()]));
+        // Live: c appears at 11, then the client lags; b and c are deleted meanwhile, unseen.
+        t.change(ChangeAction::Update, 11, "c".into());
+        // The controller resyncs at revision 20 with only a.
+        t.change(ChangeAction::Update, 20, "a".into());
+        assert_eq!(t.end(20), HashSet::from(["a".into()]));
+        // A delete on the stream forgets an object before the next sync ends.
+        t.change(ChangeAction::Update, 30, "d".into());
+        t.change(ChangeAction::Delete, 31, "d".into());
+        assert!(t.end(30).is_empty());
     }
 }
