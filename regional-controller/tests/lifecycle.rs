@@ -453,3 +453,67 @@ async fn ports_run_out_with_a_clear_message() {
     let shown = show(r.app_insts().show_app_inst(AppInst::default())).await;
     assert_eq!(shown.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_port_updates_and_instance_creates_never_disagree() {
+    let r = Region::start_with(|c| c.port_range = (20000, 20999)).await;
+    r.create_flavor("small").await;
+    let mut crm = r.onboard("tmus", "berlin").await;
+    let _s = r
+        .clusters()
+        .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+        .await
+        .unwrap();
+    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(_)))
+        .await;
+    crm.report_cluster("c1", "acme", TrackedState::Ready, &[], &[])
+        .await;
+    testenv::wait_for(
+        "the cluster to be READY",
+        Duration::from_secs(10),
+        async || {
+            let shown = show(r.clusters().show_cluster_inst(ClusterInst::default())).await;
+            (shown[0].state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
+    // 100 rounds: an App's ports change while an instance of it is created. Whichever commits first, the
+    // instance's ports are the App's ports afterwards (or the update was refused).
+    let (mut violations, mut refused, mut created) = (0, 0, 0);
+    for i in 0..100 {
+        let name = format!("app{i}");
+        r.apps()
+            .create_app(app("acme", &name, "tcp:80"))
+            .await
+            .unwrap();
+        let (mut apps, mut insts) = (r.apps(), r.app_insts());
+        // The update starts 0-9 ms after the create, to hit every interleaving.
+        let update = async {
+            tokio::time::sleep(Duration::from_millis(i % 10)).await;
+            apps.update_app(AppUpdate {
+                app: Some(app("acme", &name, "tcp:81")),
+                fields: vec!["access_ports".into()],
+            })
+            .await
+        };
+        let create = insts.create_app_inst(app_inst("acme", &format!("i{i}"), &name, "c1"));
+        let (update, create) = tokio::join!(update, create);
+        refused += usize::from(update.is_err());
+        created += usize::from(create.is_ok());
+        let ports = show(r.apps().show_app(app("acme", &name, ""))).await[0]
+            .access_ports
+            .clone();
+        let inst = show(
+            r.app_insts()
+                .show_app_inst(app_inst("acme", &format!("i{i}"), "", "")),
+        )
+        .await;
+        if let Some(inst) = inst.first()
+            && format!("tcp:{}", inst.mapped_ports[0].internal_port) != ports
+        {
+            violations += 1;
+        }
+    }
+    println!("100 rounds: {created} instances created, {refused} port updates refused");
+    assert_eq!(violations, 0);
+}

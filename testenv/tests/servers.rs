@@ -117,13 +117,22 @@ async fn influx_line_protocol_write_and_influxql_query() {
             .status()
             .is_success()
     );
-    let w = http
-        .post(format!("{}/write?db=edge&precision=ms", influx.url))
-        .body("appinst-cpu,app=game,cloudlet=berlin cpu=12.5 1700000000000\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(w.status(), 204, "{}", w.text().await.unwrap());
+    // A new database becomes writable a moment after CREATE DATABASE answers (more so on a loaded
+    // machine): poll the write.
+    testenv::wait_for(
+        "the write to be accepted",
+        std::time::Duration::from_secs(10),
+        async || {
+            let w = http
+                .post(format!("{}/write?db=edge&precision=ms", influx.url))
+                .body("appinst-cpu,app=game,cloudlet=berlin cpu=12.5 1700000000000\n")
+                .send()
+                .await
+                .ok()?;
+            (w.status() == 204).then_some(())
+        },
+    )
+    .await;
     let body: serde_json::Value = q("SELECT cpu FROM \"appinst-cpu\" WHERE app = 'game'")
         .send()
         .await

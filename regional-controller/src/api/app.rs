@@ -160,17 +160,8 @@ impl AppApi for AppService {
         let fields = validate::check_fields(&fields, UPDATABLE)?;
         let key = new.key.clone().unwrap_or_default();
         validate_key(&key)?;
-        if fields.iter().any(|f| f == "access_ports") {
-            let users = self.0.store.referrers(App::KIND, &key.key_string()).await?;
-            if !users.is_empty() {
-                return Err(CtrlError::FailedPrecondition(format!(
-                    "access_ports of App \"{}\" cannot change while it has instances: {}",
-                    key.key_string(),
-                    users.join(", ")
-                ))
-                .into());
-            }
-        }
+        // Ports cannot change under running instances: checked inside the update's transaction.
+        let ports_change = fields.iter().any(|f| f == "access_ports");
         // New env values go to Vault first; the old ones are deleted once the update committed.
         let secrets = self
             .0
@@ -183,7 +174,7 @@ impl AppApi for AppService {
         }
         let updated = self
             .0
-            .update_plain::<App>(&key.key_string(), |a| {
+            .update_guarded::<App>(&key.key_string(), ports_change, |a| {
                 for field in &fields {
                     match field.as_str() {
                         "image_path" => a.image_path = new.image_path.clone(),
@@ -207,7 +198,15 @@ impl AppApi for AppService {
                 _ => {}
             }
         }
-        updated?;
+        updated.map_err(|e| match e {
+            CtrlError::FailedPrecondition(m) if ports_change => {
+                CtrlError::FailedPrecondition(format!(
+                    "access_ports of App \"{}\" cannot change: {m}",
+                    key.key_string()
+                ))
+            }
+            e => e,
+        })?;
         Ok(Response::new(result("App updated")))
     }
 

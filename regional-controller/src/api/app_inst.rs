@@ -64,7 +64,11 @@ impl AppInstService {
                 app_key.organization, key.organization
             )));
         }
-        let app = api.store.must_get::<App>(&app_key.key_string()).await?.obj;
+        // Every object read here is guarded at the revision read, so the create commits only if none of
+        // them changed meanwhile (an App's ports, a cluster leaving READY).
+        let got = api.store.must_get::<App>(&app_key.key_string()).await?;
+        w.unchanged(&api.store.path_of(&got.obj), got.rev);
+        let app = got.obj;
 
         let cluster = match inst
             .cluster_key
@@ -92,11 +96,9 @@ impl AppInstService {
                         ck.organization, key.organization
                     )));
                 }
-                let c = api
-                    .store
-                    .must_get::<ClusterInst>(&ck.key_string())
-                    .await?
-                    .obj;
+                let got = api.store.must_get::<ClusterInst>(&ck.key_string()).await?;
+                w.unchanged(&api.store.path_of(&got.obj), got.rev);
+                let c = got.obj;
                 if c.state() != TrackedState::Ready {
                     return Err(precondition(format!(
                         "ClusterInst \"{}\" is {}: wait until it is READY",
@@ -136,7 +138,9 @@ impl AppInstService {
         validate::name("cloudlet_key.organization", &cloudlet_key.organization)?;
         validate::name("cloudlet_key.name", &cloudlet_key.name)?;
         let ck = cloudlet_key.key_string();
-        let cloudlet = api.store.must_get::<Cloudlet>(&ck).await?.obj;
+        let got = api.store.must_get::<Cloudlet>(&ck).await?;
+        w.unchanged(&api.store.path_of(&got.obj), got.rev);
+        let cloudlet = got.obj;
         if cloudlet.state() != TrackedState::Ready {
             return Err(precondition(format!(
                 "Cloudlet \"{ck}\" is {}: start its CRM and wait until it is READY",

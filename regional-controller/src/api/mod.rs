@@ -129,6 +129,17 @@ impl Api {
         key: &str,
         change: impl Fn(&mut T) -> Result<()>,
     ) -> Result<T> {
+        self.update_guarded(key, false, change).await
+    }
+
+    /// [`update_plain`](Self::update_plain); with `unused`, only while nothing refers to the object,
+    /// checked inside the same transaction (a concurrent create of a referrer makes it retry and fail).
+    pub(crate) async fn update_guarded<T: Object>(
+        &self,
+        key: &str,
+        unused: bool,
+        change: impl Fn(&mut T) -> Result<()>,
+    ) -> Result<T> {
         let result = std::sync::Mutex::new(None);
         self.write(&format!("{} \"{key}\"", T::KIND), || {
             let result = &result;
@@ -140,6 +151,9 @@ impl Api {
                 let (old_refs, new_refs) = (cur.obj.references(), obj.references());
                 let mut w = Write::default();
                 w.unchanged(&self.store.path_of(&obj), cur.rev);
+                if unused {
+                    self.guard_unused::<T>(&mut w, key).await?;
+                }
                 if old_refs != new_refs {
                     self.guard_refs(&mut w, &new_refs).await?;
                     self.store.delete_refs(&mut w, &obj, &old_refs);
