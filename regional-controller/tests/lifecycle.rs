@@ -517,3 +517,59 @@ async fn app_port_updates_and_instance_creates_never_disagree() {
     println!("100 rounds: {created} instances created, {refused} port updates refused");
     assert_eq!(violations, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_deletes_and_instance_creates_never_disagree() {
+    let r = Region::start_with(|c| c.port_range = (20000, 20999)).await;
+    r.create_flavor("small").await;
+    let crm = r.onboard("tmus", "berlin").await;
+    r.apps()
+        .create_app(app("acme", "game", "tcp:80"))
+        .await
+        .unwrap();
+    // 100 rounds: a READY cluster is deleted while an instance is created on it. Afterwards an instance
+    // exists only on a cluster that is not being deleted (or the delete was refused).
+    let (mut violations, mut refused, mut created) = (0, 0, 0);
+    for i in 0..100 {
+        let c = format!("c{i}");
+        let _s = r
+            .clusters()
+            .create_cluster_inst(cluster("acme", &c, "tmus", "berlin"))
+            .await
+            .unwrap();
+        crm.report_cluster(&c, "acme", TrackedState::Ready, &[], &[])
+            .await;
+        testenv::wait_for(
+            "the cluster to be READY",
+            Duration::from_secs(10),
+            async || {
+                let shown = show(r.clusters().show_cluster_inst(cluster("acme", &c, "", ""))).await;
+                (shown[0].state == TrackedState::Ready as i32).then_some(())
+            },
+        )
+        .await;
+        let (mut clusters, mut insts) = (r.clusters(), r.app_insts());
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(i % 10)).await;
+            clusters
+                .delete_cluster_inst(cluster("acme", &c, "tmus", "berlin"))
+                .await
+        };
+        let create = insts.create_app_inst(app_inst("acme", &format!("i{i}"), "game", &c));
+        let (delete, create) = tokio::join!(delete, create);
+        refused += usize::from(delete.is_err());
+        created += usize::from(create.is_ok());
+        let state =
+            show(r.clusters().show_cluster_inst(cluster("acme", &c, "", ""))).await[0].state;
+        let inst = show(
+            r.app_insts()
+                .show_app_inst(app_inst("acme", &format!("i{i}"), "", "")),
+        )
+        .await;
+        if !inst.is_empty() && state != TrackedState::Ready as i32 {
+            violations += 1;
+        }
+    }
+    println!("100 rounds: {created} instances created, {refused} cluster deletes refused");
+    assert_eq!(violations, 0);
+}
