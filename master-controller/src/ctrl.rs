@@ -466,6 +466,10 @@ pub async fn forward(
             require_org(&mc, &c, o, "operator").await?;
         }
         let org = obj.org.as_str();
+        // Deleting without the cloudlet's CRM leaves whatever runs there: platform admins only.
+        if obj.value["crm_override"].as_i64().unwrap_or(0) != 0 {
+            require(&c, CLOUDLETS, MANAGE, "")?;
+        }
         match spec.authz {
             Authz::Anyone | Authz::ShowCloudlets | Authz::View(_) => {}
             Authz::Manage(res) => {

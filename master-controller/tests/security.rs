@@ -111,6 +111,14 @@ async fn the_org_checked_is_the_org_of_the_typed_key() {
         assert_eq!(s, 403, "{b}");
     }
     assert_eq!(apps_of(&victim, "victimorg").await, 1);
+    // Deleting without the CRM (crm_override) is for platform admins, even on one's own objects.
+    let forced = json!({"key": {"organization": "victimorg", "name": "i1"}, "crm_override": 2});
+    let (s, _) = victim
+        .ctrl("DeleteAppInst", "A", "AppInst", forced.clone())
+        .await;
+    assert_eq!(s, 403);
+    let (s, b) = admin.ctrl("DeleteAppInst", "A", "AppInst", forced).await;
+    assert_eq!(s, 404, "the admin gets past RBAC to the region: {b}");
     // The audit row records the org of the typed key.
     let (s, b) = admin
         .post("/auth/audit/showorg", json!({"org": "victimorg"}))

@@ -134,12 +134,7 @@ impl Api {
             let mut w = Write::default();
             w.unchanged(&path, cur.rev);
             if report.state == TrackedState::NotPresent {
-                w.delete(&path);
-                self.store
-                    .delete_refs(&mut w, &cur.obj, &cur.obj.references());
-                for port in cur.obj.held_ports(self).await? {
-                    w.delete(&port);
-                }
+                self.remove_tracked(&mut w, &cur.obj).await?;
             } else {
                 let mut obj = cur.obj;
                 obj.set_state(report.state);
@@ -151,6 +146,44 @@ impl Api {
         })
         .await?;
         Ok(())
+    }
+}
+
+impl Api {
+    /// Adds to `w` the removal of `obj` with its reference keys and public-port holds.
+    pub(crate) async fn remove_tracked<T: Tracked + OnCloudlet>(
+        &self,
+        w: &mut Write,
+        obj: &T,
+    ) -> Result<()> {
+        w.delete(&self.store.path_of(obj));
+        self.store.delete_refs(w, obj, &obj.references());
+        for port in obj.held_ports(self).await? {
+            w.delete(&port);
+        }
+        Ok(())
+    }
+
+    /// Removes `key` at once without its CRM (`IGNORE_CRM`: the cloudlet's CRM is gone for good), unless
+    /// something refers to it.
+    pub(crate) async fn force_delete<T: Tracked + OnCloudlet>(&self, key: &str) -> Result<i64> {
+        self.write(&format!("{} \"{key}\"", T::KIND), || async {
+            let cur = self.store.must_get::<T>(key).await?;
+            let mut w = Write::default();
+            self.guard_unused::<T>(&mut w, key).await?;
+            w.unchanged(&self.store.path_of(&cur.obj), cur.rev);
+            self.remove_tracked(&mut w, &cur.obj).await?;
+            let done = self.store.commit(w).await?;
+            if done.is_some() {
+                tracing::warn!(
+                    kind = T::KIND,
+                    key,
+                    "deleted without its CRM (crm_override IGNORE_CRM)"
+                );
+            }
+            Ok(done)
+        })
+        .await
     }
 }
 

@@ -573,3 +573,107 @@ async fn cluster_deletes_and_instance_creates_never_disagree() {
     println!("100 rounds: {created} instances created, {refused} cluster deletes refused");
     assert_eq!(violations, 0);
 }
+
+/// Public-port holds in the region's store.
+async fn held_ports(r: &Region) -> i64 {
+    let mut etcd = etcd_client::Client::connect([r.etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    etcd.get(
+        format!("/edge/{REGION}/Port/"),
+        Some(
+            etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only(),
+        ),
+    )
+    .await
+    .unwrap()
+    .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_a_crm_gone_for_good_are_deleted_with_crm_override() {
+    let (r, mut crm) = region_with_cluster().await;
+    let mut insts = r.app_insts();
+    let _create = insts
+        .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
+        .await
+        .unwrap();
+    crm.wait_for(|o| matches!(o, change::Object::AppInst(_)))
+        .await;
+    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
+        .await;
+    testenv::wait_for(
+        "the AppInst to be READY",
+        Duration::from_secs(10),
+        async || {
+            let shown = show(insts.show_app_inst(AppInst::default())).await;
+            (shown[0].state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
+    // The CRM is gone for good.
+    drop(crm);
+    // The cluster is still used: no override skips that.
+    let mut forced = cluster("acme", "c1", "tmus", "berlin");
+    forced.crm_override = CrmOverride::IgnoreCrm as i32;
+    assert_code(
+        r.clusters().delete_cluster_inst(forced.clone()).await,
+        Code::FailedPrecondition,
+        "in use",
+    );
+    assert_eq!(
+        held_ports(&r).await,
+        4,
+        "tcp:80 and the three udp ports are held"
+    );
+    let mut inst = app_inst("acme", "game-1", "", "");
+    inst.crm_override = CrmOverride::IgnoreCrm as i32;
+    let done = drain(&mut insts.delete_app_inst(inst).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    assert_eq!(done.last().unwrap().state, TrackedState::NotPresent as i32);
+    assert!(
+        done[0].message.starts_with("deleted without its CRM"),
+        "{done:?}"
+    );
+    assert!(
+        show(insts.show_app_inst(AppInst::default()))
+            .await
+            .is_empty()
+    );
+    // Its public ports are released with it.
+    assert_eq!(held_ports(&r).await, 0);
+    let done = drain(
+        &mut r
+            .clusters()
+            .delete_cluster_inst(forced)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(
+        show(r.clusters().show_cluster_inst(ClusterInst::default()))
+            .await
+            .is_empty()
+    );
+    drain(
+        &mut r
+            .cloudlets()
+            .delete_cloudlet(cloudlet("tmus", "berlin"))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        show(r.cloudlets().show_cloudlet(Cloudlet::default()))
+            .await
+            .is_empty()
+    );
+}

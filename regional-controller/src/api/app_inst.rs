@@ -286,6 +286,7 @@ impl AppInstApi for AppInstService {
         let what = format!("AppInst \"{}\"", key.key_string());
         let create = api.write(&what, || async {
             let mut inst = req.clone();
+            inst.crm_override = 0;
             let mut w = Write::default();
             self.prepare(&mut inst, &mut w).await?;
             inst.request(TrackedState::CreateRequested);
@@ -350,8 +351,15 @@ impl AppInstApi for AppInstService {
         &self,
         req: Request<AppInst>,
     ) -> Result<Response<ProgressStream>, Status> {
-        let key = req.into_inner().key.unwrap_or_default();
+        let req = req.into_inner();
+        let key = req.key.clone().unwrap_or_default();
         validate_key(&key)?;
+        if req.crm_override() == edge_proto::edge::CrmOverride::IgnoreCrm {
+            self.0.force_delete::<AppInst>(&key.key_string()).await?;
+            return Ok(Response::new(crate::api::progress_done(
+                "deleted without its CRM (crm_override IGNORE_CRM): what ran on the cloudlet is left as it is",
+            )));
+        }
         Ok(Response::new(
             self.0.delete_tracked::<AppInst>(key.key_string()).await?,
         ))

@@ -123,6 +123,7 @@ impl ClusterInstApi for ClusterInstService {
         req: Request<ClusterInst>,
     ) -> Result<Response<ProgressStream>, Status> {
         let mut c = req.into_inner();
+        c.crm_override = 0;
         normalize(&mut c)?;
         self.check_cloudlet(&c)?;
         self.0
@@ -172,8 +173,17 @@ impl ClusterInstApi for ClusterInstService {
         &self,
         req: Request<ClusterInst>,
     ) -> Result<Response<ProgressStream>, Status> {
-        let key = req.into_inner().key.unwrap_or_default();
+        let req = req.into_inner();
+        let key = req.key.clone().unwrap_or_default();
         validate_key(&key)?;
+        if req.crm_override() == edge_proto::edge::CrmOverride::IgnoreCrm {
+            self.0
+                .force_delete::<ClusterInst>(&key.key_string())
+                .await?;
+            return Ok(Response::new(crate::api::progress_done(
+                "deleted without its CRM (crm_override IGNORE_CRM): what ran on the cloudlet is left as it is",
+            )));
+        }
         Ok(Response::new(
             self.0
                 .delete_tracked::<ClusterInst>(key.key_string())

@@ -35,6 +35,17 @@ pub use operator_code::OperatorCodeService;
 const RETRIES: usize = 8;
 
 pub type ProgressStream = ReceiverStream<Result<Progress, Status>>;
+
+/// A progress stream of one final message: the object is gone.
+pub(crate) fn progress_done(message: &str) -> ProgressStream {
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(Ok(Progress {
+        message: message.into(),
+        state: edge_proto::edge::TrackedState::NotPresent as i32,
+        access: None,
+    }));
+    ReceiverStream::new(rx)
+}
 pub type ObjectStream<T> = ReceiverStream<Result<T, Status>>;
 
 /// State shared by every API service.
