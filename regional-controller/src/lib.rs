@@ -103,10 +103,13 @@ pub struct Controller {
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
+    /// ends the notify sessions when the controller stops
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
+        self.stop.send_replace(true);
         for t in &self.tasks {
             t.abort();
         }
@@ -248,10 +251,12 @@ impl Controller {
                 tracing::error!(error = %e, "API server stopped");
             }
         }));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let notify = notify::NotifyService {
             api: api.clone(),
             metrics: metrics.clone(),
             tls: tls_on,
+            stopped,
         };
         let certificates = notify::CertificateService {
             api: api.clone(),
@@ -275,6 +280,7 @@ impl Controller {
             http_addr: ops_server.addr,
             metrics,
             tasks,
+            stop,
         };
         // Ports are open (and answer Unavailable) while the region loads; start returns once it is loaded.
         tracing::info!(region = %config.region, %api_addr, %notify_addr, http_addr = %ops_server.addr, "controller started; loading the region");

@@ -36,6 +36,8 @@ pub struct NotifyService {
     pub metrics: Arc<Metrics>,
     /// mTLS: the client certificate, not a signed hello, proves who the client is
     pub tls: bool,
+    /// becomes true when the controller stops: every session ends (their tasks outlive the server's)
+    pub stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Who is on the other end of a stream, after the hello.
@@ -211,6 +213,7 @@ impl Notify for NotifyService {
             client,
             tx,
             sent: HashSet::new(),
+            stopped: self.stopped.clone(),
         };
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
@@ -231,6 +234,7 @@ struct Session {
     tx: mpsc::Sender<Result<NotifyDown, Status>>,
     /// etcd paths of the objects this client holds
     sent: HashSet<String>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why a session ended.
@@ -267,8 +271,10 @@ impl Session {
             // A client silent for three heartbeat intervals is gone (half-open connection).
             let silence = cfg.heartbeat_interval * 3;
             let mut deadline = tokio::time::Instant::now() + silence;
+            let mut stopped = self.stopped.clone();
             loop {
                 tokio::select! {
+                    _ = async { stopped.wait_for(|s| *s).await.map(|_| ()) } => return Err(End::ClientGone),
                     ev = events.recv() => match ev {
                         Ok(Event::Change(c)) => self.on_change(&c).await?,
                         Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => events = self.full_sync().await?,
