@@ -197,7 +197,7 @@ async fn a_crm_killed_mid_create_finishes_with_exactly_one_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
     let mut cloud = Cloud::start().await;
-    let _crm = cloud.onboard("berlin", vec![]).await;
+    let crm = cloud.onboard("berlin", vec![]).await;
     cloud.cluster("c1", "berlin").await;
     cloud
         .apps()
@@ -216,30 +216,37 @@ async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
 
     // Controller gone: nothing is torn down.
     cloud.stop_controller();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    testenv::wait_for(
+        "the CRM to notice the controller is gone",
+        Duration::from_secs(30),
+        async || {
+            let (_, m) = testenv::http_get(crm.http, "/metrics")?;
+            m.contains("crm_controller_connected 0").then_some(())
+        },
+    )
+    .await;
     assert_eq!(get_until_ok(addr).await, "steady");
     assert_eq!(cloud.containers("w").len(), 1);
 
     // Back on the same addresses: the CRM redials, resyncs and reports; the app is still the same one.
     cloud.restart_controller().await;
-    let mut online = false;
-    for _ in 0..150 {
-        let infos = show(
-            cloud
-                .cloudlets()
-                .show_cloudlet_info(CloudletInfo::default()),
-        )
-        .await;
-        if infos
-            .first()
-            .is_some_and(|i| i.state == CloudletState::Ready as i32)
-        {
-            online = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(online, "CRM did not reconnect");
+    testenv::wait_for(
+        "the CRM to reconnect",
+        Duration::from_secs(30),
+        async || {
+            let infos = show(
+                cloud
+                    .cloudlets()
+                    .show_cloudlet_info(CloudletInfo::default()),
+            )
+            .await;
+            infos
+                .first()
+                .is_some_and(|i| i.state == CloudletState::Ready as i32)
+                .then_some(())
+        },
+    )
+    .await;
     let shown = show(cloud.app_insts().show_app_inst(AppInst::default())).await;
     assert_eq!(shown[0].state, TrackedState::Ready as i32);
     assert_eq!(cloud.containers("w").len(), 1);

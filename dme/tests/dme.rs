@@ -125,19 +125,21 @@ impl World {
         let mut c = DmeClient::connect(&format!("http://{}", w.dme.grpc_addr))
             .await
             .unwrap();
-        for _ in 0..100 {
-            if c.register("acme", "game", "1.0", None).await.is_ok()
-                && c.app_inst_list("", HAMBURG.0, HAMBURG.1, 5)
-                    .await
-                    .unwrap()
-                    .len()
-                    == 3
-            {
-                return w;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("DME never saw the three instances");
+        testenv::wait_for(
+            "the DME to see the three instances",
+            Duration::from_secs(10),
+            async || {
+                (c.register("acme", "game", "1.0", None).await.is_ok()
+                    && c.app_inst_list("", HAMBURG.0, HAMBURG.1, 5)
+                        .await
+                        .unwrap()
+                        .len()
+                        == 3)
+                    .then_some(())
+            },
+        )
+        .await;
+        w
     }
 
     async fn client(&self) -> DmeClient {
@@ -355,7 +357,34 @@ async fn find_cloudlet_picks_the_nearest_matching_instance() {
         .unwrap();
     assert!(eventually(async || c.register("acme", "game", "1.0", None).await.is_ok()).await);
     let first = c.session_cookie().to_string();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Wait until the DME itself refuses the first cookie as expired (1 s lifetime, 1 s granularity).
+    let mut raw = MatchEngineApiClient::new(
+        Channel::from_shared(format!("http://{}", short.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    testenv::wait_for(
+        "the first cookie to expire",
+        Duration::from_secs(10),
+        async || {
+            let req = d::FindCloudletRequest {
+                session_cookie: first.clone(),
+                gps_location: Some(d::Loc {
+                    latitude: HAMBURG.0,
+                    longitude: HAMBURG.1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match raw.find_cloudlet(req).await {
+                Err(e) if e.message().contains("expired") => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
     assert!(
         eventually(async || c
             .find_cloudlet("", HAMBURG.0, HAMBURG.1)

@@ -180,8 +180,15 @@ async fn accounts_login_tokens_and_api_keys() {
     // Tokens expire (5 s here; expiry has one-second granularity).
     let carol = p.user("carol").await;
     assert_eq!(carol.post("/auth/user/current", json!({})).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(6500)).await;
-    let (s, b) = carol.post("/auth/user/current", json!({})).await;
+    let (s, b) = testenv::wait_for(
+        "carol's token to expire",
+        Duration::from_secs(15),
+        async || {
+            let r = carol.post("/auth/user/current", json!({})).await;
+            (r.0 != 200).then_some(r)
+        },
+    )
+    .await;
     assert_eq!(
         (s, b["message"].as_str().unwrap_or_default()),
         (401, "Invalid or expired jwt"),
@@ -808,15 +815,12 @@ async fn migrations_restart_and_a_database_outage() {
         "{b}"
     );
     p.pg.resume().await.unwrap();
-    let mut ok = false;
-    for _ in 0..50 {
-        if admin.post("/auth/controller/show", json!({})).await.0 == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ok, "MC did not recover after the database came back");
+    testenv::wait_for(
+        "the MC to recover after the database came back",
+        Duration::from_secs(10),
+        async || (admin.post("/auth/controller/show", json!({})).await.0 == 200).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

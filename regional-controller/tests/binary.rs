@@ -74,20 +74,19 @@ async fn process_serves_api_health_and_metrics() {
     );
     let http = format!("http://127.0.0.1:{http}");
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("{http}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "controller never became ready");
+    testenv::wait_for(
+        "the controller to be ready",
+        Duration::from_secs(10),
+        async || {
+            client
+                .get(format!("{http}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         client
             .get(format!("{http}/healthz"))
@@ -102,21 +101,30 @@ async fn process_serves_api_health_and_metrics() {
     let mut flavors = edge_proto::edge::flavor_api_client::FlavorApiClient::new(channel);
     flavors.create_flavor(flavor("small")).await.unwrap();
     flavors.create_flavor(flavor("small")).await.unwrap_err();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let metrics = client
-        .get(format!("{http}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
+    let lines = [
         "controller_rpc_requests_total{code=\"0\",method=\"CreateFlavor\"} 1",
         "controller_rpc_requests_total{code=\"6\",method=\"CreateFlavor\"} 1",
         "controller_objects{kind=\"Flavor\"} 1",
         "controller_rpc_seconds_count{method=\"CreateFlavor\"} 2",
-    ] {
+    ];
+    // The object gauges are refreshed every 500 ms: wait for the metrics to show both calls.
+    let metrics = testenv::wait_for(
+        "the metrics of both calls",
+        Duration::from_secs(10),
+        async || {
+            let m = client
+                .get(format!("{http}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            lines.iter().all(|l| m.contains(l)).then_some(m)
+        },
+    )
+    .await;
+    for line in lines {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 }

@@ -282,7 +282,26 @@ async fn app_inst_create_error_stays_for_retry_or_delete() {
     // A CRM report that does not fit the state is ignored.
     crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Reports are handled in order: once a later one is stored, the one before was handled too.
+    crm.send(notify_up::Msg::CloudletInfo(CloudletInfo {
+        key: Some(crm.key.clone()),
+        state: CloudletState::Ready as i32,
+        status: vec!["marker".into()],
+        ..Default::default()
+    }))
+    .await;
+    testenv::wait_for(
+        "the later report to be stored",
+        Duration::from_secs(10),
+        async || {
+            let infos = show(r.cloudlets().show_cloudlet_info(CloudletInfo::default())).await;
+            infos
+                .first()
+                .is_some_and(|i| i.status == ["marker"])
+                .then_some(())
+        },
+    )
+    .await;
     let shown = show(insts.show_app_inst(AppInst::default())).await;
     assert_eq!(shown[0].state, TrackedState::CreateError as i32);
 
@@ -419,24 +438,7 @@ async fn ports_run_out_with_a_clear_message() {
         .create_app(app("acme", "big", "tcp:8000-8001"))
         .await
         .unwrap();
-    let _s = r
-        .clusters()
-        .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
-        .await
-        .unwrap();
-    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(_)))
-        .await;
-    crm.report_cluster("c1", "acme", TrackedState::Ready, &[], &[])
-        .await;
-    testenv::wait_for(
-        "the cluster to be READY",
-        Duration::from_secs(10),
-        async || {
-            let shown = show(r.clusters().show_cluster_inst(ClusterInst::default())).await;
-            (shown[0].state == TrackedState::Ready as i32).then_some(())
-        },
-    )
-    .await;
+    r.ready_cluster(&mut crm, "c1").await;
     let _a = r
         .app_insts()
         .create_app_inst(app_inst("acme", "a", "big", "c1"))
@@ -459,24 +461,7 @@ async fn app_port_updates_and_instance_creates_never_disagree() {
     let r = Region::start_with(|c| c.port_range = (20000, 20999)).await;
     r.create_flavor("small").await;
     let mut crm = r.onboard("tmus", "berlin").await;
-    let _s = r
-        .clusters()
-        .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
-        .await
-        .unwrap();
-    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(_)))
-        .await;
-    crm.report_cluster("c1", "acme", TrackedState::Ready, &[], &[])
-        .await;
-    testenv::wait_for(
-        "the cluster to be READY",
-        Duration::from_secs(10),
-        async || {
-            let shown = show(r.clusters().show_cluster_inst(ClusterInst::default())).await;
-            (shown[0].state == TrackedState::Ready as i32).then_some(())
-        },
-    )
-    .await;
+    r.ready_cluster(&mut crm, "c1").await;
     // 100 rounds: an App's ports change while an instance of it is created. Whichever commits first, the
     // instance's ports are the App's ports afterwards (or the update was refused).
     let (mut violations, mut refused, mut created) = (0, 0, 0);
@@ -522,7 +507,7 @@ async fn app_port_updates_and_instance_creates_never_disagree() {
 async fn cluster_deletes_and_instance_creates_never_disagree() {
     let r = Region::start_with(|c| c.port_range = (20000, 20999)).await;
     r.create_flavor("small").await;
-    let crm = r.onboard("tmus", "berlin").await;
+    let mut crm = r.onboard("tmus", "berlin").await;
     r.apps()
         .create_app(app("acme", "game", "tcp:80"))
         .await
@@ -532,22 +517,7 @@ async fn cluster_deletes_and_instance_creates_never_disagree() {
     let (mut violations, mut refused, mut created) = (0, 0, 0);
     for i in 0..100 {
         let c = format!("c{i}");
-        let _s = r
-            .clusters()
-            .create_cluster_inst(cluster("acme", &c, "tmus", "berlin"))
-            .await
-            .unwrap();
-        crm.report_cluster(&c, "acme", TrackedState::Ready, &[], &[])
-            .await;
-        testenv::wait_for(
-            "the cluster to be READY",
-            Duration::from_secs(10),
-            async || {
-                let shown = show(r.clusters().show_cluster_inst(cluster("acme", &c, "", ""))).await;
-                (shown[0].state == TrackedState::Ready as i32).then_some(())
-            },
-        )
-        .await;
+        r.ready_cluster(&mut crm, &c).await;
         let (mut clusters, mut insts) = (r.clusters(), r.app_insts());
         let delete = async {
             tokio::time::sleep(Duration::from_millis(i % 10)).await;

@@ -17,20 +17,6 @@ fn names(objs: &[change::Object]) -> Vec<String> {
 }
 
 /// Brings cluster `cluster` on the CRM's cloudlet to READY.
-async fn ready_cluster(r: &Region, crm: &mut TestCrm, cluster_name: &str) {
-    let c = cluster("acme", cluster_name, &crm.key.organization, &crm.key.name);
-    let mut s = r
-        .clusters()
-        .create_cluster_inst(c)
-        .await
-        .unwrap()
-        .into_inner();
-    crm.wait_for(|o| matches!(o, change::Object::ClusterInst(c) if c.key.as_ref().unwrap().name == cluster_name)).await;
-    crm.report_cluster(cluster_name, "acme", TrackedState::Ready, &[], &[])
-        .await;
-    drain(&mut s).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_sees_only_its_cloudlet_and_changes_live() {
     let r = Region::start().await;
@@ -45,8 +31,8 @@ async fn crm_sees_only_its_cloudlet_and_changes_live() {
         .create_app(app("acme", "app-b", "tcp:80"))
         .await
         .unwrap();
-    ready_cluster(&r, &mut a, "ca").await;
-    ready_cluster(&r, &mut b, "cb").await;
+    r.ready_cluster(&mut a, "ca").await;
+    r.ready_cluster(&mut b, "cb").await;
     let _ = r
         .app_insts()
         .create_app_inst(app_inst("acme", "ia", "app-a", "ca"))
@@ -57,7 +43,18 @@ async fn crm_sees_only_its_cloudlet_and_changes_live() {
         .create_app_inst(app_inst("acme", "ib", "app-b", "cb"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testenv::wait_for(
+        "both instances to be stored",
+        Duration::from_secs(10),
+        async || {
+            (show(r.app_insts().show_app_inst(AppInst::default()))
+                .await
+                .len()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
 
     // A fresh connection of A's CRM syncs A's objects only.
     let key = r
@@ -190,13 +187,11 @@ async fn reconnect_resyncs_and_offline_after_grace() {
         infos.first().map(|i| i.state).unwrap_or_default()
     };
     let wait_state = |state: CloudletState| async move {
-        for _ in 0..100 {
-            if info().await == state as i32 {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+        testenv::wait_for(state.as_str_name(), Duration::from_secs(10), async || {
+            (info().await == state as i32).then_some(())
+        })
+        .await;
+        true
     };
     assert!(wait_state(CloudletState::Ready).await, "report not stored");
     drop(crm);
@@ -225,9 +220,11 @@ async fn reconnect_resyncs_and_offline_after_grace() {
     crm.sync().await;
     crm.report_cloudlet(CloudletState::Ready).await;
     assert!(wait_state(CloudletState::Ready).await, "back online");
-    // Connected CRMs (heartbeating) are not marked offline.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(info().await, CloudletState::Ready as i32);
+    // Connected CRMs (heartbeating) are not marked offline: READY throughout more than offline_after (3 s).
+    for _ in 0..50 {
+        assert_eq!(info().await, CloudletState::Ready as i32);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,15 +275,12 @@ async fn etcd_restart_is_survived_without_missing_changes() {
     r.etcd.resume().await.unwrap();
 
     // The controller reconnects by itself; writes work again and reach the stream.
-    let mut created = false;
-    for _ in 0..100 {
-        if r.flavors().create_flavor(flavor("after")).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(created, "controller did not recover from the etcd restart");
+    testenv::wait_for(
+        "the controller to recover from the etcd restart",
+        Duration::from_secs(20),
+        async || r.flavors().create_flavor(flavor("after")).await.ok(),
+    )
+    .await;
     assert_eq!(
         name_of(next_change(&mut dme).await.object.as_ref().unwrap()),
         "Flavor after"

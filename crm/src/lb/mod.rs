@@ -714,10 +714,15 @@ mod tests {
         assert_eq!(&b[..n], b"hello");
 
         assert_eq!(lb.routes().len(), 2);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap();
+        // The TCP connection is counted when its proxy task ends, after the client dropped it.
+        let text = testenv::wait_for("the closed connection to be counted", Duration::from_secs(5), async || {
+            let text = prometheus::TextEncoder::new()
+                .encode_to_string(&registry.gather())
+                .unwrap();
+            text.contains(&format!("crm_lb_bytes_total{{appinst=\"acme/echo\",direction=\"in\",route=\"tcp:{port}\"}} 4"))
+                .then_some(text)
+        })
+        .await;
         assert!(
             text.contains(&format!(
                 "crm_lb_connections_total{{appinst=\"acme/echo\",route=\"tcp:{port}\"}} 1"
@@ -727,11 +732,17 @@ mod tests {
         assert!(text.contains(&format!("crm_lb_bytes_total{{appinst=\"acme/echo\",direction=\"in\",route=\"udp:{uport}\"}} 5")), "{text}");
 
         lb.remove(key);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            TcpStream::connect(("127.0.0.1", port)).await.is_err(),
-            "route still listening after remove"
-        );
+        testenv::wait_for(
+            "the route to stop listening",
+            Duration::from_secs(5),
+            async || {
+                TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     fn free_port() -> u16 {

@@ -223,13 +223,15 @@ pub fn web_app(name: &str, greeting: &str) -> App {
 
 /// GETs `/` until it answers 200 (up to 10 s).
 pub async fn get_until_ok(addr: SocketAddr) -> String {
-    for _ in 0..100 {
-        if let Some((200, body)) = testenv::http_get(addr, "/") {
-            return body.trim().to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nothing answered on {addr}");
+    testenv::wait_for(
+        &format!("an answer on {addr}"),
+        Duration::from_secs(10),
+        async || match testenv::http_get(addr, "/") {
+            Some((200, body)) => Some(body.trim().to_string()),
+            _ => None,
+        },
+    )
+    .await
 }
 
 impl RegionApi for Cloud {

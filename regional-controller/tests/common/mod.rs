@@ -49,6 +49,24 @@ impl Region {
         }
     }
 
+    /// Creates ClusterInst `acme/<name>` on `crm`'s cloudlet, which reports it READY; returns once it is.
+    pub async fn ready_cluster(&self, crm: &mut TestCrm, name: &str) {
+        let c = cluster("acme", name, &crm.key.organization, &crm.key.name);
+        let mut s = self
+            .clusters()
+            .create_cluster_inst(c)
+            .await
+            .unwrap()
+            .into_inner();
+        crm.wait_for(
+            |o| matches!(o, change::Object::ClusterInst(c) if c.key.as_ref().unwrap().name == name),
+        )
+        .await;
+        crm.report_cluster(name, "acme", TrackedState::Ready, &[], &[])
+            .await;
+        drain(&mut s).await.unwrap();
+    }
+
     pub async fn create_flavor(&self, name: &str) {
         self.flavors()
             .create_flavor(flavor(name))
