@@ -62,11 +62,23 @@ pub fn sign(
     name: &str,
     signed_at: i64,
 ) -> Result<Vec<u8>, AccessKeyError> {
-    let kp = key_pair(private)?;
-    Ok(kp
-        .sign(message(region, organization, name, signed_at).as_bytes())
+    sign_message(private, &message(region, organization, name, signed_at))
+}
+
+fn sign_message(private: &str, message: &str) -> Result<Vec<u8>, AccessKeyError> {
+    Ok(key_pair(private)?
+        .sign(message.as_bytes())
         .as_ref()
         .to_vec())
+}
+
+fn verify_message(public: &str, message: &str, signature: &[u8]) -> Result<(), AccessKeyError> {
+    let public = B64
+        .decode(public)
+        .map_err(|_| AccessKeyError::BadPublicKey)?;
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(message.as_bytes(), signature)
+        .map_err(|_| AccessKeyError::BadSignature)
 }
 
 /// Checks a hello signature against the cloudlet's public key and the controller's clock `now` (unix ms).
@@ -83,15 +95,11 @@ pub fn verify(
     if skew > MAX_SKEW_MS {
         return Err(AccessKeyError::Skew(skew));
     }
-    let public = B64
-        .decode(public)
-        .map_err(|_| AccessKeyError::BadPublicKey)?;
-    UnparsedPublicKey::new(&ED25519, public)
-        .verify(
-            message(region, organization, name, signed_at).as_bytes(),
-            signature,
-        )
-        .map_err(|_| AccessKeyError::BadSignature)
+    verify_message(
+        public,
+        &message(region, organization, name, signed_at),
+        signature,
+    )
 }
 
 fn csr_message(
@@ -117,11 +125,7 @@ pub fn sign_csr(
     client_type: edge_proto::edge::ClientType,
     csr: &str,
 ) -> Result<Vec<u8>, AccessKeyError> {
-    let kp = key_pair(private)?;
-    Ok(kp
-        .sign(csr_message(region, cloudlet, client_type, csr).as_bytes())
-        .as_ref()
-        .to_vec())
+    sign_message(private, &csr_message(region, cloudlet, client_type, csr))
 }
 
 /// Checks a certificate request's signature against the cloudlet's public key.
@@ -133,15 +137,11 @@ pub fn verify_csr(
     csr: &str,
     signature: &[u8],
 ) -> Result<(), AccessKeyError> {
-    let public = B64
-        .decode(public)
-        .map_err(|_| AccessKeyError::BadPublicKey)?;
-    UnparsedPublicKey::new(&ED25519, public)
-        .verify(
-            csr_message(region, cloudlet, client_type, csr).as_bytes(),
-            signature,
-        )
-        .map_err(|_| AccessKeyError::BadSignature)
+    verify_message(
+        public,
+        &csr_message(region, cloudlet, client_type, csr),
+        signature,
+    )
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ pub fn controller_server_name(region: &str) -> String {
 /// The id of a cloudlet access key (its public half) that CRM certificates carry.
 pub fn access_key_id(public_key: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public_key.as_bytes());
-    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::vault::hex(&d.as_ref()[..8])
 }
 
 #[derive(Debug, thiserror::Error)]

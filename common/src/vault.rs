@@ -19,7 +19,8 @@ pub enum VaultError {
     NotHex { path: String, field: String },
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lowercase hex of `b`.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

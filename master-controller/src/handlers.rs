@@ -767,8 +767,8 @@ async fn apikey_create(
                 });
             }
         }
-        let id = hex(&edge_common::vault::random_bytes(16));
-        let key = hex(&edge_common::vault::random_bytes(24));
+        let id = edge_common::vault::hex(&edge_common::vault::random_bytes(16));
+        let key = edge_common::vault::hex(&edge_common::vault::random_bytes(24));
         let keyhash = auth::hash_async(&key).await;
         sqlx::query("INSERT INTO api_keys (id, username, org, permissions, keyhash, description) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&id)
@@ -788,10 +788,6 @@ async fn apikey_create(
 
 /// API keys one user may hold (MobiledgeX's `UserApiKeyCreateLimit`).
 const API_KEY_LIMIT: i64 = 10;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 #[derive(Deserialize, Serialize)]
 struct KeyId {

@@ -133,14 +133,7 @@ impl NotifyService {
             .cloudlet_key
             .clone()
             .ok_or_else(|| CtrlError::Invalid("hello.cloudlet_key is required".into()))?;
-        // One answer for an unknown cloudlet and a wrong key: the caller learns nothing about which.
-        let refuse = |why: String| {
-            tracing::warn!(cloudlet = %key.key_string(), why, "notify client refused");
-            CtrlError::Unauthenticated(format!(
-                "cloudlet \"{}\": unknown cloudlet or wrong access key",
-                key.key_string()
-            ))
-        };
+        let refuse = |why: String| refused(&key, &why);
         let cloudlet = self
             .api
             .cache
@@ -178,6 +171,16 @@ impl NotifyService {
         client.public_key = cloudlet.access_public_key;
         Ok(client)
     }
+}
+
+/// One answer for an unknown cloudlet and a wrong key or certificate: the caller learns nothing about
+/// which (the log says).
+fn refused(key: &CloudletKey, why: &str) -> CtrlError {
+    tracing::warn!(cloudlet = %key.key_string(), why, "cloudlet credentials refused");
+    CtrlError::Unauthenticated(format!(
+        "cloudlet \"{}\": unknown cloudlet or wrong access key",
+        key.key_string()
+    ))
 }
 
 type DownStream = ReceiverStream<Result<NotifyDown, Status>>;
@@ -582,17 +585,11 @@ impl edge_proto::edge::certificates_server::Certificates for CertificateService 
             .cloudlet_key
             .clone()
             .ok_or_else(|| Status::invalid_argument("cloudlet_key is required"))?;
-        let refused = || {
-            Status::unauthenticated(format!(
-                "cloudlet \"{}\": unknown cloudlet or wrong access key",
-                key.key_string()
-            ))
-        };
         let cloudlet = self
             .api
             .cache
             .get::<Cloudlet>(&key.key_string())
-            .ok_or_else(refused)?;
+            .ok_or_else(|| refused(&key, "unknown cloudlet"))?;
         access_key::verify_csr(
             &cloudlet.access_public_key,
             region,
@@ -602,12 +599,11 @@ impl edge_proto::edge::certificates_server::Certificates for CertificateService 
             &r.signature,
         )
         .map_err(|e| {
-            tracing::warn!(cloudlet = %key.key_string(), error = %e, "certificate request refused");
             self.metrics
                 .client_certs
                 .with_label_values(&["refused"])
                 .inc();
-            refused()
+            refused(&key, &e.to_string())
         })?;
         let peer = Peer {
             region: region.clone(),

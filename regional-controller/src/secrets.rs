@@ -49,10 +49,7 @@ impl AppSecrets {
         if app.env.is_empty() {
             return Ok(());
         }
-        let tag: String = edge_common::vault::random_bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let tag = edge_common::vault::hex(&edge_common::vault::random_bytes(8));
         let path = self.path(app, &tag);
         self.kv
             .write_all(&path, &app.env)
