@@ -97,9 +97,9 @@ pub trait CertSource: Send + Sync {
 
 /// mTLS notify with a client certificate from `source`, renewed at two thirds of its lifetime.
 pub struct Tls {
-    pub addr: String,
-    pub server_name: String,
-    pub source: Box<dyn CertSource>,
+    addr: String,
+    server_name: String,
+    source: Box<dyn CertSource>,
     /// the certificate in use and when it was obtained (unix seconds)
     current: tokio::sync::Mutex<Option<(CertBundle, i64)>>,
 }

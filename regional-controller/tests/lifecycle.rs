@@ -11,6 +11,25 @@ use tonic::Code;
 
 /// A region with cloudlet tmus/berlin (CRM connected), flavor small, App acme/game and a READY docker
 /// cluster acme/c1.
+/// The CRM, once it holds AppInst `acme/<name>`, reports it READY; returns when the controller stored it.
+async fn app_inst_ready(r: &Region, crm: &mut TestCrm, name: &str) {
+    crm.wait_for(
+        |o| matches!(o, change::Object::AppInst(i) if i.key.as_ref().unwrap().name == name),
+    )
+    .await;
+    crm.report_app_inst(name, "acme", TrackedState::Ready, &[], &[])
+        .await;
+    testenv::wait_for(
+        "the AppInst to be READY",
+        Duration::from_secs(10),
+        async || {
+            let shown = show(r.app_insts().show_app_inst(app_inst("acme", name, "", ""))).await;
+            (shown[0].state == TrackedState::Ready as i32).then_some(())
+        },
+    )
+    .await;
+}
+
 async fn region_with_cluster() -> (Region, TestCrm) {
     let r = Region::start().await;
     r.create_flavor("small").await;
@@ -381,19 +400,7 @@ async fn caller_going_away_does_not_cancel_and_validation_of_app_insts() {
         .await
         .unwrap();
     drop(stream);
-    crm.wait_for(|o| matches!(o, change::Object::AppInst(_)))
-        .await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
-        .await;
-    testenv::wait_for(
-        "the AppInst to be READY",
-        Duration::from_secs(10),
-        async || {
-            let shown = show(insts.show_app_inst(AppInst::default())).await;
-            (shown[0].state == TrackedState::Ready as i32).then_some(())
-        },
-    )
-    .await;
+    app_inst_ready(&r, &mut crm, "game-1").await;
 
     // Update re-deploys: UPDATE_REQUESTED → CRM → READY.
     let mut up = insts
@@ -570,19 +577,7 @@ async fn objects_of_a_crm_gone_for_good_are_deleted_with_crm_override() {
         .create_app_inst(app_inst("acme", "game-1", "game", "c1"))
         .await
         .unwrap();
-    crm.wait_for(|o| matches!(o, change::Object::AppInst(_)))
-        .await;
-    crm.report_app_inst("game-1", "acme", TrackedState::Ready, &[], &[])
-        .await;
-    testenv::wait_for(
-        "the AppInst to be READY",
-        Duration::from_secs(10),
-        async || {
-            let shown = show(insts.show_app_inst(AppInst::default())).await;
-            (shown[0].state == TrackedState::Ready as i32).then_some(())
-        },
-    )
-    .await;
+    app_inst_ready(&r, &mut crm, "game-1").await;
     // The CRM is gone for good.
     drop(crm);
     // The cluster is still used: no override skips that.
