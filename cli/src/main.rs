@@ -176,7 +176,12 @@ async fn main() -> anyhow::Result<()> {
             })?;
             let result = edgectl::call(channel, method, request).await;
             match (&args.cert_dir, result) {
-                (None, Err(e)) if e.to_string().contains("h2 protocol error") => {
+                // A plaintext call to an mTLS controller fails as a transport or HTTP/2 error.
+                (None, Err(e))
+                    if ["h2 protocol error", "transport error"]
+                        .iter()
+                        .any(|m| e.to_string().contains(m)) =>
+                {
                     Err(anyhow::anyhow!(
                         "{e}: the controller serves mTLS; give --cert-dir (EDGE_CERT_DIR) with an admin certificate from `edgectl pki issue --role admin`"
                     ))
