@@ -5,7 +5,7 @@
 //! string is unambiguous. The etcd key of an object is `/edge/<region>/<Kind>/<key string>`.
 
 use edge_proto::edge::{
-    App, AppInst, AppInstKey, AppKey, Cloudlet, CloudletInfo, CloudletKey, ClusterInst,
+    Alert, App, AppInst, AppInstKey, AppKey, Cloudlet, CloudletInfo, CloudletKey, ClusterInst,
     ClusterInstKey, Flavor, FlavorKey, OperatorCode,
 };
 
@@ -93,6 +93,21 @@ impl Keyed for CloudletInfo {
     const KIND: &'static str = "CloudletInfo";
     fn key_string(&self) -> String {
         self.key.clone().unwrap_or_default().key_string()
+    }
+}
+
+/// An Alert is keyed by its labels: `k=v` pairs sorted by key and joined by `/` (label values never
+/// hold a `/`, which the controller checks; keys hold no `=`).
+impl Keyed for Alert {
+    const KIND: &'static str = "Alert";
+    fn key_string(&self) -> String {
+        let mut labels: Vec<_> = self.labels.iter().collect();
+        labels.sort();
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 

@@ -39,6 +39,7 @@ pub fn object_id(o: &change::Object) -> String {
         change::Object::Cloudlet(x) => format!("Cloudlet/{}", x.key_string()),
         change::Object::CloudletInfo(x) => format!("CloudletInfo/{}", x.key_string()),
         change::Object::OperatorCode(x) => format!("OperatorCode/{}", x.key_string()),
+        change::Object::Alert(x) => format!("Alert/{}", x.key_string()),
     }
 }
 
@@ -190,6 +191,87 @@ impl CertSource for AccessKeyCerts {
             key,
             ca: reply.ca,
             expires_at: reply.expires_at,
+        })
+    }
+}
+
+/// How a cloudlet agent (CRM, Shepherd) checks its controller: the region's CA and the controller's
+/// certificate name, both given at onboarding. Its own client certificate it obtains with the access key.
+#[derive(Clone, Debug)]
+pub struct ControllerTls {
+    /// PEM of the region's CA
+    pub ca: String,
+    pub server_name: String,
+}
+
+/// Who a cloudlet agent is and how it reaches its controller.
+#[derive(Clone, Debug)]
+pub struct CloudletAgent {
+    pub client_type: edge_proto::edge::ClientType,
+    pub region: String,
+    pub cloudlet: edge_proto::edge::CloudletKey,
+    /// controller notify address, `host:port`
+    pub controller: String,
+    /// base64 PKCS#8 ed25519 cloudlet access key
+    pub access_key: String,
+    /// `None`: plaintext notify and a signed hello (a controller without PKI)
+    pub tls: Option<ControllerTls>,
+}
+
+impl CloudletAgent {
+    /// mTLS with a certificate obtained with the access key, or plaintext without PKI.
+    pub fn dial(&self) -> Arc<dyn Dial> {
+        match &self.tls {
+            Some(t) => Arc::new(Tls::new(
+                self.controller.clone(),
+                t.server_name.clone(),
+                Box::new(AccessKeyCerts {
+                    addr: self.controller.clone(),
+                    server_name: t.server_name.clone(),
+                    ca: t.ca.clone(),
+                    region: self.region.clone(),
+                    cloudlet: self.cloudlet.clone(),
+                    client_type: self.client_type,
+                    access_key: self.access_key.clone(),
+                }),
+            )),
+            None => Arc::new(Plaintext(self.controller.clone())),
+        }
+    }
+
+    /// The hello of one attempt, asking for `wanted` (empty: the controller's default for the client
+    /// type). Signed with the access key only towards a controller without PKI; with mTLS the
+    /// certificate proves the cloudlet.
+    pub fn hello(&self, wanted: &[edge_proto::edge::ObjectKind]) -> Result<Hello, Status> {
+        let (signed_at, signature) = match &self.tls {
+            None => {
+                let at = crate::now_ms();
+                let sig = crate::access_key::sign(
+                    &self.access_key,
+                    &self.region,
+                    &self.cloudlet.organization,
+                    &self.cloudlet.name,
+                    at,
+                )
+                .map_err(|e| Status::unauthenticated(format!("{e}: check --access-key")))?;
+                (at, sig)
+            }
+            Some(_) => (0, Vec::new()),
+        };
+        let role = match self.client_type {
+            edge_proto::edge::ClientType::Shepherd => "shepherd",
+            _ => "crm",
+        };
+        Ok(Hello {
+            client_type: self.client_type as i32,
+            region: self.region.clone(),
+            cloudlet_key: Some(self.cloudlet.clone()),
+            wanted: wanted.iter().map(|k| *k as i32).collect(),
+            signed_at,
+            signature,
+            client_name: format!("{role}-{}", self.cloudlet.key_string()),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
         })
     }
 }

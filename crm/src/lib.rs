@@ -53,13 +53,7 @@ pub struct Config {
     pub tls: Option<ControllerTls>,
 }
 
-/// How a CRM checks its controller; its own client certificate it obtains with the access key.
-#[derive(Clone, Debug)]
-pub struct ControllerTls {
-    /// PEM of the region's CA
-    pub ca: String,
-    pub server_name: String,
-}
+pub use edge_common::notify_client::ControllerTls;
 
 impl Config {
     /// A CRM of `cloudlet` on the fake platform (simulation, scale tests), its ops endpoint and load
@@ -155,30 +149,16 @@ impl Crm {
             resync,
             connected,
         });
-        let (region, cloudlet, key) = (
-            cfg.region.clone(),
-            cfg.cloudlet.clone(),
-            cfg.access_key.trim().to_string(),
-        );
-        use edge_common::notify_client::{AccessKeyCerts, Dial, Plaintext, Tls};
-        let dial: Arc<dyn Dial> = match &cfg.tls {
-            Some(t) => Arc::new(Tls::new(
-                cfg.controller.clone(),
-                t.server_name.clone(),
-                Box::new(AccessKeyCerts {
-                    addr: cfg.controller.clone(),
-                    server_name: t.server_name.clone(),
-                    ca: t.ca.clone(),
-                    region: region.clone(),
-                    cloudlet: cloudlet.clone(),
-                    client_type: edge_proto::edge::ClientType::Crm,
-                    access_key: key.clone(),
-                }),
-            )),
-            None => Arc::new(Plaintext(cfg.controller.clone())),
+        let agent = edge_common::notify_client::CloudletAgent {
+            client_type: edge_proto::edge::ClientType::Crm,
+            region: cfg.region.clone(),
+            cloudlet: cfg.cloudlet.clone(),
+            controller: cfg.controller.clone(),
+            access_key: cfg.access_key.trim().to_string(),
+            tls: cfg.tls.clone(),
         };
-        let signed = cfg.tls.is_none();
-        let hello = move || notify::hello(&region, &cloudlet, signed.then_some(key.as_str()));
+        let dial = agent.dial();
+        let hello = move || agent.hello(&[]);
         let connection = edge_common::notify_client::run(dial, hello, sink, reports);
         let tasks = vec![
             ops_server.task,

@@ -55,7 +55,9 @@ impl Desired {
             change::Object::Cloudlet(c) => {
                 self.cloudlet = (action == ChangeAction::Update).then_some(c);
             }
-            change::Object::OperatorCode(_) | change::Object::CloudletInfo(_) => {}
+            change::Object::OperatorCode(_)
+            | change::Object::CloudletInfo(_)
+            | change::Object::Alert(_) => {}
         }
         self.revision = self.revision.max(revision);
     }

@@ -1,46 +1,17 @@
-//! The CRM's side of notify: its hello (signed with the cloudlet access key) and the [`Sink`] that
-//! writes what the controller sends into the persisted mirror and wakes the reconciler after each sync.
+//! The CRM's side of notify: the [`Sink`] that writes what the controller sends into the persisted
+//! mirror and wakes the reconciler after each sync.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use edge_common::Keyed;
-use edge_common::access_key;
 use edge_common::notify_client::Sink;
-use edge_proto::edge::{ChangeAction, ClientType, CloudletKey, Hello, change};
+use edge_proto::edge::{ChangeAction, change};
 use prometheus::IntGauge;
 use tokio::sync::Notify;
 
 use crate::mirror::{Desired, Mirror};
 use crate::report::Reporter;
-
-/// A signed hello for `cloudlet` in `region`.
-pub fn hello(
-    region: &str,
-    cloudlet: &CloudletKey,
-    private_key: Option<&str>,
-) -> Result<Hello, tonic::Status> {
-    // Signed only towards a controller without PKI; with mTLS the certificate proves the cloudlet.
-    let (signed_at, signature) = match private_key {
-        Some(k) => {
-            let at = edge_common::now_ms();
-            let sig = access_key::sign(k, region, &cloudlet.organization, &cloudlet.name, at)
-                .map_err(|e| tonic::Status::unauthenticated(format!("{e}: check --access-key")))?;
-            (at, sig)
-        }
-        None => (0, Vec::new()),
-    };
-    Ok(Hello {
-        client_type: ClientType::Crm as i32,
-        region: region.to_string(),
-        cloudlet_key: Some(cloudlet.clone()),
-        signed_at,
-        signature,
-        client_name: format!("crm-{}", cloudlet.key_string()),
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    })
-}
 
 pub struct CrmSink {
     pub mirror: Arc<Mirror>,

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use edge_common::Keyed;
 use edge_proto::edge::{
     AppInst, AppInstInfo, AppInstRuntime, CloudletInfo, CloudletKey, CloudletState, ClusterInst,
-    ClusterInstInfo, FlavorInfo, HealthCheck, IpAccess, LProto, ResourceUsage, TrackedState,
-    notify_up,
+    ClusterInstInfo, FlavorInfo, IpAccess, LProto, ResourceUsage, TrackedState, notify_up,
 };
 use tokio::sync::Notify;
 
@@ -135,11 +134,8 @@ impl Reconciler {
                 state: state as i32,
                 errors,
                 status,
-                health_check: if state == TrackedState::Ready {
-                    HealthCheck::Ok as i32
-                } else {
-                    0
-                },
+                // health is Shepherd's to measure and report
+                health_check: 0,
                 runtime_info: runtime,
             }),
         };

@@ -176,7 +176,9 @@ impl Sink for Index {
                 change::Object::Cloudlet(c) => set(&mut st.cloudlets, action, c),
                 change::Object::CloudletInfo(c) => set(&mut st.infos, action, c),
                 change::Object::OperatorCode(o) => set(&mut st.operator_codes, action, o),
-                change::Object::Flavor(_) | change::Object::ClusterInst(_) => {}
+                change::Object::Flavor(_)
+                | change::Object::ClusterInst(_)
+                | change::Object::Alert(_) => {}
             }
         }
         let _ = self.changed.send(());

@@ -15,6 +15,9 @@ pub mod dme {
     tonic::include_proto!("distributed_match_engine");
 }
 
+/// The package's own name, by which generated code of package `edge` refers to it.
+pub use dme as distributed_match_engine;
+
 /// A plain echo service, the baseline of `edge-bench`.
 pub mod bench {
     tonic::include_proto!("bench");

@@ -61,6 +61,7 @@ fn kind_name(k: ObjectKind) -> Option<&'static str> {
         ObjectKind::ClusterInst => "ClusterInst",
         ObjectKind::App => "App",
         ObjectKind::AppInst => "AppInst",
+        ObjectKind::Alert => "Alert",
         ObjectKind::Unknown => return None,
     })
 }
@@ -76,9 +77,16 @@ impl NotifyService {
         }
         let kind = hello.client_type();
         let default_kinds: &[&'static str] = match kind {
-            ClientType::Crm | ClientType::Shepherd => {
-                &["Flavor", "Cloudlet", "ClusterInst", "App", "AppInst"]
-            }
+            ClientType::Crm => &["Flavor", "Cloudlet", "ClusterInst", "App", "AppInst"],
+            ClientType::Shepherd => &[
+                "Flavor",
+                "Cloudlet",
+                "CloudletInfo",
+                "ClusterInst",
+                "App",
+                "AppInst",
+                "Alert",
+            ],
             ClientType::Dme => &[
                 "Flavor",
                 "OperatorCode",
@@ -426,34 +434,51 @@ impl Session {
                 .iter()
                 .any(|i| on_mine(&i.cloudlet_key) && i.app_key == a.key),
             Any::OperatorCode(_) => false,
+            Any::Alert(a) => {
+                a.labels.get("cloudletorg") == Some(&mine.organization)
+                    && a.labels.get("cloudlet") == Some(&mine.name)
+            }
         }
     }
 
     async fn on_report(&self, up: NotifyUp) {
+        use notify_up::Msg;
         let Some(msg) = up.msg else { return };
-        let cloudlet = match (&self.client.cloudlet, self.client.kind) {
-            (Some(k), ClientType::Crm) => k,
-            _ => {
-                if !matches!(msg, notify_up::Msg::Heartbeat(_)) {
-                    tracing::warn!(name = %self.client.name, "only a CRM may report object state; ignored");
-                }
-                return;
+        let (Some(cloudlet), kind) = (&self.client.cloudlet, self.client.kind) else {
+            if !matches!(msg, Msg::Heartbeat(_)) {
+                tracing::warn!(name = %self.client.name, "a DME reports nothing; ignored");
             }
+            return;
         };
-        let result = match msg {
-            notify_up::Msg::CloudletInfo(info) => {
-                self.api
-                    .apply_cloudlet_info(cloudlet, info, &self.api.config.replica)
+        let api = &self.api;
+        let result = match (kind, msg) {
+            (_, Msg::Heartbeat(_) | Msg::Hello(_)) => Ok(()),
+            (ClientType::Crm, Msg::CloudletInfo(info)) => {
+                api.apply_cloudlet_info(cloudlet, info, &api.config.replica)
                     .await
             }
-            notify_up::Msg::ClusterInstInfo(info) => {
-                self.api.apply_cluster_inst_info(cloudlet, info).await
+            (ClientType::Crm, Msg::ClusterInstInfo(info)) => {
+                api.apply_cluster_inst_info(cloudlet, info).await
             }
-            notify_up::Msg::AppInstInfo(info) => self.api.apply_app_inst_info(cloudlet, info).await,
-            notify_up::Msg::Heartbeat(_) | notify_up::Msg::Hello(_) => Ok(()),
+            (ClientType::Crm, Msg::AppInstInfo(info)) => {
+                api.apply_app_inst_info(cloudlet, info).await
+            }
+            (ClientType::Shepherd, Msg::AppInstInfo(info)) => {
+                api.apply_app_inst_health(cloudlet, info).await
+            }
+            (ClientType::Shepherd, Msg::AlertFiring(a)) => {
+                api.apply_shepherd_alert(cloudlet, a, true).await
+            }
+            (ClientType::Shepherd, Msg::AlertCleared(a)) => {
+                api.apply_shepherd_alert(cloudlet, a, false).await
+            }
+            (kind, msg) => {
+                tracing::warn!(name = %self.client.name, client = kind.as_str_name(), report = ?std::mem::discriminant(&msg), "report not accepted from this client type; ignored");
+                Ok(())
+            }
         };
         if let Err(e) = result {
-            tracing::warn!(cloudlet = %cloudlet.key_string(), error = %e, "storing a CRM report failed");
+            tracing::warn!(cloudlet = %cloudlet.key_string(), client = kind.as_str_name(), error = %e, "storing a report failed");
         }
     }
 }
@@ -526,6 +551,10 @@ async fn mark_offline(api: &Api, ck: &str) -> Result<()> {
             let mut info = cur.obj;
             info.state = CloudletState::Offline as i32;
             api.store.put_obj(&mut w, &info);
+            let key = info.key.clone().unwrap_or_default();
+            let down =
+                crate::api::alert::cloudlet_down(&api.store.region, &key, &api.config.replica);
+            api.store.put_obj(&mut w, &down);
             api.store.commit(w).await
         })
         .await?;

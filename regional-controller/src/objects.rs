@@ -3,7 +3,7 @@
 use edge_common::Keyed;
 use edge_proto::edge::change::Object as AnyObject;
 use edge_proto::edge::{
-    App, AppInst, Cloudlet, CloudletInfo, ClusterInst, Flavor, OperatorCode, TrackedState,
+    Alert, App, AppInst, Cloudlet, CloudletInfo, ClusterInst, Flavor, OperatorCode, TrackedState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,6 +46,7 @@ object!(CloudletInfo);
 object!(ClusterInst);
 object!(App);
 object!(AppInst);
+object!(Alert);
 
 fn refs_of(o: &AnyObject) -> Vec<(&'static str, String)> {
     let mut refs = Vec::new();
@@ -93,6 +94,7 @@ pub fn kind_of(o: &AnyObject) -> &'static str {
         AnyObject::ClusterInst(_) => ClusterInst::KIND,
         AnyObject::App(_) => App::KIND,
         AnyObject::AppInst(_) => AppInst::KIND,
+        AnyObject::Alert(_) => Alert::KIND,
     }
 }
 
@@ -123,6 +125,7 @@ pub fn decode(kind: &str, value: &[u8]) -> Option<serde_json::Result<AnyObject>>
         "ClusterInst" => de::<ClusterInst>(value),
         "App" => de::<App>(value),
         "AppInst" => de::<AppInst>(value),
+        "Alert" => de::<Alert>(value),
         _ => return None,
     })
 }

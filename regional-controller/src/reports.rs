@@ -1,4 +1,5 @@
-//! Applies what CRMs report (CloudletInfo, ClusterInstInfo, AppInstInfo) to the stored objects.
+//! Applies what CRMs report (CloudletInfo, ClusterInstInfo, AppInstInfo) to the stored objects, and the
+//! health a Shepherd measured for an AppInst.
 //!
 //! Only legal transitions of the tracked state are applied (see [`legal_transition`]); a report that
 //! does not fit the stored state is dropped with a warning, since the CRM re-reports on its next pass.
@@ -43,6 +44,10 @@ impl Api {
             w.unchanged(&self.store.path_of(&cur.obj), cur.rev);
             self.store.put_obj(&mut w, &info);
             let ready = info.state == CloudletState::Ready as i32;
+            if ready {
+                let down = crate::api::alert::cloudlet_down(&self.store.region, cloudlet, replica);
+                w.delete(&self.store.path_of(&down));
+            }
             if ready
                 && matches!(
                     cur.obj.state(),
@@ -80,7 +85,7 @@ impl Api {
         info: AppInstInfo,
     ) -> Result<()> {
         let key = info.key.clone().unwrap_or_default().key_string();
-        let (runtime, health) = (info.runtime_info.clone(), info.health_check);
+        let runtime = info.runtime_info.clone();
         let report = Report {
             state: info.state(),
             errors: info.errors,
@@ -90,9 +95,38 @@ impl Api {
             if runtime.is_some() {
                 i.runtime_info = runtime.clone();
             }
-            i.health_check = health;
         })
         .await
+    }
+
+    /// Stores the health a Shepherd of `cloudlet` measured for one of its READY AppInsts (the only
+    /// field of its AppInstInfo that counts).
+    pub async fn apply_app_inst_health(
+        &self,
+        cloudlet: &CloudletKey,
+        info: AppInstInfo,
+    ) -> Result<()> {
+        let key = info.key.clone().unwrap_or_default().key_string();
+        let health = info.health_check;
+        self.write(&format!("AppInst \"{key}\""), || async {
+            let Some(cur) = self.store.get::<AppInst>(&key).await? else {
+                return Ok(Some(0));
+            };
+            if cur.obj.cloudlet_key.as_ref() != Some(cloudlet)
+                || cur.obj.state() != TrackedState::Ready
+                || cur.obj.health_check == health
+            {
+                return Ok(Some(0));
+            }
+            let mut w = Write::default();
+            w.unchanged(&self.store.path_of(&cur.obj), cur.rev);
+            let mut i = cur.obj;
+            i.health_check = health;
+            self.store.put_obj(&mut w, &i);
+            self.store.commit(w).await
+        })
+        .await?;
+        Ok(())
     }
 
     async fn apply_report<T: Tracked + OnCloudlet>(

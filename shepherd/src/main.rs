@@ -1,13 +1,225 @@
-//! `shepherd`: Shepherd: metrics and health checks of one cloudlet, shipped to InfluxDB.
+//! `shepherd`: metrics and health checks of one cloudlet, next to its CRM.
 
-use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Shepherd: metrics and health checks of one cloudlet, shipped to InfluxDB.
+use clap::{Parser, ValueEnum};
+use edge_common::notify_client::{CloudletAgent, ControllerTls};
+use edge_common::telemetry::{self, LogFormat};
+use edge_proto::edge::{ClientType, CloudletKey};
+use shepherd::influx::InfluxConfig;
+use shepherd::{Config, PlatformKind, Shepherd};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlatformArg {
+    Docker,
+    Fake,
+}
+
+/// Shepherd: runs next to a cloudlet's CRM. Samples the CPU, memory, disk and network of every app
+/// instance and the shared load balancer's connections into InfluxDB, checks that every app's ports
+/// answer, and reports failing instances and alerts to the regional controller.
+///
+/// Example: shepherd --region EU --cloudlet-org tmus --cloudlet-name berlin --access-key berlin.key
+/// --ca-cert region-ca.pem --influxdb http://127.0.0.1:8086 --interval 10s
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// Region of the cloudlet.
+    #[arg(long, env = "EDGE_REGION")]
+    region: String,
+    /// Operator organization of the cloudlet.
+    #[arg(long, env = "EDGE_CLOUDLET_ORG")]
+    cloudlet_org: String,
+    /// Name of the cloudlet.
+    #[arg(long, env = "EDGE_CLOUDLET_NAME")]
+    cloudlet_name: String,
+    /// Controller notify address (host:port).
+    #[arg(
+        long,
+        env = "EDGE_CONTROLLER_NOTIFY",
+        default_value = "127.0.0.1:37001"
+    )]
+    controller_notify: String,
+    /// File holding the cloudlet access key (the CRM's).
+    #[arg(long, env = "EDGE_ACCESS_KEY_FILE")]
+    access_key: PathBuf,
+    /// PEM file of the region's CA, as given to the CRM.
+    #[arg(
+        long,
+        env = "EDGE_CA_CERT_FILE",
+        required_unless_present = "insecure_plaintext"
+    )]
+    ca_cert: Option<PathBuf>,
+    /// Name in the controller's certificate [default: controller.<region>.edge].
+    #[arg(long, env = "EDGE_CONTROLLER_SERVER_NAME")]
+    controller_server_name: Option<String>,
+    /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there).
+    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "ca_cert")]
+    insecure_plaintext: bool,
+    /// Platform the cloudlet's apps run on.
+    #[arg(long, env = "EDGE_PLATFORM", value_enum, default_value = "docker")]
+    platform: PlatformArg,
+    /// Docker Engine socket (docker platform): the CRM's.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker_host: String,
+    /// InfluxDB base URL (v1 HTTP API).
+    #[arg(long, env = "EDGE_INFLUXDB", default_value = "http://127.0.0.1:8086")]
+    influxdb: String,
+    /// Database of the metrics (created when missing).
+    #[arg(long, env = "EDGE_INFLUX_DATABASE", default_value = "metrics")]
+    database: String,
+    /// Database of the lifecycle events (created when missing).
+    #[arg(long, env = "EDGE_INFLUX_EVENTS_DATABASE", default_value = "events")]
+    events_database: String,
+    /// Days points are kept (the retention policy made default when a database is created).
+    #[arg(long, env = "EDGE_INFLUX_RETENTION_DAYS", default_value_t = 28)]
+    retention_days: u32,
+    /// Most points held while InfluxDB is unreachable; the oldest are dropped beyond.
+    #[arg(long, env = "EDGE_SHEPHERD_MAX_QUEUED", default_value_t = 200_000)]
+    max_queued: usize,
+    /// Time between two metric samples, e.g. 10s, 500ms, 1m.
+    #[arg(long, env = "EDGE_SHEPHERD_INTERVAL", default_value = "10s", value_parser = duration)]
+    interval: Duration,
+    /// Time between two health checks of every app instance.
+    #[arg(long, env = "EDGE_SHEPHERD_HEALTH_INTERVAL", default_value = "5s", value_parser = duration)]
+    health_interval: Duration,
+    /// Failed health checks in a row before an app instance is reported failing.
+    #[arg(long, env = "EDGE_SHEPHERD_HEALTH_FAILURES", default_value_t = 3)]
+    health_failures: u32,
+    /// Address the shared root load balancer publishes app ports on (the CRM's --public-addr).
+    #[arg(long, env = "EDGE_PUBLIC_ADDR", default_value = "127.0.0.1")]
+    public_addr: IpAddr,
+    /// The load balancer's metrics page (the CRM's /metrics); "" to skip connection counters.
+    #[arg(
+        long,
+        env = "EDGE_LB_METRICS",
+        default_value = "http://127.0.0.1:36101/metrics"
+    )]
+    lb_metrics: String,
+    /// Percentage of a cloudlet resource (vCPUs, RAM, disk) in use above which an alert fires.
+    #[arg(
+        long,
+        env = "EDGE_SHEPHERD_RESOURCE_ALERT_PERCENT",
+        default_value_t = 80
+    )]
+    resource_alert_percent: u64,
+    /// HTTP address of /metrics and /healthz.
+    #[arg(
+        long,
+        env = "EDGE_SHEPHERD_HTTP_ADDR",
+        default_value = "127.0.0.1:36201"
+    )]
+    http_addr: SocketAddr,
+    /// Log as JSON lines.
+    #[arg(long, env = "EDGE_LOG_JSON")]
+    log_json: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("shepherd is not implemented yet; see the project's open issues")
+/// `10s`, `500ms`, `2m`, or plain seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration like 10s, 500ms or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("unit of \"{s}\" must be ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _telemetry = telemetry::init(
+        "shepherd",
+        if args.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+    )?;
+    let access_key = std::fs::read_to_string(&args.access_key).map_err(|e| {
+        anyhow::anyhow!(
+            "reading the access key file {}: {e}",
+            args.access_key.display()
+        )
+    })?;
+    let tls = match &args.ca_cert {
+        Some(path) => Some(ControllerTls {
+            ca: std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?,
+            server_name: args
+                .controller_server_name
+                .clone()
+                .unwrap_or_else(|| edge_common::pki::controller_server_name(&args.region)),
+        }),
+        None => None,
+    };
+    let _shepherd = Shepherd::start(Config {
+        agent: CloudletAgent {
+            client_type: ClientType::Shepherd,
+            region: args.region,
+            cloudlet: CloudletKey {
+                organization: args.cloudlet_org,
+                name: args.cloudlet_name,
+            },
+            controller: args.controller_notify,
+            access_key: access_key.trim().to_string(),
+            tls,
+        },
+        platform: match args.platform {
+            PlatformArg::Docker => PlatformKind::Docker {
+                host: args.docker_host,
+            },
+            PlatformArg::Fake => PlatformKind::Fake,
+        },
+        influx: InfluxConfig {
+            url: args.influxdb.trim_end_matches('/').to_string(),
+            database: args.database,
+            events_database: args.events_database,
+            retention_days: args.retention_days.max(1),
+            max_queued: args.max_queued.max(1),
+        },
+        interval: args.interval,
+        health_interval: args.health_interval,
+        health_failures: args.health_failures,
+        public_addr: args.public_addr,
+        lb_metrics: Some(args.lb_metrics).filter(|u| !u.is_empty()),
+        http_addr: args.http_addr,
+        resource_alert_percent: args.resource_alert_percent,
+    })
+    .await?;
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_like_the_help_says() {
+        use std::time::Duration;
+        assert_eq!(super::duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(super::duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(super::duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(super::duration("7"), Ok(Duration::from_secs(7)));
+        assert!(super::duration("0s").is_err());
+        assert!(super::duration("1h").is_err());
+        assert!(super::duration("soon").is_err());
+    }
 }

@@ -15,15 +15,16 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder,
 };
 use edge_common::Keyed;
 use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, PlatformFeatures};
 use tokio_stream::StreamExt;
 
 use super::{
-    Capacity, ClusterOps, LABEL_APPINST, LABEL_CLOUDLET, LABEL_CLUSTER, LABEL_MANAGED,
+    AppStats, Capacity, ClusterOps, LABEL_APPINST, LABEL_CLOUDLET, LABEL_CLUSTER, LABEL_MANAGED,
     ObservedAppInst, Platform, PlatformError, Progress, Result, resource_name,
 };
 
@@ -106,6 +107,53 @@ impl DockerPlatform {
             running,
             backend,
         }))
+    }
+
+    /// Resource use of an app instance's containers: CPU over the engine's sampling second, memory
+    /// without the page cache, the containers' writable layers and their network counters.
+    pub async fn app_stats(&self, inst: &ObservedAppInst) -> Result<AppStats> {
+        let mut total = AppStats::default();
+        for id in &inst.container_ids {
+            let opts = StatsOptionsBuilder::default().stream(false).build();
+            let mut stream = self.docker.stats(id, Some(opts));
+            let Some(s) = stream.next().await else {
+                continue;
+            };
+            let s = s.map_err(|e| engine_error("reading container stats", e))?;
+            if let (Some(cur), Some(pre)) = (&s.cpu_stats, &s.precpu_stats) {
+                let used = |c: &bollard::models::ContainerCpuStats| {
+                    c.cpu_usage
+                        .as_ref()
+                        .and_then(|u| u.total_usage)
+                        .unwrap_or(0)
+                };
+                let cpu = used(cur).saturating_sub(used(pre)) as f64;
+                let system = cur
+                    .system_cpu_usage
+                    .unwrap_or(0)
+                    .saturating_sub(pre.system_cpu_usage.unwrap_or(0))
+                    as f64;
+                if system > 0.0 {
+                    total.cpu += cpu / system * f64::from(cur.online_cpus.unwrap_or(1)) * 100.0;
+                }
+            }
+            if let Some(m) = &s.memory_stats {
+                let cache = m
+                    .stats
+                    .as_ref()
+                    .and_then(|st| st.get("inactive_file").or_else(|| st.get("cache")).copied());
+                total.mem += m.usage.unwrap_or(0).saturating_sub(cache.unwrap_or(0));
+            }
+            for n in s.networks.iter().flat_map(|n| n.values()) {
+                total.net_rx += n.rx_bytes.unwrap_or(0);
+                total.net_tx += n.tx_bytes.unwrap_or(0);
+            }
+            let opts = InspectContainerOptionsBuilder::default().size(true).build();
+            if let Ok(i) = self.docker.inspect_container(id, Some(opts)).await {
+                total.disk += i.size_rw.unwrap_or(0).max(0) as u64;
+            }
+        }
+        Ok(total)
     }
 
     /// Why a container stopped: exit code, engine error and the last lines it printed.

@@ -62,6 +62,20 @@ pub struct ObservedAppInst {
     pub backend: Option<IpAddr>,
 }
 
+/// Resource use of one app instance (what Shepherd reports as `appinst-*` metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AppStats {
+    /// percent of one CPU (100 = one core busy)
+    pub cpu: f64,
+    /// bytes of memory in use
+    pub mem: u64,
+    /// bytes the instance wrote to its own filesystem
+    pub disk: u64,
+    /// bytes received and sent since the instance started
+    pub net_rx: u64,
+    pub net_tx: u64,
+}
+
 /// Total capacity of the cloudlet's infrastructure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {

@@ -4,6 +4,7 @@
 //! unchanged; references: target revision unchanged and a reference key written). A transaction that
 //! loses a race is rebuilt from fresh reads a few times before the caller gets `Aborted`.
 
+pub(crate) mod alert;
 mod app;
 mod app_inst;
 mod cloudlet;
@@ -23,6 +24,7 @@ use crate::error::{CtrlError, Result};
 use crate::objects::{Object, Tracked};
 use crate::store::{Store, Write};
 
+pub use alert::AlertService;
 pub use app::AppService;
 pub use app_inst::AppInstService;
 pub use app_inst::held_ports;

@@ -332,6 +332,7 @@ pub fn name_of(o: &change::Object) -> String {
         }
         change::Object::App(x) => format!("App {}", x.key.clone().unwrap_or_default().name),
         change::Object::AppInst(x) => format!("AppInst {}", x.key.clone().unwrap_or_default().name),
+        change::Object::Alert(x) => format!("Alert {}", x.labels["alertname"]),
     }
 }
 

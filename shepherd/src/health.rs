@@ -1,0 +1,116 @@
+//! Health checks of AppInsts: a TCP connect to each TCP port through the shared root LB and, where the
+//! platform gives the instance's address, straight to the instance. A failure only counts after
+//! `failures` checks in a row fail; one success makes the instance healthy again.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use edge_proto::edge::{AppInst, HealthCheck, LProto};
+
+use crate::collect::Sample;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn connects(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// One check of `inst`: `Ok`, or which part fails. `None` when there is nothing to check (no TCP
+/// port, or the platform has no address for the instance and the LB answers).
+pub async fn probe(inst: &AppInst, lb: IpAddr, sample: Option<&Sample>) -> Option<HealthCheck> {
+    let ports: Vec<_> = inst
+        .mapped_ports
+        .iter()
+        .filter(|p| p.proto() == LProto::Tcp && p.public_port > 0)
+        .collect();
+    if ports.is_empty() {
+        return None;
+    }
+    if sample.is_some_and(|s| !s.running) {
+        return Some(HealthCheck::FailServerFail);
+    }
+    let backend = sample.and_then(|s| s.backend);
+    for p in ports {
+        let direct = match backend {
+            Some(ip) => Some(connects(SocketAddr::new(ip, p.internal_port as u16)).await),
+            None => None,
+        };
+        if direct == Some(false) {
+            return Some(HealthCheck::FailServerFail);
+        }
+        if !connects(SocketAddr::new(lb, p.public_port as u16)).await {
+            return Some(match direct {
+                Some(true) => HealthCheck::FailRootlbOffline,
+                _ => HealthCheck::FailServerFail,
+            });
+        }
+    }
+    Some(HealthCheck::Ok)
+}
+
+/// Consecutive failures per AppInst, turned into the health to report.
+pub struct Tracker {
+    failures: u32,
+    /// key → (failed checks in a row, health as last decided)
+    state: HashMap<String, (u32, HealthCheck)>,
+}
+
+impl Tracker {
+    pub fn new(failures: u32) -> Self {
+        Self {
+            failures: failures.max(1),
+            state: HashMap::new(),
+        }
+    }
+
+    /// Records a check of `key`; returns the instance's health as it stands (`Unknown` until the first
+    /// success or the `failures`-th failure in a row).
+    pub fn record(&mut self, key: &str, result: HealthCheck) -> HealthCheck {
+        let (fails, health) = self
+            .state
+            .entry(key.to_string())
+            .or_insert((0, HealthCheck::Unknown));
+        if result == HealthCheck::Ok {
+            *fails = 0;
+            *health = HealthCheck::Ok;
+        } else {
+            *fails += 1;
+            if *fails >= self.failures {
+                *health = result;
+            }
+        }
+        *health
+    }
+
+    /// Forgets instances not in `live`.
+    pub fn retain(&mut self, live: &impl Fn(&str) -> bool) {
+        self.state.retain(|k, _| live(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_counts_after_n_in_a_row_and_one_success_heals() {
+        let mut t = Tracker::new(3);
+        let fail = HealthCheck::FailServerFail;
+        assert_eq!(t.record("a", HealthCheck::Ok), HealthCheck::Ok);
+        assert_eq!(t.record("a", fail), HealthCheck::Ok);
+        assert_eq!(t.record("a", fail), HealthCheck::Ok);
+        assert_eq!(t.record("a", fail), fail);
+        assert_eq!(
+            t.record("a", HealthCheck::FailRootlbOffline),
+            HealthCheck::FailRootlbOffline
+        );
+        assert_eq!(t.record("a", HealthCheck::Ok), HealthCheck::Ok);
+        assert_eq!(t.record("b", fail), HealthCheck::Unknown);
+        t.retain(&|k| k == "a");
+        assert_eq!(t.record("b", HealthCheck::Ok), HealthCheck::Ok);
+    }
+}
