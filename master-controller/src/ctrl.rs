@@ -33,6 +33,8 @@ enum Authz {
     View(&'static str),
     /// ShowCloudlet: owners see theirs in full, other viewers every cloudlet with public fields only
     ShowCloudlets,
+    /// ShowAlert: alerts of the caller's apps, and of the cloudlets it operates
+    ShowAlerts,
 }
 
 /// The organization of an object the controller returned (trusted output; requests are typed instead).
@@ -55,6 +57,7 @@ enum Kind {
     ClusterInst,
     App,
     AppInst,
+    Alert,
 }
 
 /// Another organization a request names besides its own: each must pass its check too.
@@ -133,6 +136,10 @@ fn parse_object(kind: Kind, obj: &Value, path: &str) -> Result<Typed> {
             let (c, v) = typed::<ClusterInst>(obj, path)?;
             let refs = vec![cloudlet_ref(&c.cloudlet_key)];
             (v, org(&c.key, |k| &k.organization), refs)
+        }
+        Kind::Alert => {
+            let (_, v) = typed::<Alert>(obj, path)?;
+            (v, String::new(), vec![])
         }
         Kind::App => {
             let (a, v) = typed::<App>(obj, path)?;
@@ -471,7 +478,7 @@ pub async fn forward(
             require(&c, CLOUDLETS, MANAGE, "")?;
         }
         match spec.authz {
-            Authz::Anyone | Authz::ShowCloudlets | Authz::View(_) => {}
+            Authz::Anyone | Authz::ShowCloudlets | Authz::ShowAlerts | Authz::View(_) => {}
             Authz::Manage(res) => {
                 let scope = if res == rbac::FLAVORS { "" } else { org };
                 require(&c, res, MANAGE, scope)?;
@@ -508,6 +515,17 @@ pub async fn forward(
                     })
                 }),
             },
+            Authz::ShowAlerts => {
+                let none = |r| c.grants.viewable_orgs(r).is_some_and(|o| o.is_empty());
+                if none(APPINSTS) && none(CLOUDLET_ANALYTICS) {
+                    return Err(ApiError::forbidden());
+                }
+                let grants = c.grants.clone();
+                Box::new(move |v: Value| {
+                    let labels = serde_json::from_value(v["labels"].clone()).unwrap_or_default();
+                    crate::alerts::visible(&grants, &labels).then_some(v)
+                })
+            }
             _ => Box::new(Some),
         };
         let request = match &update_fields {
@@ -522,6 +540,11 @@ pub async fn forward(
     } else {
         call.await
     }
+}
+
+/// `/auth/alert/show`: the same as `/auth/ctrl/ShowAlert` (MobiledgeX's path for it).
+pub async fn show_alert(mc: web::Data<Mc>, req: HttpRequest, body: Bytes) -> Result<HttpResponse> {
+    forward(mc, req, web::Path::from("ShowAlert".to_string()), body).await
 }
 
 struct Spec {
@@ -569,6 +592,7 @@ const SPECS: &[Spec] = specs![
     "UpdateAppInst", AppInst, "AppInst", "app_inst", Authz::Manage(APPINSTS), None;
     "DeleteAppInst", AppInst, "AppInst", "", Authz::Manage(APPINSTS), None;
     "ShowAppInst", AppInst, "AppInst", "", Authz::View(APPINSTS), None;
+    "ShowAlert", Alert, "Alert", "", Authz::ShowAlerts, None;
 ];
 
 /// The method names forwarded to controllers.
@@ -602,6 +626,7 @@ async fn call_controller(
             }
         };
     }
+    use alert_api_client::AlertApiClient as L;
     use app_api_client::AppApiClient as A;
     use app_inst_api_client::AppInstApiClient as I;
     use cloudlet_api_client::CloudletApiClient as C;
@@ -635,6 +660,7 @@ async fn call_controller(
         "UpdateAppInst" => s!(I, update_app_inst),
         "DeleteAppInst" => s!(I, delete_app_inst),
         "ShowAppInst" => s!(I, show_app_inst),
+        "ShowAlert" => s!(L, show_alert),
         other => Err(ApiError::not_found(format!("Unknown method {other}"))),
     }
 }

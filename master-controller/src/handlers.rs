@@ -103,12 +103,7 @@ pub async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
     if locked {
         return Err(ApiError::unauthorized(LOCKED));
     }
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT org, role FROM roles WHERE username = $1")
-            .bind(&username)
-            .fetch_all(&mc.db)
-            .await?;
-    let mut grants = Grants::from_roles(rows);
+    let mut grants = grants_of(mc, &username).await?;
     if by_key {
         let key: Option<(String, Value)> =
             sqlx::query_as("SELECT org, permissions FROM api_keys WHERE id = $1 AND username = $2")
@@ -134,6 +129,16 @@ pub async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
         client_ip: client_ip(req),
         api_key: by_key.then_some(claims.username),
     })
+}
+
+/// What `username`'s roles allow now.
+pub async fn grants_of(mc: &Mc, username: &str) -> Result<Grants> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT org, role FROM roles WHERE username = $1")
+            .bind(username)
+            .fetch_all(&mc.db)
+            .await?;
+    Ok(Grants::from_roles(rows))
 }
 
 const LOCKED: &str = "Account is locked, please contact your platform administrator";
@@ -1486,6 +1491,16 @@ route_table! {
     "/auth/audit/showself" => audit_self,
     "/auth/audit/showorg" => audit_org,
     "/auth/ctrl/{method}" => crate::ctrl::forward,
+    "/auth/alert/show" => crate::ctrl::show_alert,
+    "/auth/alertreceiver/create" => crate::alerts::receiver_create,
+    "/auth/alertreceiver/delete" => crate::alerts::receiver_delete,
+    "/auth/alertreceiver/show" => crate::alerts::receiver_show,
+    "/auth/metrics/app" => crate::monitor::metrics_app,
+    "/auth/metrics/cluster" => crate::monitor::metrics_cluster,
+    "/auth/metrics/cloudlet" => crate::monitor::metrics_cloudlet,
+    "/auth/events/app" => crate::monitor::events_app,
+    "/auth/events/cluster" => crate::monitor::events_cluster,
+    "/auth/events/cloudlet" => crate::monitor::events_cloudlet,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -3,11 +3,13 @@
 //! and the bootstrap admin password in Vault/OpenBao; region-scoped calls are forwarded to the region's
 //! controller over gRPC after an RBAC decision (see `WIRE.md` for the MobiledgeX paths and shapes).
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod ctrl;
 pub mod error;
 pub mod handlers;
+pub mod monitor;
 pub mod openapi;
 pub mod rbac;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub user_create_limit: usize,
     /// Pause before answering a failed login (slows password guessing; MobiledgeX used 3 s).
     pub bad_auth_delay: Duration,
+    /// How often the MC looks at every region's alerts to notify alert receivers.
+    pub alert_poll_interval: Duration,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             throttle_window: Duration::from_secs(60),
             user_create_limit: 10,
             bad_auth_delay: Duration::from_secs(3),
+            alert_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -76,6 +81,10 @@ pub struct Mc {
     /// region → (address, renew after (unix s), channel)
     channels: Mutex<HashMap<String, (String, i64, Channel)>>,
     pki: edge_common::pki::VaultPki,
+    /// secrets of the MC (alert receivers' URLs)
+    pub vault: edge_common::vault::Kv,
+    /// outgoing HTTP (InfluxDB queries, alert receivers)
+    pub http: reqwest::Client,
 }
 
 impl Mc {
@@ -156,6 +165,13 @@ impl Mc {
 pub struct MasterController {
     pub addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
+    alerts: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MasterController {
+    fn drop(&mut self) {
+        self.alerts.abort();
+    }
 }
 
 impl MasterController {
@@ -181,7 +197,12 @@ impl MasterController {
             user_create_limit: cfg.user_create_limit,
             channels: Mutex::default(),
             pki: edge_common::pki::VaultPki::new(&cfg.vault_addr, &cfg.vault_token),
+            vault,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
         });
+        let alerts = tokio::spawn(alerts::run(mc.clone(), cfg.alert_poll_interval));
         let metrics = web::Data::new(handlers::Metrics::new());
         let server = HttpServer::new(move || {
             let m = metrics.clone();
@@ -222,10 +243,15 @@ impl MasterController {
         let handle = server.handle();
         tokio::spawn(server);
         tracing::info!(%addr, "master controller started");
-        Ok(Self { addr, handle })
+        Ok(Self {
+            addr,
+            handle,
+            alerts,
+        })
     }
 
     pub async fn stop(self) {
+        self.alerts.abort();
         self.handle.stop(true).await;
     }
 }

@@ -40,6 +40,9 @@ struct Args {
     /// Bootstrap admin password (else read from Vault secret/mc/admin field password); never logged.
     #[arg(long, env = "MC_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// Seconds between two looks at every region's alerts (alert receivers are notified from them).
+    #[arg(long, env = "EDGE_MC_ALERT_POLL_SECS", default_value_t = 5)]
+    alert_poll_secs: u64,
     /// Log as JSON lines.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.token_ttl = Duration::from_secs(args.token_hours * 3600);
     cfg.admin_user = args.admin_user;
     cfg.admin_password = args.admin_password;
+    cfg.alert_poll_interval = Duration::from_secs(args.alert_poll_secs.max(1));
     let mc = MasterController::start(cfg).await?;
     tokio::signal::ctrl_c().await?;
     mc.stop().await;
