@@ -159,6 +159,48 @@ pub fn document() -> Value {
         Some("AuditQuery"),
         true,
     );
+    add(
+        "/auth/alert/show",
+        "Alerts of a region the caller may see (same as /auth/ctrl/ShowAlert)",
+        Some("RegionRequest"),
+        true,
+    );
+    add(
+        "/auth/alertreceiver/create",
+        "Have a region's alerts about an app instance or a cloudlet sent to a webhook or Slack",
+        Some("AlertReceiver"),
+        true,
+    );
+    add(
+        "/auth/alertreceiver/delete",
+        "Delete one of the caller's alert receivers",
+        Some("AlertReceiver"),
+        true,
+    );
+    add(
+        "/auth/alertreceiver/show",
+        "The caller's alert receivers (all for admins), URLs hidden",
+        Some("AlertReceiver"),
+        true,
+    );
+    for (target, what) in [
+        ("app", "app instances (selector cpu, mem, disk, network, connections)"),
+        ("cluster", "cluster instances (selector cpu, mem, disk, network)"),
+        ("cloudlet", "cloudlets (selector utilization)"),
+    ] {
+        add(
+            &format!("/auth/metrics/{target}"),
+            &format!("Metrics of {what}, newest first"),
+            Some("MetricsQuery"),
+            true,
+        );
+        add(
+            &format!("/auth/events/{target}"),
+            &format!("Lifecycle and health events of {}", what.split(" (").next().unwrap_or(what)),
+            Some("MetricsQuery"),
+            true,
+        );
+    }
     for m in crate::ctrl::methods() {
         add(
             &format!("/auth/ctrl/{m}"),
@@ -186,6 +228,8 @@ pub fn document() -> Value {
                 "Controller": obj(&["Region", "Address", "NotifyAddr", "InfluxDB", "CaCert", "ServerName"]),
                 "AuditQuery": {"type": "object", "properties": {"org": {"type": "string"}, "starttime": {"type": "string", "format": "date-time"},
                     "endtime": {"type": "string", "format": "date-time"}, "limit": {"type": "integer"}}},
+                "AlertReceiver": obj(&["Name", "Type", "Severity", "Region", "User", "Email", "SlackChannel", "SlackWebhook", "Webhook", "Cloudlet", "AppInst"]),
+                "MetricsQuery": obj(&["Region", "AppInst", "AppInsts", "ClusterInst", "ClusterInsts", "Cloudlet", "Cloudlets", "Selector", "Limit", "NumSamples", "StartTime", "EndTime"]),
                 "RegionRequest": {"type": "object", "required": ["Region"], "properties": {"Region": {"type": "string"}},
                     "additionalProperties": {"type": "object", "description": "the object, under its kind's name (Flavor, Cloudlet, App, ...)"}}
             }

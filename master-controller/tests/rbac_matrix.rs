@@ -33,6 +33,11 @@ fn anywhere(g: &Grants, res: &str, action: &str) -> bool {
     g.keys().any(|o| has(g, o, res, action))
 }
 
+/// Alerts are shown to viewers of app instances (their apps') and operators (their cloudlets').
+fn sees_alerts(g: &Grants) -> bool {
+    anywhere(g, APPINSTS, VIEW) || anywhere(g, CLOUDLET_ANALYTICS, VIEW)
+}
+
 fn is_admin(g: &Grants) -> bool {
     g.get("").is_some_and(|p| !p.is_empty())
 }
@@ -123,6 +128,7 @@ impl Env {
             "SELECT username, org, role FROM roles",
             "SELECT id, username, org, permissions FROM api_keys",
             "SELECT region, address FROM controllers",
+            "SELECT username, name, type, severity FROM alert_receivers",
         ]
         .map(|q| format!("(SELECT json_agg(t ORDER BY t::text) FROM ({q}) t)"))
         .join(", ");
@@ -271,6 +277,38 @@ impl Env {
                 )
             }
             "/auth/audit/showorg" => (json!({"org": dev}), expect(allows(g, USERS, VIEW, &dev))),
+            "/auth/alert/show" => (json!({"Region": "A", "Alert": {}}), expect(sees_alerts(g))),
+            "/auth/metrics/app" | "/auth/events/app" => (
+                json!({"Region": "A", "AppInst": {"app_key": {"organization": dev}}, "Selector": "cpu"}),
+                expect(allows(g, APPINSTS, VIEW, &dev)),
+            ),
+            "/auth/metrics/cluster" | "/auth/events/cluster" => (
+                json!({"Region": "A", "ClusterInst": {"organization": dev}, "Selector": "cpu"}),
+                expect(allows(g, CLUSTERINSTS, VIEW, &dev)),
+            ),
+            "/auth/metrics/cloudlet" | "/auth/events/cloudlet" => (
+                json!({"Region": "A", "Cloudlet": {"organization": op}, "Selector": "utilization"}),
+                expect(allows(g, CLOUDLET_ANALYTICS, VIEW, &op)),
+            ),
+            "/auth/alertreceiver/create" => (
+                json!({"Name": format!("r{i}"), "Type": "webhook", "Severity": "error",
+                    "Webhook": "http://127.0.0.1:9/hook", "AppInst": {"app_key": {"organization": dev}}}),
+                expect(allows(g, APPINSTS, VIEW, &dev)),
+            ),
+            "/auth/alertreceiver/delete" => {
+                let name = format!("rdel{i}");
+                self.must(
+                    &self.admin,
+                    "/auth/alertreceiver/create",
+                    json!({"Name": name, "Type": "webhook", "Severity": "error", "Webhook": "http://127.0.0.1:9/hook"}),
+                )
+                .await;
+                (
+                    json!({"Name": name, "User": ADMIN}),
+                    expect(allows(g, USERS, MANAGE, "")),
+                )
+            }
+            "/auth/alertreceiver/show" => (json!({}), Allow),
             ctrl => {
                 let method = ctrl.strip_prefix("/auth/ctrl/").unwrap_or_else(|| {
                     panic!("route {route} has no RBAC expectation in the matrix")
@@ -426,6 +464,7 @@ impl Env {
                 allows(g, APPINSTS, MANAGE, dev),
             ),
             "ShowAppInst" => ("AppInst", json!({}), anywhere(g, APPINSTS, VIEW)),
+            "ShowAlert" => ("Alert", json!({}), sees_alerts(g)),
             other => panic!("ctrl method {other} has no RBAC expectation in the matrix"),
         };
         (
