@@ -307,18 +307,21 @@ pub fn parse_ci<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
 
 /// The time condition and the window's length in seconds (12 hours ending now when not given).
 fn window(r: &Request) -> Result<(String, i64)> {
-    let end = match &r.endtime {
-        Some(e) => rfc3339("endtime", e)?,
-        None => edge_common::now_ms() / 1000,
+    let end_ms = match &r.endtime {
+        Some(e) => rfc3339("endtime", e)? * 1000,
+        None => edge_common::now_ms(),
     };
-    let start = match &r.starttime {
-        Some(s) => rfc3339("starttime", s)?,
-        None => end - 12 * 3600,
+    let start_ms = match &r.starttime {
+        Some(s) => rfc3339("starttime", s)? * 1000,
+        None => end_ms - 12 * 3600 * 1000,
     };
-    if start >= end {
+    if start_ms >= end_ms {
         return Err(ApiError::bad_request("starttime must be before endtime"));
     }
-    Ok((format!("time >= {start}s AND time <= {end}s"), end - start))
+    Ok((
+        format!("time >= {start_ms}ms AND time <= {end_ms}ms"),
+        (end_ms - start_ms) / 1000,
+    ))
 }
 
 /// InfluxQL statements answering `r` for `t`, one per measurement.

@@ -184,8 +184,14 @@ pub fn document() -> Value {
         true,
     );
     for (target, what) in [
-        ("app", "app instances (selector cpu, mem, disk, network, connections)"),
-        ("cluster", "cluster instances (selector cpu, mem, disk, network)"),
+        (
+            "app",
+            "app instances (selector cpu, mem, disk, network, connections)",
+        ),
+        (
+            "cluster",
+            "cluster instances (selector cpu, mem, disk, network)",
+        ),
         ("cloudlet", "cloudlets (selector utilization)"),
     ] {
         add(
@@ -196,7 +202,10 @@ pub fn document() -> Value {
         );
         add(
             &format!("/auth/events/{target}"),
-            &format!("Lifecycle and health events of {}", what.split(" (").next().unwrap_or(what)),
+            &format!(
+                "Lifecycle and health events of {}",
+                what.split(" (").next().unwrap_or(what)
+            ),
             Some("MetricsQuery"),
             true,
         );

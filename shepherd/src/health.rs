@@ -1,6 +1,7 @@
-//! Health checks of AppInsts: a TCP connect to each TCP port through the shared root LB and, where the
-//! platform gives the instance's address, straight to the instance. A failure only counts after
-//! `failures` checks in a row fail; one success makes the instance healthy again.
+//! Health checks of AppInsts: a TCP connect to each TCP port straight to the instance (its address on
+//! the cluster network) and through the shared root LB; the first that fails says whether the server
+//! or the LB is at fault. A failure only counts after `failures` checks in a row fail; one success
+//! makes the instance healthy again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,8 +20,8 @@ async fn connects(addr: SocketAddr) -> bool {
     )
 }
 
-/// One check of `inst`: `Ok`, or which part fails. `None` when there is nothing to check (no TCP
-/// port, or the platform has no address for the instance and the LB answers).
+/// One check of `inst`: `Ok`, or which part fails. `None` when there is nothing to check: no TCP port,
+/// or no address of the instance (the fake platform).
 pub async fn probe(inst: &AppInst, lb: IpAddr, sample: Option<&Sample>) -> Option<HealthCheck> {
     let ports: Vec<_> = inst
         .mapped_ports
@@ -30,23 +31,17 @@ pub async fn probe(inst: &AppInst, lb: IpAddr, sample: Option<&Sample>) -> Optio
     if ports.is_empty() {
         return None;
     }
-    if sample.is_some_and(|s| !s.running) {
+    // The platform does not have it, or it does not run: the CRM will bring it back.
+    let Some(sample) = sample.filter(|s| s.running) else {
         return Some(HealthCheck::FailServerFail);
-    }
-    let backend = sample.and_then(|s| s.backend);
+    };
+    let backend = sample.backend?;
     for p in ports {
-        let direct = match backend {
-            Some(ip) => Some(connects(SocketAddr::new(ip, p.internal_port as u16)).await),
-            None => None,
-        };
-        if direct == Some(false) {
+        if !connects(SocketAddr::new(backend, p.internal_port as u16)).await {
             return Some(HealthCheck::FailServerFail);
         }
         if !connects(SocketAddr::new(lb, p.public_port as u16)).await {
-            return Some(match direct {
-                Some(true) => HealthCheck::FailRootlbOffline,
-                _ => HealthCheck::FailServerFail,
-            });
+            return Some(HealthCheck::FailRootlbOffline);
         }
     }
     Some(HealthCheck::Ok)

@@ -340,6 +340,12 @@ impl Core {
                     ] {
                         a.labels.insert(k.into(), v);
                     }
+                    a.annotations
+                        .insert("title".into(), "CloudletResourceUsage".into());
+                    a.annotations.insert(
+                        "description".into(),
+                        format!("{} of {} {} in use", r.used, r.total, r.name),
+                    );
                     let a = self.stamp(a);
                     resource_alerts.insert(a.key_string(), a);
                 }

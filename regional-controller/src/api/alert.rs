@@ -21,8 +21,12 @@ pub const SHEPHERD_ALERTS: &[&str] = &[
     "AppInstCpuUsage",
     "AppInstMemUsage",
 ];
-/// Labels a Shepherd may set; `region`, `cloudlet` and `cloudletorg` the controller sets itself.
+/// Labels a Shepherd may set; `region`, `cloudlet` and `cloudletorg` the controller overwrites with its
+/// own region and the Shepherd's cloudlet.
 const SHEPHERD_LABELS: &[&str] = &[
+    "region",
+    "cloudlet",
+    "cloudletorg",
     "alertname",
     "scope",
     "severity",

@@ -1,0 +1,767 @@
+//! Shepherd with real servers: a docker app's CPU, memory, network and LB connections land in InfluxDB
+//! and come back through the MC (to its org only); a failing app is reported unhealthy, the DME stops
+//! returning it, an alert fires and reaches a webhook receiver, and all of it clears when the app is
+//! back. Points wait out an InfluxDB outage in a bounded queue.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use edge_common::notify_client::CloudletAgent;
+use edge_proto::edge::app_api_client::AppApiClient;
+use edge_proto::edge::app_inst_api_client::AppInstApiClient;
+use edge_proto::edge::cloudlet_api_client::CloudletApiClient;
+use edge_proto::edge::cluster_inst_api_client::ClusterInstApiClient;
+use edge_proto::edge::flavor_api_client::FlavorApiClient;
+use edge_proto::edge::*;
+use regional_controller::{Config, Controller};
+use serde_json::{Value, json};
+use shepherd::influx::InfluxConfig;
+use testenv::fixtures::*;
+use testenv::wait_for;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+const REGION: &str = "EU";
+const IMAGE: &str = "edge-busybox:test";
+const PASSWORD: &str = "Test-Passw0rd!";
+
+/// A region of one cloudlet `tmus/berlin` with its CRM.
+struct Region {
+    _etcd: testenv::Etcd,
+    influx: testenv::Influx,
+    ctrl: Controller,
+    channel: Channel,
+    crm: crm::Crm,
+    public_ip: IpAddr,
+    access_key: String,
+    _dir: tempfile::TempDir,
+}
+
+fn cloudlet_key() -> CloudletKey {
+    CloudletKey {
+        organization: "tmus".into(),
+        name: "berlin".into(),
+    }
+}
+
+impl Region {
+    /// Controller, CRM on `platform`, flavor and the onboarded cloudlet.
+    async fn start(platform: crm::PlatformKind, influx: testenv::Influx) -> Self {
+        let etcd = testenv::Etcd::start().await.unwrap();
+        let mut config = Config::local(REGION, &etcd.url);
+        config.lifecycle_timeout = Duration::from_secs(60);
+        let ctrl = Controller::start(config).await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", ctrl.api_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FlavorApiClient::new(channel.clone())
+            .create_flavor(flavor("small"))
+            .await
+            .unwrap();
+        let pid = std::process::id();
+        let public_ip = IpAddr::from([
+            127,
+            2 + (pid >> 16) as u8 % 250,
+            (pid >> 8) as u8,
+            pid as u8 | 1,
+        ]);
+        let mut c = cloudlet("tmus", "berlin");
+        c.public_addr = public_ip.to_string();
+        let mut s = CloudletApiClient::new(channel.clone())
+            .create_cloudlet(c)
+            .await
+            .unwrap()
+            .into_inner();
+        let access_key = s
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .access
+            .unwrap()
+            .access_private_key;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crm::Config::fake(
+            REGION,
+            cloudlet_key(),
+            ctrl.notify_addr.to_string(),
+            access_key.clone(),
+            Duration::from_millis(10),
+            dir.path().join("crm"),
+        );
+        cfg.platform = platform;
+        cfg.public_addr = public_ip;
+        let crm = crm::Crm::start(cfg).await.unwrap();
+        drain(&mut s).await.expect("cloudlet ready");
+        Self {
+            _etcd: etcd,
+            influx,
+            ctrl,
+            channel,
+            crm,
+            public_ip,
+            access_key,
+            _dir: dir,
+        }
+    }
+
+    async fn shepherd(
+        &self,
+        platform: shepherd::PlatformKind,
+        max_queued: usize,
+    ) -> shepherd::Shepherd {
+        shepherd::Shepherd::start(shepherd::Config {
+            agent: CloudletAgent {
+                client_type: ClientType::Shepherd,
+                region: REGION.into(),
+                cloudlet: cloudlet_key(),
+                controller: self.ctrl.notify_addr.to_string(),
+                access_key: self.access_key.clone(),
+                tls: None,
+            },
+            platform,
+            influx: InfluxConfig {
+                url: self.influx.url.clone(),
+                database: "metrics".into(),
+                events_database: "events".into(),
+                retention_days: 7,
+                max_queued,
+            },
+            interval: Duration::from_millis(500),
+            health_interval: Duration::from_millis(300),
+            health_failures: 2,
+            public_addr: self.public_ip,
+            lb_metrics: Some(format!("http://{}/metrics", self.crm.http_addr)),
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            resource_alert_percent: 80,
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Cluster `acme/c1`, App `acme/web` 1.0 (`app`) and its instance `acme/web1`, READY.
+    async fn deploy(&self, mut app: App) -> AppInst {
+        let mut s = ClusterInstApiClient::new(self.channel.clone())
+            .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+            .await
+            .unwrap()
+            .into_inner();
+        drain(&mut s).await.expect("cluster ready");
+        app.key = Some(AppKey {
+            organization: "acme".into(),
+            name: "web".into(),
+            version: "1.0".into(),
+        });
+        AppApiClient::new(self.channel.clone())
+            .create_app(app)
+            .await
+            .unwrap();
+        let mut inst = app_inst("acme", "web1", "web", "c1");
+        inst.app_key.as_mut().unwrap().version = "1.0".into();
+        let mut s = AppInstApiClient::new(self.channel.clone())
+            .create_app_inst(inst)
+            .await
+            .unwrap()
+            .into_inner();
+        let p = drain(&mut s).await.expect("app instance ready");
+        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+        self.app_inst().await
+    }
+
+    async fn app_inst(&self) -> AppInst {
+        show(AppInstApiClient::new(self.channel.clone()).show_app_inst(AppInst::default()))
+            .await
+            .remove(0)
+    }
+
+    /// Rows of an InfluxQL query (`SELECT ...`) on `db`: every value row of the first series.
+    async fn rows(&self, db: &str, q: &str) -> Vec<Value> {
+        let v = self.influx.query(db, q).await.unwrap();
+        v["results"][0]["series"][0]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn alerts(&self) -> Vec<Alert> {
+        show(
+            edge_proto::edge::alert_api_client::AlertApiClient::new(self.channel.clone())
+                .show_alert(Alert::default()),
+        )
+        .await
+    }
+}
+
+/// One value of a Prometheus page, 0 when absent.
+fn metric(addr: SocketAddr, line_start: &str) -> f64 {
+    let (_, text) = testenv::http_get(addr, "/metrics").unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A local HTTP endpoint standing in for a user's alert webhook: every JSON body posted to it.
+async fn webhook() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() < len {
+                        continue;
+                    }
+                    let _ = tx.send(serde_json::from_str(body).unwrap_or(Value::Null));
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A master controller with the region registered (its InfluxDB included) and three users: `dev`
+/// (manager of developer org `acme`), `op` (of operator org `tmus`) and `eve` (of developer org `evil`).
+struct Mc {
+    mc: master_controller::MasterController,
+    http: reqwest::Client,
+    tokens: std::collections::HashMap<&'static str, String>,
+    _pg: testenv::Postgres,
+    _bao: testenv::OpenBao,
+}
+
+impl Mc {
+    async fn start(region: &Region) -> Self {
+        let (pg, bao) = tokio::join!(testenv::Postgres::start(), testenv::OpenBao::start());
+        let (pg, bao) = (pg.unwrap(), bao.unwrap());
+        let mut cfg = master_controller::Config::local(&pg.url, &bao.addr, &bao.token);
+        cfg.admin_password = Some(PASSWORD.into());
+        cfg.bad_auth_delay = Duration::ZERO;
+        cfg.user_create_limit = 1000;
+        cfg.alert_poll_interval = Duration::from_millis(200);
+        let mc = master_controller::MasterController::start(cfg)
+            .await
+            .unwrap();
+        let mut m = Self {
+            mc,
+            http: reqwest::Client::new(),
+            tokens: Default::default(),
+            _pg: pg,
+            _bao: bao,
+        };
+        let admin = m.login("mexadmin").await;
+        m.tokens.insert("admin", admin);
+        let (s, b) = m
+            .post(
+                "admin",
+                "/auth/controller/create",
+                json!({"Region": REGION, "Address": region.ctrl.api_addr.to_string(),
+                       "InfluxDB": region.influx.url}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        for (user, org, kind) in [
+            ("dev", "acme", "developer"),
+            ("op", "tmus", "operator"),
+            ("eve", "evil", "developer"),
+        ] {
+            let (s, b) = m
+                .post_as(
+                    None,
+                    "/usercreate",
+                    json!({"Name": user, "Email": format!("{user}@example.com"), "Passhash": PASSWORD}),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            let token = m.login(user).await;
+            m.tokens.insert(user, token);
+            let (s, b) = m
+                .post(user, "/auth/org/create", json!({"Name": org, "Type": kind}))
+                .await;
+            assert_eq!(s, 200, "{b}");
+        }
+        m
+    }
+
+    async fn login(&self, user: &str) -> String {
+        let (s, b) = self
+            .post_as(
+                None,
+                "/login",
+                json!({"username": user, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["token"].as_str().unwrap().to_string()
+    }
+
+    async fn post_as(&self, token: Option<&str>, path: &str, body: Value) -> (u16, Value) {
+        let mut r = self
+            .http
+            .post(format!("http://{}/api/v1{path}", self.mc.addr))
+            .json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        // Streamed replies are one JSON document per line.
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| {
+            Value::Array(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect(),
+            )
+        });
+        (status, value)
+    }
+
+    async fn post(&self, user: &str, path: &str, body: Value) -> (u16, Value) {
+        self.post_as(Some(&self.tokens[user]), path, body).await
+    }
+}
+
+/// Names of the series of a metrics reply.
+fn series_names(reply: &Value) -> Vec<String> {
+    reply["data"][0]["Series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_is_measured_checked_and_alerted_on() {
+    let (docker, influx) = tokio::join!(testenv::Docker::start(), testenv::Influx::start());
+    let (docker, influx) = (docker.unwrap(), influx.unwrap());
+    docker.busybox_image(IMAGE).unwrap();
+    let region = Region::start(
+        crm::PlatformKind::Docker {
+            host: docker.host.clone(),
+        },
+        influx,
+    )
+    .await;
+    // httpd runs in the background so the test can stop and start the server inside the container.
+    let mut app = app("acme", "web", "tcp:80");
+    app.image_path = IMAGE.into();
+    app.command =
+        "mkdir -p /www && echo hello > /www/index.html && httpd -p 80 -h /www && exec sleep 100000"
+            .into();
+    let inst = region.deploy(app).await;
+    let container = inst.runtime_info.as_ref().unwrap().container_ids[0].clone();
+    let public: SocketAddr = (region.public_ip, inst.mapped_ports[0].public_port as u16).into();
+    let mc = Mc::start(&region).await;
+    let (hook, mut hooked) = webhook().await;
+    let receiver = json!({"Name": "ops", "Type": "webhook", "Severity": "warning",
+        "Webhook": format!("http://{hook}/alerts"), "AppInst": {"app_key": {"organization": "acme"}}});
+    let (s, b) = mc
+        .post("dev", "/auth/alertreceiver/create", receiver.clone())
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // Another org cannot have acme's alerts sent to itself; bad receivers are refused by field.
+    let (s, _) = mc
+        .post("eve", "/auth/alertreceiver/create", receiver.clone())
+        .await;
+    assert_eq!(s, 403);
+    for (bad, msg) in [
+        (
+            json!({"Name": "x", "Type": "webhook", "Severity": "loud", "Webhook": "http://127.0.0.1:1/"}),
+            "Alert severity has to be one of \"info\", \"warning\", \"error\"",
+        ),
+        (
+            json!({"Name": "a:b", "Type": "webhook", "Severity": "info"}),
+            "Receiver name cannot contain colons(\":\")",
+        ),
+        (
+            json!({"Name": "x", "Type": "slack", "Severity": "info", "SlackChannel": "ops",
+                "AppInst": {"app_key": {"organization": "acme"}}}),
+            "Both slack URL and slack channel must be specified",
+        ),
+        (
+            json!({"Name": "x", "Type": "webhook", "Severity": "info", "Webhook": "ftp://x",
+                "AppInst": {"app_key": {"organization": "acme"}}}),
+            "Webhook URL must be an http or https URL",
+        ),
+        (
+            json!({"Name": "x", "Type": "webhook", "Severity": "info", "Webhook": "http://127.0.0.1:1/"}),
+            "Either cloudlet, cluster or app instance details have to be specified",
+        ),
+    ] {
+        let (s, b) = mc.post("dev", "/auth/alertreceiver/create", bad).await;
+        assert_eq!((s, b["message"].as_str().unwrap_or_default()), (400, msg));
+    }
+    let (_, shown) = mc.post("dev", "/auth/alertreceiver/show", json!({})).await;
+    assert_eq!(shown[0]["Webhook"], "<hidden>", "{shown}");
+
+    let _shepherd = region
+        .shepherd(
+            shepherd::PlatformKind::Docker {
+                host: docker.host.clone(),
+            },
+            100_000,
+        )
+        .await;
+    assert_eq!(testenv::http_get(public, "/").map(|(s, _)| s), Some(200));
+
+    // Metrics with MobiledgeX's measurement names and tags.
+    for m in [
+        "appinst-cpu",
+        "appinst-mem",
+        "appinst-disk",
+        "appinst-network",
+        "cluster-cpu",
+        "cloudlet-utilization",
+    ] {
+        wait_for(
+            &format!("{m} points"),
+            Duration::from_secs(30),
+            async || {
+                let rows = region
+                    .rows(
+                        "metrics",
+                        &format!("SELECT * FROM \"{m}\" WHERE cloudletorg = 'tmus' LIMIT 1"),
+                    )
+                    .await;
+                (!rows.is_empty()).then_some(())
+            },
+        )
+        .await;
+    }
+    let v = region
+        .influx
+        .query("metrics", "SELECT * FROM \"appinst-mem\" WHERE app = 'web' AND apporg = 'acme' AND ver = '1.0' AND cluster = 'c1' AND clusterorg = 'acme' AND cloudlet = 'berlin' LIMIT 1")
+        .await
+        .unwrap();
+    let cols = v["results"][0]["series"][0]["columns"].to_string();
+    assert!(cols.contains("\"mem\""), "{v}");
+    let mem = v["results"][0]["series"][0]["values"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(v["results"][0]["series"][0]["columns"].as_array().unwrap())
+        .find(|(_, c)| *c == "mem")
+        .map(|(v, _)| v.as_i64().unwrap())
+        .unwrap();
+    assert!(mem > 0, "a running httpd uses memory: {v}");
+    let accepts = wait_for("the LB connection counted", Duration::from_secs(30), async || {
+        let rows = region
+            .rows("metrics", "SELECT accepts FROM \"appinst-connections\" WHERE app = 'web' AND port = '10000' ORDER BY time DESC LIMIT 1")
+            .await;
+        rows.first().and_then(|r| r[1].as_i64()).filter(|n| *n >= 1)
+    })
+    .await;
+    assert!(accepts >= 1);
+
+    // The MC returns them to the app's org, and to nobody else.
+    let q = json!({"Region": REGION, "AppInst": {"app_key": {"organization": "acme", "name": "web"}}, "Selector": "cpu,connections", "Limit": 5});
+    let (s, b) = mc.post("dev", "/auth/metrics/app", q.clone()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        series_names(&b),
+        ["appinst-cpu", "appinst-connections"],
+        "{b}"
+    );
+    let cpu = &b["data"][0]["Series"][0];
+    assert_eq!(cpu["columns"][0], "time");
+    assert!(
+        cpu["columns"].to_string().contains("\"cpu\"")
+            && cpu["values"].as_array().unwrap().len() <= 5,
+        "{cpu}"
+    );
+    assert_eq!(mc.post("eve", "/auth/metrics/app", q.clone()).await.0, 403);
+    let (s, b) = mc.post("dev", "/auth/metrics/app", json!({"Region": REGION, "AppInst": {"app_key": {"organization": "acme"}}, "NumSamples": 3, "Selector": "mem"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(series_names(&b), ["appinst-mem"], "{b}");
+    let (s, b) = mc
+        .post(
+            "op",
+            "/auth/metrics/cloudlet",
+            json!({"Region": REGION, "Cloudlet": {"organization": "tmus", "name": "berlin"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, series_names(&b)),
+        (200, vec!["cloudlet-utilization".to_string()]),
+        "{b}"
+    );
+    assert_eq!(
+        mc.post(
+            "dev",
+            "/auth/metrics/cloudlet",
+            json!({"Region": REGION, "Cloudlet": {"organization": "tmus"}})
+        )
+        .await
+        .0,
+        403
+    );
+    for (body, msg) in [
+        (
+            json!({"Region": REGION, "AppInst": {"app_key": {"organization": "acme"}}, "Selector": "gpu"}),
+            "Invalid appinst selector: gpu, must be one of \"cpu\", \"mem\", \"disk\", \"network\", \"connections\"",
+        ),
+        (
+            json!({"Region": REGION, "AppInst": {"app_key": {"organization": "acme"}}, "Limit": 1, "NumSamples": 2}),
+            "Only one of Limit or NumSamples can be specified",
+        ),
+        (
+            json!({"Region": REGION, "AppInst": {"app_key": {"name": "web"}}}),
+            "Must provide either App organization or Cloudlet organization",
+        ),
+        (
+            json!({"Region": REGION, "AppInst": {"app_key": {"organization": "acme"}}, "StartTime": "yesterday"}),
+            "Invalid starttime \"yesterday\": expected an RFC 3339 time such as 2026-11-30T12:00:00Z",
+        ),
+    ] {
+        let (s, b) = mc.post("dev", "/auth/metrics/app", body).await;
+        assert_eq!((s, b["message"].as_str().unwrap_or_default()), (400, msg));
+    }
+
+    // Shepherd's checks pass: the instance is reported healthy.
+    wait_for("health OK", Duration::from_secs(30), async || {
+        (region.app_inst().await.health_check() == HealthCheck::Ok).then_some(())
+    })
+    .await;
+    let dme = dme::Dme::start(dme::Config::local(
+        REGION,
+        &region.ctrl.notify_addr.to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut client = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr))
+        .await
+        .unwrap();
+    wait_for(
+        "the DME to know the app",
+        Duration::from_secs(30),
+        async || client.register("acme", "web", "1.0", None).await.ok(),
+    )
+    .await;
+    wait_for(
+        "the DME to find the app",
+        Duration::from_secs(30),
+        async || client.find_cloudlet("", 52.5, 13.4).await.unwrap(),
+    )
+    .await;
+
+    // The server inside the container stops (the container keeps running, so the CRM sees nothing).
+    let out = docker
+        .cli()
+        .args(["exec", &container, "killall", "httpd"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("health SERVER_FAIL", Duration::from_secs(30), async || {
+        (region.app_inst().await.health_check() == HealthCheck::FailServerFail).then_some(())
+    })
+    .await;
+    wait_for(
+        "the DME to stop returning it",
+        Duration::from_secs(30),
+        async || {
+            client
+                .find_cloudlet("", 52.5, 13.4)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let alert = wait_for("AppInstDown", Duration::from_secs(30), async || {
+        region
+            .alerts()
+            .await
+            .into_iter()
+            .find(|a| a.labels["alertname"] == "AppInstDown")
+    })
+    .await;
+    assert_eq!(alert.labels["status"], "HealthCheckServerFail");
+    assert_eq!(
+        (
+            alert.labels["apporg"].as_str(),
+            alert.labels["cloudlet"].as_str()
+        ),
+        ("acme", "berlin")
+    );
+    let (s, shown) = mc
+        .post(
+            "dev",
+            "/auth/ctrl/ShowAlert",
+            json!({"Region": REGION, "Alert": {}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(shown.to_string().contains("AppInstDown"), "{shown}");
+    let (s, shown) = mc
+        .post(
+            "eve",
+            "/auth/alert/show",
+            json!({"Region": REGION, "Alert": {}}),
+        )
+        .await;
+    assert_eq!(
+        (s, shown.to_string()),
+        (200, "[]".to_string()),
+        "another org sees no alert"
+    );
+    let fired = tokio::time::timeout(Duration::from_secs(30), hooked.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fired["status"], "firing", "{fired}");
+    assert_eq!(
+        fired["alerts"][0]["labels"]["alertname"], "AppInstDown",
+        "{fired}"
+    );
+    assert_eq!(fired["alerts"][0]["labels"]["app"], "web", "{fired}");
+    wait_for("the health event", Duration::from_secs(30), async || {
+        let rows = region
+            .rows("events", "SELECT event FROM appinst WHERE app = 'web' AND event = 'HEALTH_CHECK_FAIL_SERVER_FAIL'")
+            .await;
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
+    let (s, ev) = mc
+        .post(
+            "dev",
+            "/auth/events/app",
+            json!({"Region": REGION, "AppInst": {"app_key": {"organization": "acme"}}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        ev.to_string().contains("HEALTH_CHECK_FAIL_SERVER_FAIL"),
+        "{ev}"
+    );
+
+    // The server is back: healthy again, found again, the alert cleared and the receiver told.
+    let out = docker
+        .cli()
+        .args(["exec", &container, "httpd", "-p", "80", "-h", "/www"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("health OK again", Duration::from_secs(30), async || {
+        (region.app_inst().await.health_check() == HealthCheck::Ok).then_some(())
+    })
+    .await;
+    wait_for(
+        "the DME to return it again",
+        Duration::from_secs(30),
+        async || client.find_cloudlet("", 52.5, 13.4).await.unwrap(),
+    )
+    .await;
+    wait_for("the alert to clear", Duration::from_secs(30), async || {
+        let a = region.alerts().await;
+        (!a.iter().any(|a| a.labels["alertname"] == "AppInstDown")).then_some(())
+    })
+    .await;
+    let resolved = tokio::time::timeout(Duration::from_secs(30), hooked.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved["status"], "resolved", "{resolved}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_wait_out_an_influxdb_outage_in_a_bounded_queue() {
+    let influx = testenv::Influx::start().await.unwrap();
+    let mut region = Region::start(
+        crm::PlatformKind::Fake {
+            delay: Duration::from_millis(10),
+        },
+        influx,
+    )
+    .await;
+    region.deploy(app("acme", "web", "tcp:80")).await;
+    const CAP: usize = 60;
+    let shepherd = region.shepherd(shepherd::PlatformKind::Fake, CAP).await;
+    let count = async |region: &Region| {
+        let rows = region
+            .rows(
+                "metrics",
+                "SELECT count(cpu) FROM \"appinst-cpu\" WHERE app = 'web'",
+            )
+            .await;
+        rows.first().and_then(|r| r[1].as_i64()).unwrap_or(0)
+    };
+    wait_for("first points", Duration::from_secs(30), async || {
+        (count(&region).await > 0).then_some(())
+    })
+    .await;
+
+    region.influx.stop();
+    let down_at = edge_common::now_ms();
+    // Points pile up to the cap, then the oldest are dropped: memory stays bounded.
+    wait_for(
+        "points dropped at the cap",
+        Duration::from_secs(60),
+        async || (metric(shepherd.http_addr, "shepherd_points_dropped_total") > 0.0).then_some(()),
+    )
+    .await;
+    assert!(metric(shepherd.http_addr, "shepherd_points_queued") <= CAP as f64);
+    assert!(
+        metric(
+            shepherd.http_addr,
+            "shepherd_influx_writes_total{result=\"failed\"}"
+        ) > 0.0
+    );
+    let up_at = edge_common::now_ms();
+    region.influx.resume().await.unwrap();
+    wait_for("the queue to drain", Duration::from_secs(60), async || {
+        (metric(shepherd.http_addr, "shepherd_points_queued") == 0.0).then_some(())
+    })
+    .await;
+    // Points taken while InfluxDB was down arrived afterwards.
+    let during = region
+        .rows(
+            "metrics",
+            &format!("SELECT count(cpu) FROM \"appinst-cpu\" WHERE time >= {down_at}ms AND time <= {up_at}ms"),
+        )
+        .await;
+    assert!(
+        during.first().and_then(|r| r[1].as_i64()).unwrap_or(0) > 0,
+        "{during:?}"
+    );
+}
