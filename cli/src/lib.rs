@@ -2,8 +2,10 @@
 //!
 //! Today it talks to a regional controller directly (`--controller`, the `--region-direct` mode of the
 //! architecture): `edgectl ctrl <Method> '<json>'` calls one controller method with its request as JSON
-//! (the objects' JSON form, as stored in etcd) and prints the replies as JSON lines. The master-controller
-//! mode joins it with the MC's issue.
+//! (the objects' JSON form, as stored in etcd) and prints the replies as JSON lines. Through the master
+//! controller it reads metrics ([`metrics`]); the rest of the MC mode is still to come.
+
+pub mod metrics;
 
 use edge_proto::edge::*;
 use serde::Serialize;
@@ -38,6 +40,7 @@ pub const METHODS: &[&str] = &[
     "UpdateAppInst",
     "DeleteAppInst",
     "ShowAppInst",
+    "ShowAlert",
 ];
 
 fn parse<T: DeserializeOwned + Default>(json: &str, method: &str) -> anyhow::Result<T> {
@@ -86,6 +89,7 @@ pub async fn call(channel: Channel, method: &str, json: &str) -> anyhow::Result<
             print_stream(r.into_inner()).await
         }};
     }
+    use alert_api_client::AlertApiClient as L;
     use app_api_client::AppApiClient as A;
     use app_inst_api_client::AppInstApiClient as I;
     use cloudlet_api_client::CloudletApiClient as C;
@@ -119,6 +123,7 @@ pub async fn call(channel: Channel, method: &str, json: &str) -> anyhow::Result<
         "UpdateAppInst" => stream!(I, update_app_inst, AppInstUpdate),
         "DeleteAppInst" => stream!(I, delete_app_inst, AppInst),
         "ShowAppInst" => stream!(I, show_app_inst, AppInst),
+        "ShowAlert" => stream!(L, show_alert, Alert),
         other => anyhow::bail!(
             "unknown method \"{other}\"; methods: {}",
             METHODS.join(", ")

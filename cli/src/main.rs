@@ -37,6 +37,30 @@ enum Command {
     },
     /// Lists the controller methods.
     Methods,
+    /// Metrics of an app, cluster or cloudlet through the master controller, as a table with trends,
+    /// e.g. `edgectl metrics app --org demo --name hello --selector cpu,mem`.
+    Metrics {
+        /// app, cluster or cloudlet.
+        target: String,
+        /// Organization of the app, cluster or cloudlet.
+        #[arg(long)]
+        org: String,
+        /// Its name (all of the organization's when empty).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// app: cpu, mem, disk, network, connections; cluster: cpu, mem, disk, network; cloudlet:
+        /// utilization. Comma separated, or * for all.
+        #[arg(long, default_value = "*")]
+        selector: String,
+        /// Most samples per series.
+        #[arg(long, default_value_t = 20)]
+        last: u64,
+        /// table or json (the MC's reply).
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+        #[command(flatten)]
+        mc: McArgs,
+    },
     /// The region's PKI in Vault/OpenBao (infra: needs a Vault token allowed to manage PKI mounts).
     Pki {
         #[arg(long, env = "VAULT_ADDR")]
@@ -46,6 +70,73 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+}
+
+/// How to reach and log in to the master controller.
+#[derive(clap::Args, Debug)]
+struct McArgs {
+    /// Master controller URL.
+    #[arg(long, env = "EDGE_MC_URL", default_value = "https://localhost:9900")]
+    mc_url: String,
+    /// PEM of the CA that signed the MC's HTTPS certificate (else the system's roots).
+    #[arg(long, env = "EDGE_MC_CA")]
+    mc_ca: Option<PathBuf>,
+    /// A token from the MC's /login.
+    #[arg(long, env = "EDGE_MC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// User to log in as (with --password) when no token is given.
+    #[arg(long, env = "EDGE_MC_USER")]
+    user: Option<String>,
+    #[arg(long, env = "EDGE_MC_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl McArgs {
+    /// POSTs `body` to `path` with a token (logging in first when needed); the reply, or the MC's
+    /// error message.
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.mc_ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| anyhow::anyhow!("reading --mc-ca {}: {e}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let http = b.build()?;
+        let url = self.mc_url.trim_end_matches('/');
+        let call = async |path: &str, token: Option<&str>, body: &serde_json::Value| {
+            let mut r = http.post(format!("{url}{path}")).json(body);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the master controller at {url}: {e}"))?;
+            let status = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            if !status.is_success() {
+                anyhow::bail!(
+                    "{status}: {}",
+                    v["message"].as_str().unwrap_or("no message")
+                );
+            }
+            Ok(v)
+        };
+        let token = match (&self.token, &self.user, &self.password) {
+            (Some(t), _, _) => t.clone(),
+            (None, Some(u), Some(p)) => {
+                let v = call(
+                    "/api/v1/login",
+                    None,
+                    &serde_json::json!({"username": u, "password": p}),
+                )
+                .await?;
+                v["token"].as_str().unwrap_or_default().to_string()
+            }
+            _ => anyhow::bail!("log in with --token (EDGE_MC_TOKEN), or --user and --password"),
+        };
+        call(path, Some(&token), &body).await
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +235,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Methods => {
             for m in edgectl::METHODS {
                 println!("{m}");
+            }
+            Ok(())
+        }
+        Command::Metrics {
+            target,
+            org,
+            name,
+            selector,
+            last,
+            output,
+            mc,
+        } => {
+            let q = edgectl::metrics::Query {
+                target: target.clone(),
+                region: args.region.clone(),
+                org: org.clone(),
+                name: name.clone(),
+                selector: selector.clone(),
+                last: *last,
+            };
+            let (path, body) = q.request()?;
+            let reply = mc.post(&path, body).await?;
+            match output.as_str() {
+                "json" => println!("{reply}"),
+                "table" => print!("{}", edgectl::metrics::render(&reply)),
+                other => anyhow::bail!("-o {other}: one of table, json"),
             }
             Ok(())
         }

@@ -1,6 +1,6 @@
 //! Measurement names and tags, as MobiledgeX's Shepherd wrote them: metrics go to the `metrics`
 //! database as `appinst-*`, `cluster-*` and `cloudlet-*`; lifecycle events go to the `events` database
-//! as `appinst` and `clusterinst`.
+//! as `appinst`, `clusterinst` and `cloudlet`.
 
 use edge_proto::edge::{AppInst, CloudletKey, ClusterInst};
 
@@ -18,6 +18,7 @@ pub const CLUSTER_NETWORK: &str = "cluster-network";
 pub const CLOUDLET_UTILIZATION: &str = "cloudlet-utilization";
 pub const EVENT_APPINST: &str = "appinst";
 pub const EVENT_CLUSTER: &str = "clusterinst";
+pub const EVENT_CLOUDLET: &str = "cloudlet";
 
 /// `cloudlet`, `cloudletorg`.
 pub fn cloudlet(p: Point, k: &CloudletKey) -> Point {

@@ -1,6 +1,6 @@
 //! What Shepherd knows of its cloudlet, as the controller streams it: the Cloudlet and its CloudletInfo,
 //! ClusterInsts, Apps, AppInsts and the alerts the controller holds for the cloudlet. Lifecycle changes
-//! seen on the stream become event points (`clusterinst`, `appinst` measurements).
+//! seen on the stream become event points (`cloudlet`, `clusterinst`, `appinst` measurements).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use edge_common::Keyed;
 use edge_common::notify_client::Sink;
 use edge_proto::edge::{
-    Alert, App, AppInst, ChangeAction, Cloudlet, CloudletInfo, ClusterInst, Flavor, change,
+    Alert, App, AppInst, ChangeAction, Cloudlet, CloudletInfo, CloudletState, ClusterInst, Flavor,
+    change,
 };
 use prometheus::IntGauge;
 
@@ -81,7 +82,28 @@ impl Sink for World {
             let live = s.synced;
             match object {
                 change::Object::Cloudlet(c) => s.cloudlet = (!delete).then_some(c),
-                change::Object::CloudletInfo(c) => s.cloudlet_info = (!delete).then_some(c),
+                change::Object::CloudletInfo(c) => {
+                    let state = |i: &CloudletInfo| {
+                        i.state()
+                            .as_str_name()
+                            .trim_start_matches("CLOUDLET_STATE_")
+                            .to_string()
+                    };
+                    let before = s.cloudlet_info.as_ref().map(state);
+                    let after = state(&c);
+                    if live && !delete && before.as_ref() != Some(&after) {
+                        let up = c.state() == CloudletState::Ready;
+                        events.push(
+                            tags::cloudlet(
+                                Point::new(tags::EVENT_CLOUDLET, now),
+                                &c.key.clone().unwrap_or_default(),
+                            )
+                            .field("event", Field::Str(after))
+                            .field("status", Field::Str(if up { "UP" } else { "DOWN" }.into())),
+                        );
+                    }
+                    s.cloudlet_info = (!delete).then_some(c);
+                }
                 change::Object::Flavor(f) => set(&mut s.flavors, delete, f),
                 change::Object::App(a) => set(&mut s.apps, delete, a),
                 change::Object::ClusterInst(c) => {
