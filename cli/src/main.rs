@@ -116,7 +116,8 @@ impl McArgs {
             let v: serde_json::Value = r.json().await.unwrap_or_default();
             if !status.is_success() {
                 anyhow::bail!(
-                    "{status}: {}",
+                    "{}: {}",
+                    status.as_u16(),
                     v["message"].as_str().unwrap_or("no message")
                 );
             }
