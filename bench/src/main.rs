@@ -1,8 +1,11 @@
-//! `edge-bench`: FindCloudlet against a plain gRPC echo, measured in the same run.
+//! `edge-bench`: speed measured against baselines of the same run.
 //!
-//! Starts a real etcd (testenv), the regional controller, a fake-platform CRM with one app instance and
-//! a DME, all on loopback, plus an echo server. Then it times sequential calls (latency percentiles) and
-//! concurrent calls (throughput) of each, bounded in count and time, and prints the ratios.
+//! `dme` (the default): starts a real etcd (testenv), the regional controller, a fake-platform CRM with
+//! one app instance and a DME, all on loopback, plus an echo server. Then it times sequential calls
+//! (latency percentiles) and concurrent calls (throughput) of each, bounded in count and time, and prints
+//! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]).
+
+mod shepherd;
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +19,26 @@ use edge_proto::edge::CloudletKey;
 use testenv::fixtures::*;
 use tonic::transport::Channel;
 
-/// Benchmarks that print ratios against a raw gRPC baseline measured in the same run.
+/// Benchmarks that print ratios against baselines measured in the same run.
 #[derive(Parser, Debug)]
 #[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Option<Bench>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Bench {
+    /// FindCloudlet against a plain gRPC echo (the default).
+    Dme(Args),
+    /// Shepherd's CPU, memory and InfluxDB volume with many app instances on the fake platform.
+    Shepherd(shepherd::Args),
+    /// (internal) the Shepherd process the `shepherd` benchmark measures.
+    #[command(hide = true)]
+    ShepherdChild(shepherd::Child),
+}
+
+#[derive(Parser, Debug)]
 struct Args {
     /// Calls per measurement (sequential and concurrent each).
     #[arg(long, default_value_t = 2000)]
@@ -103,8 +123,15 @@ async fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Cli::parse().bench {
+        None => dme(Args::parse_from(["dme"])).await,
+        Some(Bench::Dme(a)) => dme(a).await,
+        Some(Bench::Shepherd(a)) => shepherd::run(a).await,
+        Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,
+    }
+}
 
+async fn dme(args: Args) -> anyhow::Result<()> {
     // The raw baseline: a plain tonic echo on loopback.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let echo_addr = l.local_addr()?;

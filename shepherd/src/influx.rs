@@ -132,6 +132,7 @@ pub struct Writer {
     dropped: IntCounter,
     queued: IntGauge,
     writes: IntCounterVec,
+    bytes: IntCounter,
 }
 
 impl Writer {
@@ -153,7 +154,12 @@ impl Writer {
         )?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(queued.clone()))?;
+        let bytes = IntCounter::new(
+            "shepherd_influx_bytes_total",
+            "bytes of line protocol InfluxDB accepted",
+        )?;
         registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
         Ok(Arc::new(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -164,6 +170,7 @@ impl Writer {
             dropped,
             queued,
             writes,
+            bytes,
         }))
     }
 
@@ -308,6 +315,8 @@ impl Writer {
             Db::Metrics => &self.cfg.database,
             Db::Events => &self.cfg.events_database,
         };
+        let body = lines.join("\n");
+        let len = body.len() as u64;
         let resp = self
             .http
             .post(format!("{}/write", self.cfg.url))
@@ -316,11 +325,12 @@ impl Writer {
                 ("rp", self.retention_policy().as_str()),
                 ("precision", "ms"),
             ])
-            .body(lines.join("\n"))
+            .body(body)
             .send()
             .await?;
         let status = resp.status();
         if status.is_success() {
+            self.bytes.inc_by(len);
             return Ok(());
         }
         let body = resp.text().await.unwrap_or_default();
