@@ -41,6 +41,10 @@ pub const METHODS: &[&str] = &[
     "DeleteAppInst",
     "ShowAppInst",
     "ShowAlert",
+    "CreateAlertPolicy",
+    "UpdateAlertPolicy",
+    "DeleteAlertPolicy",
+    "ShowAlertPolicy",
 ];
 
 fn parse<T: DeserializeOwned + Default>(json: &str, method: &str) -> anyhow::Result<T> {
@@ -90,6 +94,7 @@ pub async fn call(channel: Channel, method: &str, json: &str) -> anyhow::Result<
         }};
     }
     use alert_api_client::AlertApiClient as L;
+    use alert_policy_api_client::AlertPolicyApiClient as P;
     use app_api_client::AppApiClient as A;
     use app_inst_api_client::AppInstApiClient as I;
     use cloudlet_api_client::CloudletApiClient as C;
@@ -124,6 +129,10 @@ pub async fn call(channel: Channel, method: &str, json: &str) -> anyhow::Result<
         "DeleteAppInst" => stream!(I, delete_app_inst, AppInst),
         "ShowAppInst" => stream!(I, show_app_inst, AppInst),
         "ShowAlert" => stream!(L, show_alert, Alert),
+        "CreateAlertPolicy" => unary!(P, create_alert_policy, AlertPolicy),
+        "UpdateAlertPolicy" => unary!(P, update_alert_policy, AlertPolicyUpdate),
+        "DeleteAlertPolicy" => unary!(P, delete_alert_policy, AlertPolicy),
+        "ShowAlertPolicy" => stream!(P, show_alert_policy, AlertPolicy),
         other => anyhow::bail!(
             "unknown method \"{other}\"; methods: {}",
             METHODS.join(", ")

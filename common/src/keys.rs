@@ -5,8 +5,8 @@
 //! string is unambiguous. The etcd key of an object is `/edge/<region>/<Kind>/<key string>`.
 
 use edge_proto::edge::{
-    Alert, App, AppInst, AppInstKey, AppKey, Cloudlet, CloudletInfo, CloudletKey, ClusterInst,
-    ClusterInstKey, Flavor, FlavorKey, OperatorCode,
+    Alert, AlertPolicy, AlertPolicyKey, App, AppInst, AppInstKey, AppKey, Cloudlet, CloudletInfo,
+    CloudletKey, ClusterInst, ClusterInstKey, Flavor, FlavorKey, OperatorCode,
 };
 
 /// An object (or a key) with a kind name and a canonical key string.
@@ -73,6 +73,12 @@ keyed!(
     AppKey,
     |k| join(&[&k.organization, &k.name, &k.version]),
     App
+);
+keyed!(
+    "AlertPolicy",
+    AlertPolicyKey,
+    |k| join(&[&k.organization, &k.name]),
+    AlertPolicy
 );
 keyed!(
     "AppInst",

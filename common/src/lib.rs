@@ -19,6 +19,24 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// A duration written as `500ms`, `30s`, `5m` or `2h` (plain digits are seconds); `None` when it is not
+/// one.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(n.checked_mul(ms)?))
+}
+
 /// Concurrent streams one client connection may open on a gRPC server of the platform; more wait in
 /// the client's HTTP/2 connection, never in an unbounded queue of the server.
 pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -40,4 +58,21 @@ macro_rules! limit_messages {
 /// reply written in several pieces waits for the peer's delayed ACK (about 40 ms per call).
 pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_like_the_help_says() {
+        use std::time::Duration;
+        let d = super::parse_duration;
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(d("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(d("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(d("7"), Some(Duration::from_secs(7)));
+        for bad in ["", "1d", "soon", "-1s", "s"] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
 }

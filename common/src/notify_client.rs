@@ -40,6 +40,7 @@ pub fn object_id(o: &change::Object) -> String {
         change::Object::CloudletInfo(x) => format!("CloudletInfo/{}", x.key_string()),
         change::Object::OperatorCode(x) => format!("OperatorCode/{}", x.key_string()),
         change::Object::Alert(x) => format!("Alert/{}", x.key_string()),
+        change::Object::AlertPolicy(x) => format!("AlertPolicy/{}", x.key_string()),
     }
 }
 

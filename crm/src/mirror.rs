@@ -57,7 +57,8 @@ impl Desired {
             }
             change::Object::OperatorCode(_)
             | change::Object::CloudletInfo(_)
-            | change::Object::Alert(_) => {}
+            | change::Object::Alert(_)
+            | change::Object::AlertPolicy(_) => {}
         }
         self.revision = self.revision.max(revision);
     }

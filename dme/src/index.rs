@@ -178,7 +178,8 @@ impl Sink for Index {
                 change::Object::OperatorCode(o) => set(&mut st.operator_codes, action, o),
                 change::Object::Flavor(_)
                 | change::Object::ClusterInst(_)
-                | change::Object::Alert(_) => {}
+                | change::Object::Alert(_)
+                | change::Object::AlertPolicy(_) => {}
             }
         }
         let _ = self.changed.send(());

@@ -765,3 +765,110 @@ async fn points_wait_out_an_influxdb_outage_in_a_bounded_queue() {
         "{during:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_policy_fires_on_its_apps_instances_and_clears() {
+    use edge_proto::edge::alert_policy_api_client::AlertPolicyApiClient;
+    let influx = testenv::Influx::start().await.unwrap();
+    let region = Region::start(
+        crm::PlatformKind::Fake {
+            delay: Duration::from_millis(10),
+        },
+        influx,
+    )
+    .await;
+    let mut policies = AlertPolicyApiClient::new(region.channel.clone());
+    let policy = |mem: u32, trigger: &str| AlertPolicy {
+        key: Some(AlertPolicyKey {
+            organization: "acme".into(),
+            name: "hungry".into(),
+        }),
+        mem_utilization_limit: mem,
+        severity: "error".into(),
+        trigger_time: trigger.into(),
+        labels: [("team".to_string(), "web".to_string())].into(),
+        description: "memory above the limit".into(),
+        ..Default::default()
+    };
+    for (bad, msg) in [
+        (
+            policy(150, "1s"),
+            "mem_utilization_limit 150 is a percentage: at most 100",
+        ),
+        (
+            policy(0, "1s"),
+            "at least one of cpu_utilization_limit, mem_utilization_limit, disk_utilization_limit or active_conn_limit must be set",
+        ),
+        (
+            policy(1, "1d"),
+            "invalid trigger_time \"1d\": a duration such as 30s, 5m or 1h, at most 72h",
+        ),
+    ] {
+        assert_code(
+            policies.create_alert_policy(bad).await,
+            tonic::Code::InvalidArgument,
+            msg,
+        );
+    }
+    // The fake platform's instances use at least 64 MiB of the small flavor's 2 GiB: over 1 %.
+    policies.create_alert_policy(policy(1, "1s")).await.unwrap();
+    let mut app = app("acme", "web", "tcp:80");
+    app.alert_policies = vec!["nosuch".into()];
+    app.key.as_mut().unwrap().version = "1.0".into();
+    assert_code(
+        AppApiClient::new(region.channel.clone())
+            .create_app(app.clone())
+            .await,
+        tonic::Code::NotFound,
+        "AlertPolicy \"acme/nosuch\"",
+    );
+    app.alert_policies = vec!["hungry".into()];
+    region.deploy(app).await;
+    let _shepherd = region.shepherd(shepherd::PlatformKind::Fake, 10_000).await;
+    let alert = wait_for("the policy's alert", Duration::from_secs(30), async || {
+        region
+            .alerts()
+            .await
+            .into_iter()
+            .find(|a| a.labels["alertname"] == "hungry")
+    })
+    .await;
+    for (k, v) in [
+        ("type", "UserDefined"),
+        ("team", "web"),
+        ("severity", "error"),
+        ("app", "web"),
+        ("apporg", "acme"),
+        ("scope", "Application"),
+    ] {
+        assert_eq!(alert.labels[k], v, "{alert:?}");
+    }
+    assert_eq!(alert.annotations["description"], "memory above the limit");
+    assert!(alert.value > 1.0, "{alert:?}");
+    assert_code(
+        policies.delete_alert_policy(policy(1, "1s")).await,
+        tonic::Code::FailedPrecondition,
+        "in use",
+    );
+    // Raised above what the app uses: the alert clears.
+    policies
+        .update_alert_policy(AlertPolicyUpdate {
+            alert_policy: Some(policy(90, "1s")),
+            fields: vec!["mem_utilization_limit".into()],
+        })
+        .await
+        .unwrap();
+    wait_for(
+        "the policy's alert to clear",
+        Duration::from_secs(30),
+        async || {
+            (!region
+                .alerts()
+                .await
+                .iter()
+                .any(|a| a.labels["alertname"] == "hungry"))
+            .then_some(())
+        },
+    )
+    .await;
+}

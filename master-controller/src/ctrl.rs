@@ -58,6 +58,7 @@ enum Kind {
     App,
     AppInst,
     Alert,
+    AlertPolicy,
 }
 
 /// Another organization a request names besides its own: each must pass its check too.
@@ -140,6 +141,10 @@ fn parse_object(kind: Kind, obj: &Value, path: &str) -> Result<Typed> {
         Kind::Alert => {
             let (_, v) = typed::<Alert>(obj, path)?;
             (v, String::new(), vec![])
+        }
+        Kind::AlertPolicy => {
+            let (p, v) = typed::<AlertPolicy>(obj, path)?;
+            (v, org(&p.key, |k| &k.organization), vec![])
         }
         Kind::App => {
             let (a, v) = typed::<App>(obj, path)?;
@@ -593,6 +598,10 @@ const SPECS: &[Spec] = specs![
     "DeleteAppInst", AppInst, "AppInst", "", Authz::Manage(APPINSTS), None;
     "ShowAppInst", AppInst, "AppInst", "", Authz::View(APPINSTS), None;
     "ShowAlert", Alert, "Alert", "", Authz::ShowAlerts, None;
+    "CreateAlertPolicy", AlertPolicy, "AlertPolicy", "", Authz::Manage(APPS), Some("developer");
+    "UpdateAlertPolicy", AlertPolicy, "AlertPolicy", "alert_policy", Authz::Manage(APPS), None;
+    "DeleteAlertPolicy", AlertPolicy, "AlertPolicy", "", Authz::Manage(APPS), None;
+    "ShowAlertPolicy", AlertPolicy, "AlertPolicy", "", Authz::View(APPS), None;
 ];
 
 /// The method names forwarded to controllers.
@@ -627,6 +636,7 @@ async fn call_controller(
         };
     }
     use alert_api_client::AlertApiClient as L;
+    use alert_policy_api_client::AlertPolicyApiClient as P;
     use app_api_client::AppApiClient as A;
     use app_inst_api_client::AppInstApiClient as I;
     use cloudlet_api_client::CloudletApiClient as C;
@@ -661,6 +671,10 @@ async fn call_controller(
         "DeleteAppInst" => s!(I, delete_app_inst),
         "ShowAppInst" => s!(I, show_app_inst),
         "ShowAlert" => s!(L, show_alert),
+        "CreateAlertPolicy" => u!(P, create_alert_policy),
+        "UpdateAlertPolicy" => u!(P, update_alert_policy),
+        "DeleteAlertPolicy" => u!(P, delete_alert_policy),
+        "ShowAlertPolicy" => s!(P, show_alert_policy),
         other => Err(ApiError::not_found(format!("Unknown method {other}"))),
     }
 }

@@ -33,6 +33,11 @@ fn anywhere(g: &Grants, res: &str, action: &str) -> bool {
     g.keys().any(|o| has(g, o, res, action))
 }
 
+/// An AlertPolicy of `org`.
+fn policy(org: &str, name: &str) -> Value {
+    json!({"key": {"organization": org, "name": name}, "cpu_utilization_limit": 80, "severity": "warning", "trigger_time": "30s"})
+}
+
 /// Alerts are shown to viewers of app instances (their apps') and operators (their cloudlets').
 fn sees_alerts(g: &Grants) -> bool {
     anywhere(g, APPINSTS, VIEW) || anywhere(g, CLOUDLET_ANALYTICS, VIEW)
@@ -143,6 +148,7 @@ impl Env {
             "ClusterInst",
             "App",
             "AppInst",
+            "AlertPolicy",
         ];
         let shows = futures::future::join_all(kinds.map(|kind| async move {
             let (s, b) = self
@@ -465,6 +471,25 @@ impl Env {
             ),
             "ShowAppInst" => ("AppInst", json!({}), anywhere(g, APPINSTS, VIEW)),
             "ShowAlert" => ("Alert", json!({}), sees_alerts(g)),
+            "CreateAlertPolicy" => (
+                "AlertPolicy",
+                policy(dev, &format!("p{i}")),
+                allows(g, APPS, MANAGE, dev),
+            ),
+            "UpdateAlertPolicy" => (
+                "AlertPolicy",
+                json!({"key": {"organization": dev, "name": "nosuch"}, "severity": "info"}),
+                allows(g, APPS, MANAGE, dev),
+            ),
+            "DeleteAlertPolicy" => {
+                let p = policy(dev, &format!("pdel{i}"));
+                if dev.starts_with("dev") {
+                    self.ctrl_must("CreateAlertPolicy", "AlertPolicy", p.clone())
+                        .await;
+                }
+                ("AlertPolicy", p, allows(g, APPS, MANAGE, dev))
+            }
+            "ShowAlertPolicy" => ("AlertPolicy", json!({}), anywhere(g, APPS, VIEW)),
             other => panic!("ctrl method {other} has no RBAC expectation in the matrix"),
         };
         (

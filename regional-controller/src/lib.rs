@@ -22,11 +22,11 @@ use std::time::Duration;
 use edge_common::ops::{self, Readiness};
 use edge_common::pki::{Peer, Role};
 use edge_proto::edge::{
-    alert_api_server::AlertApiServer, app_api_server::AppApiServer,
-    app_inst_api_server::AppInstApiServer, certificates_server::CertificatesServer,
-    cloudlet_api_server::CloudletApiServer, cluster_inst_api_server::ClusterInstApiServer,
-    flavor_api_server::FlavorApiServer, notify_server::NotifyServer,
-    operator_code_api_server::OperatorCodeApiServer,
+    alert_api_server::AlertApiServer, alert_policy_api_server::AlertPolicyApiServer,
+    app_api_server::AppApiServer, app_inst_api_server::AppInstApiServer,
+    certificates_server::CertificatesServer, cloudlet_api_server::CloudletApiServer,
+    cluster_inst_api_server::ClusterInstApiServer, flavor_api_server::FlavorApiServer,
+    notify_server::NotifyServer, operator_code_api_server::OperatorCodeApiServer,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -244,6 +244,9 @@ impl Controller {
             ))))
             .add_service(limit!(AppApiServer::new(api::AppService(api.clone()))))
             .add_service(limit!(AlertApiServer::new(api::AlertService(api.clone()))))
+            .add_service(limit!(AlertPolicyApiServer::new(api::AlertPolicyService(
+                api.clone()
+            ))))
             .add_service(limit!(AppInstApiServer::new(api::AppInstService(
                 api.clone()
             ))))

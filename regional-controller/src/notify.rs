@@ -15,9 +15,9 @@ use edge_common::pki::{Peer, Role, access_key_id};
 use edge_common::{Keyed, access_key};
 use edge_proto::edge::notify_server::Notify;
 use edge_proto::edge::{
-    App, AppInst, Change as ChangeMsg, ChangeAction, ClientType, Cloudlet, CloudletInfo,
-    CloudletKey, CloudletState, Hello, HelloReply, NotifyDown, NotifyUp, ObjectKind, SendAllEnd,
-    notify_down, notify_up,
+    AlertPolicy, App, AppInst, Change as ChangeMsg, ChangeAction, ClientType, Cloudlet,
+    CloudletInfo, CloudletKey, CloudletState, Hello, HelloReply, NotifyDown, NotifyUp, ObjectKind,
+    SendAllEnd, notify_down, notify_up,
 };
 use etcd_client::PutOptions;
 use tokio::sync::{broadcast, mpsc};
@@ -62,6 +62,7 @@ fn kind_name(k: ObjectKind) -> Option<&'static str> {
         ObjectKind::App => "App",
         ObjectKind::AppInst => "AppInst",
         ObjectKind::Alert => "Alert",
+        ObjectKind::AlertPolicy => "AlertPolicy",
         ObjectKind::Unknown => return None,
     })
 }
@@ -86,6 +87,7 @@ impl NotifyService {
                 "App",
                 "AppInst",
                 "Alert",
+                "AlertPolicy",
             ],
             ClientType::Dme => &[
                 "Flavor",
@@ -399,20 +401,50 @@ impl Session {
         if !self.visible(&c.object, &self.api.cache) {
             return Ok(());
         }
-        // A cloudlet-scoped client gets an AppInst's App before the AppInst itself.
-        if let (Some(_), Any::AppInst(i)) = (&self.client.cloudlet, &c.object) {
-            let app_key = i.app_key.clone().unwrap_or_default().key_string();
-            let app_path = self.api.store.path(App::KIND, &app_key);
-            if self.client.wanted.contains("App")
-                && !self.sent.contains(&app_path)
-                && let Some(app) = self.api.cache.get::<App>(&app_key)
-            {
-                self.send_change(ChangeAction::Update, c.revision, &app_path, Any::App(app))
-                    .await?;
+        // A cloudlet-scoped client gets what an object needs before the object: an AppInst's App, an
+        // App's AlertPolicies.
+        if self.client.cloudlet.is_some() {
+            for (path, o) in self.needed(&c.object) {
+                if self.client.wanted.contains(kind_of(&o)) && !self.sent.contains(&path) {
+                    self.send_change(ChangeAction::Update, c.revision, &path, o)
+                        .await?;
+                }
             }
         }
         self.send_change(ChangeAction::Update, c.revision, &c.path, c.object.clone())
             .await
+    }
+
+    /// What `obj` refers to that a cloudlet-scoped client needs first, in sending order.
+    fn needed(&self, obj: &Any) -> Vec<(String, Any)> {
+        let cache = &self.api.cache;
+        let policies = |a: &App| -> Vec<(String, Any)> {
+            let org = a.key.clone().unwrap_or_default().organization;
+            a.alert_policies
+                .iter()
+                .filter_map(|p| {
+                    let k = format!("{org}/{p}");
+                    let policy = cache.get::<AlertPolicy>(&k)?;
+                    Some((
+                        self.api.store.path(AlertPolicy::KIND, &k),
+                        Any::AlertPolicy(policy),
+                    ))
+                })
+                .collect()
+        };
+        match obj {
+            Any::App(a) => policies(a),
+            Any::AppInst(i) => {
+                let k = i.app_key.clone().unwrap_or_default().key_string();
+                let Some(app) = cache.get::<App>(&k) else {
+                    return Vec::new();
+                };
+                let mut out = policies(&app);
+                out.push((self.api.store.path(App::KIND, &k), Any::App(app)));
+                out
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn visible(&self, obj: &Any, cache: &Cache) -> bool {
@@ -434,6 +466,18 @@ impl Session {
                 .iter()
                 .any(|i| on_mine(&i.cloudlet_key) && i.app_key == a.key),
             Any::OperatorCode(_) => false,
+            Any::AlertPolicy(p) => {
+                let k = p.key.clone().unwrap_or_default();
+                let apps = cache.list::<App>();
+                cache.list::<AppInst>().iter().any(|i| {
+                    on_mine(&i.cloudlet_key)
+                        && apps.iter().any(|a| {
+                            a.key == i.app_key
+                                && a.key.as_ref().map(|x| &x.organization) == Some(&k.organization)
+                                && a.alert_policies.contains(&k.name)
+                        })
+                })
+            }
             Any::Alert(a) => {
                 a.labels.get("cloudletorg") == Some(&mine.organization)
                     && a.labels.get("cloudlet") == Some(&mine.name)

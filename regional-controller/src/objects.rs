@@ -3,7 +3,8 @@
 use edge_common::Keyed;
 use edge_proto::edge::change::Object as AnyObject;
 use edge_proto::edge::{
-    Alert, App, AppInst, Cloudlet, CloudletInfo, ClusterInst, Flavor, OperatorCode, TrackedState,
+    Alert, AlertPolicy, App, AppInst, Cloudlet, CloudletInfo, ClusterInst, Flavor, OperatorCode,
+    TrackedState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +48,7 @@ object!(ClusterInst);
 object!(App);
 object!(AppInst);
 object!(Alert);
+object!(AlertPolicy);
 
 fn refs_of(o: &AnyObject) -> Vec<(&'static str, String)> {
     let mut refs = Vec::new();
@@ -63,10 +65,16 @@ fn refs_of(o: &AnyObject) -> Vec<(&'static str, String)> {
             );
             add("Flavor", c.flavor.clone().unwrap_or_default().key_string());
         }
-        AnyObject::App(a) => add(
-            "Flavor",
-            a.default_flavor.clone().unwrap_or_default().key_string(),
-        ),
+        AnyObject::App(a) => {
+            add(
+                "Flavor",
+                a.default_flavor.clone().unwrap_or_default().key_string(),
+            );
+            let org = a.key.clone().unwrap_or_default().organization;
+            for p in &a.alert_policies {
+                add("AlertPolicy", format!("{org}/{p}"));
+            }
+        }
         AnyObject::AppInst(i) => {
             add("App", i.app_key.clone().unwrap_or_default().key_string());
             add(
@@ -95,6 +103,7 @@ pub fn kind_of(o: &AnyObject) -> &'static str {
         AnyObject::App(_) => App::KIND,
         AnyObject::AppInst(_) => AppInst::KIND,
         AnyObject::Alert(_) => Alert::KIND,
+        AnyObject::AlertPolicy(_) => AlertPolicy::KIND,
     }
 }
 
@@ -105,9 +114,10 @@ pub fn sync_rank(kind: &str) -> u8 {
         "OperatorCode" => 1,
         "Cloudlet" => 2,
         "CloudletInfo" => 3,
-        "App" => 4,
-        "ClusterInst" => 5,
-        _ => 6,
+        "AlertPolicy" => 4,
+        "App" => 5,
+        "ClusterInst" => 6,
+        _ => 7,
     }
 }
 
@@ -126,6 +136,7 @@ pub fn decode(kind: &str, value: &[u8]) -> Option<serde_json::Result<AnyObject>>
         "App" => de::<App>(value),
         "AppInst" => de::<AppInst>(value),
         "Alert" => de::<Alert>(value),
+        "AlertPolicy" => de::<AlertPolicy>(value),
         _ => return None,
     })
 }

@@ -88,8 +88,10 @@ struct Core {
     collector: Box<dyn Collector>,
     http: reqwest::Client,
     reports: mpsc::UnboundedSender<NotifyUp>,
-    /// alerts the last metrics round wants (resource usage), by key
-    resource_alerts: Mutex<HashMap<String, Alert>>,
+    /// alerts the last metrics round wants (resource usage, alert policies), by key
+    metric_alerts: Mutex<HashMap<String, Alert>>,
+    /// since when each (AppInst, AlertPolicy) has been over a limit
+    over_since: Mutex<HashMap<(String, String), Instant>>,
     /// what was last sent per report id, and when: a report the controller has not applied yet is
     /// repeated only after a while
     sent: Mutex<HashMap<String, (String, Instant)>>,
@@ -135,7 +137,8 @@ impl Shepherd {
             writer: writer.clone(),
             collector,
             reports,
-            resource_alerts: Mutex::default(),
+            metric_alerts: Mutex::default(),
+            over_since: Mutex::default(),
             sent: Mutex::default(),
         });
         let metrics = {
@@ -284,10 +287,13 @@ impl Core {
                 points.extend(self.cluster_points(&s, c, samples, now));
             }
         }
+        // open LB connections per AppInst, for alert policies
+        let mut lb_active: HashMap<String, i64> = HashMap::new();
         if let Some(url) = &self.cfg.lb_metrics {
             match lbstats::fetch(&self.http, url).await {
                 Ok(lb) => {
                     for ((key, route), r) in lb {
+                        *lb_active.entry(key.clone()).or_default() += r.active;
                         let Some(inst) = s.app_insts.get(&key) else {
                             continue;
                         };
@@ -306,7 +312,7 @@ impl Core {
                 Err(e) => tracing::warn!(%url, error = %e, "reading the LB's counters failed"),
             }
         }
-        let mut resource_alerts = HashMap::new();
+        let mut metric_alerts = self.policy_alerts(&s, &insts, &samples, &lb_active);
         if let Some(info) = &s.cloudlet_info {
             let mut p = tags::cloudlet(
                 Point::new(tags::CLOUDLET_UTILIZATION, now),
@@ -347,14 +353,14 @@ impl Core {
                         format!("{} of {} {} in use", r.used, r.total, r.name),
                     );
                     let a = self.stamp(a);
-                    resource_alerts.insert(a.key_string(), a);
+                    metric_alerts.insert(a.key_string(), a);
                 }
             }
             if !p.fields.is_empty() {
                 points.push(p);
             }
         }
-        *self.resource_alerts.lock().expect("alerts lock") = resource_alerts;
+        *self.metric_alerts.lock().expect("alerts lock") = metric_alerts;
         self.writer.push(Db::Metrics, points);
     }
 
@@ -426,7 +432,7 @@ impl Core {
             async move { (i, health::probe(i, lb, sample).await) }
         });
         let mut wanted: HashMap<String, Alert> =
-            self.resource_alerts.lock().expect("alerts lock").clone();
+            self.metric_alerts.lock().expect("alerts lock").clone();
         for (inst, result) in futures::future::join_all(checks).await {
             let key = inst.key_string();
             let Some(result) = result else { continue };
@@ -468,8 +474,87 @@ impl Core {
         self.reconcile_alerts(&s, wanted);
     }
 
+    /// Alerts of the instances' AlertPolicies whose limits have been exceeded for their trigger time.
+    fn policy_alerts(
+        &self,
+        s: &State,
+        insts: &[AppInst],
+        samples: &HashMap<String, Sample>,
+        lb_active: &HashMap<String, i64>,
+    ) -> HashMap<String, Alert> {
+        let mut over = self.over_since.lock().expect("over lock");
+        let mut still = std::collections::HashSet::new();
+        let mut out = HashMap::new();
+        for inst in insts {
+            let key = inst.key_string();
+            let (Some(sample), Some(app)) = (
+                samples.get(&key),
+                s.apps
+                    .get(&inst.app_key.clone().unwrap_or_default().key_string()),
+            ) else {
+                continue;
+            };
+            let flavor = inst
+                .flavor
+                .as_ref()
+                .or(app.default_flavor.as_ref())
+                .and_then(|f| s.flavors.get(&f.key_string()));
+            let pct = |used: f64, total: u64| {
+                if total == 0 {
+                    0.0
+                } else {
+                    used * 100.0 / total as f64
+                }
+            };
+            let st = &sample.stats;
+            let cpu = flavor.map_or(0.0, |f| st.cpu / f.vcpus.max(1) as f64);
+            let mem = flavor.map_or(0.0, |f| pct(st.mem as f64, f.ram << 20));
+            let disk = flavor.map_or(0.0, |f| pct(st.disk as f64, f.disk << 30));
+            let conns = lb_active.get(&key).copied().unwrap_or(0) as f64;
+            let org = app.key.clone().unwrap_or_default().organization;
+            for name in &app.alert_policies {
+                let Some(p) = s.policies.get(&format!("{org}/{name}")) else {
+                    continue;
+                };
+                let exceeded = [
+                    (p.cpu_utilization_limit, cpu),
+                    (p.mem_utilization_limit, mem),
+                    (p.disk_utilization_limit, disk),
+                    (p.active_conn_limit, conns),
+                ]
+                .into_iter()
+                .filter(|(limit, v)| *limit > 0 && *v > f64::from(*limit))
+                .map(|(_, v)| v)
+                .next();
+                let Some(value) = exceeded else { continue };
+                let id = (key.clone(), name.clone());
+                let since = *over.entry(id.clone()).or_insert_with(Instant::now);
+                still.insert(id);
+                let trigger = edge_common::parse_duration(&p.trigger_time).unwrap_or_default();
+                if since.elapsed() < trigger {
+                    continue;
+                }
+                let mut a = app_alert(name, &p.severity, inst);
+                a.labels.insert("type".into(), "UserDefined".into());
+                for (k, v) in &p.labels {
+                    a.labels.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                a.annotations = p.annotations.clone();
+                if !p.description.is_empty() {
+                    a.annotations
+                        .insert("description".into(), p.description.clone());
+                }
+                a.value = value;
+                let a = self.stamp(a);
+                out.insert(a.key_string(), a);
+            }
+        }
+        over.retain(|id, _| still.contains(id));
+        out
+    }
+
     /// Raises the wanted alerts the controller lacks and clears the ones it holds that are no longer
-    /// wanted (only alert names a Shepherd raises; `CloudletDown` is the controller's).
+    /// wanted (only alerts a Shepherd raises; `CloudletDown` is the controller's).
     fn reconcile_alerts(&self, s: &State, wanted: HashMap<String, Alert>) {
         const MINE: &[&str] = &["AppInstDown", "CloudletResourceUsage"];
         for (key, a) in &wanted {
@@ -483,7 +568,9 @@ impl Core {
         }
         for (key, a) in &s.alerts {
             let name = a.labels.get("alertname").map(String::as_str);
-            if !wanted.contains_key(key) && name.is_some_and(|n| MINE.contains(&n)) {
+            let mine = name.is_some_and(|n| MINE.contains(&n))
+                || a.labels.get("type").is_some_and(|t| t == "UserDefined");
+            if !wanted.contains_key(key) && mine {
                 self.report(
                     format!("alert/{key}"),
                     "cleared".into(),

@@ -121,25 +121,13 @@ struct Args {
     log_json: bool,
 }
 
-/// `10s`, `500ms`, `2m`, or plain seconds.
+/// `10s`, `500ms`, `2m`, or plain seconds; more than zero.
 fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a duration like 10s, 500ms or 1m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("unit of \"{s}\" must be ms, s or m")),
-    };
-    if d.is_zero() {
-        return Err("must be more than zero".into());
+    match edge_common::parse_duration(s) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err("must be more than zero".into()),
+        None => Err(format!("\"{s}\" is not a duration like 10s, 500ms or 1m")),
     }
-    Ok(d)
 }
 
 #[tokio::main]
@@ -207,19 +195,4 @@ async fn main() -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations_read_like_the_help_says() {
-        use std::time::Duration;
-        assert_eq!(super::duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(super::duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(super::duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(super::duration("7"), Ok(Duration::from_secs(7)));
-        assert!(super::duration("0s").is_err());
-        assert!(super::duration("1h").is_err());
-        assert!(super::duration("soon").is_err());
-    }
 }

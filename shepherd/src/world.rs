@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use edge_common::Keyed;
 use edge_common::notify_client::Sink;
 use edge_proto::edge::{
-    Alert, App, AppInst, ChangeAction, Cloudlet, CloudletInfo, CloudletState, ClusterInst, Flavor,
-    change,
+    Alert, AlertPolicy, App, AppInst, ChangeAction, Cloudlet, CloudletInfo, CloudletState,
+    ClusterInst, Flavor, change,
 };
 use prometheus::IntGauge;
 
@@ -26,6 +26,8 @@ pub struct State {
     pub app_insts: HashMap<String, AppInst>,
     /// alerts of this cloudlet the controller holds, by key
     pub alerts: HashMap<String, Alert>,
+    /// alert policies of the cloudlet's apps, by key (`org/name`)
+    pub policies: HashMap<String, AlertPolicy>,
     /// a full sync has ended at least once
     pub synced: bool,
 }
@@ -142,6 +144,7 @@ impl Sink for World {
                     set(&mut s.app_insts, delete, i);
                 }
                 change::Object::Alert(a) => set(&mut s.alerts, delete, a),
+                change::Object::AlertPolicy(p) => set(&mut s.policies, delete, p),
                 change::Object::OperatorCode(_) => {}
             }
         }
@@ -158,6 +161,7 @@ impl Sink for World {
         s.clusters.retain(|k, _| kept("ClusterInst", k));
         s.app_insts.retain(|k, _| kept("AppInst", k));
         s.alerts.retain(|k, _| kept("Alert", k));
+        s.policies.retain(|k, _| kept("AlertPolicy", k));
         if s.cloudlet
             .as_ref()
             .is_some_and(|c| !kept("Cloudlet", &c.key_string()))

@@ -5,7 +5,7 @@
 use edge_common::Keyed;
 use edge_proto::dme::Timestamp;
 use edge_proto::edge::alert_api_server::AlertApi;
-use edge_proto::edge::{Alert, AppInst, CloudletKey};
+use edge_proto::edge::{Alert, AlertPolicy, AppInst, CloudletKey};
 use tonic::{Request, Response, Status};
 
 use super::{Api, ObjectStream};
@@ -14,13 +14,8 @@ use crate::store::Write;
 
 pub struct AlertService(pub Api);
 
-/// Alert names a Shepherd may raise.
-pub const SHEPHERD_ALERTS: &[&str] = &[
-    "AppInstDown",
-    "CloudletResourceUsage",
-    "AppInstCpuUsage",
-    "AppInstMemUsage",
-];
+/// Alert names a Shepherd may raise, besides those of AlertPolicies (label `type` = `UserDefined`).
+pub const SHEPHERD_ALERTS: &[&str] = &["AppInstDown", "CloudletResourceUsage"];
 /// Labels a Shepherd may set; `region`, `cloudlet` and `cloudletorg` the controller overwrites with its
 /// own region and the Shepherd's cloudlet.
 const SHEPHERD_LABELS: &[&str] = &[
@@ -90,14 +85,29 @@ impl Api {
         firing: bool,
     ) -> Result<()> {
         let name = alert.labels.get("alertname").cloned().unwrap_or_default();
-        if !SHEPHERD_ALERTS.contains(&name.as_str()) {
-            return Err(invalid(format!(
-                "alertname \"{name}\" is not one a Shepherd raises (one of {})",
-                SHEPHERD_ALERTS.join(", ")
-            )));
-        }
+        // An AlertPolicy's alert is named after the policy and may carry the policy's labels.
+        let policy = match alert.labels.get("type").map(String::as_str) {
+            Some("UserDefined") => {
+                let org = alert.labels.get("apporg").cloned().unwrap_or_default();
+                let key = format!("{org}/{name}");
+                Some(self.cache.get::<AlertPolicy>(&key).ok_or_else(|| {
+                    invalid(format!("no AlertPolicy \"{key}\" for a UserDefined alert"))
+                })?)
+            }
+            _ if SHEPHERD_ALERTS.contains(&name.as_str()) => None,
+            _ => {
+                return Err(invalid(format!(
+                    "alertname \"{name}\" is not one a Shepherd raises (one of {}, or an AlertPolicy's)",
+                    SHEPHERD_ALERTS.join(", ")
+                )));
+            }
+        };
         for (k, v) in &alert.labels {
-            if !SHEPHERD_LABELS.contains(&k.as_str()) {
+            let allowed = SHEPHERD_LABELS.contains(&k.as_str())
+                || policy
+                    .as_ref()
+                    .is_some_and(|p| k == "type" || p.labels.contains_key(k));
+            if !allowed {
                 return Err(invalid(format!("alert label \"{k}\" is not allowed")));
             }
             if v.len() > MAX_LABEL_VALUE || v.contains('/') || v.chars().any(char::is_control) {

@@ -20,6 +20,7 @@ const UPDATABLE: &[&str] = &[
     "command",
     "env",
     "deployment_manifest",
+    "alert_policies",
 ];
 pub const DEPLOYMENTS: &[&str] = &["docker", "kubernetes", "vm", "helm"];
 
@@ -121,6 +122,9 @@ fn validate_fields(a: &App) -> Result<()> {
             a.official_fqdn
         )));
     }
+    for (i, p) in a.alert_policies.iter().enumerate() {
+        validate::name(&format!("alert_policies[{i}]"), p)?;
+    }
     for k in a.env.keys() {
         let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -184,6 +188,7 @@ impl AppApi for AppService {
                         "official_fqdn" => a.official_fqdn = new.official_fqdn.clone(),
                         "command" => a.command = new.command.clone(),
                         "env" => a.env = new.env.clone(),
+                        "alert_policies" => a.alert_policies = new.alert_policies.clone(),
                         _ => a.deployment_manifest = new.deployment_manifest.clone(),
                     }
                 }

@@ -5,6 +5,7 @@
 //! loses a race is rebuilt from fresh reads a few times before the caller gets `Aborted`.
 
 pub(crate) mod alert;
+pub mod alert_policy;
 mod app;
 mod app_inst;
 mod cloudlet;
@@ -25,6 +26,7 @@ use crate::objects::{Object, Tracked};
 use crate::store::{Store, Write};
 
 pub use alert::AlertService;
+pub use alert_policy::AlertPolicyService;
 pub use app::AppService;
 pub use app_inst::AppInstService;
 pub use app_inst::held_ports;

@@ -333,6 +333,9 @@ pub fn name_of(o: &change::Object) -> String {
         change::Object::App(x) => format!("App {}", x.key.clone().unwrap_or_default().name),
         change::Object::AppInst(x) => format!("AppInst {}", x.key.clone().unwrap_or_default().name),
         change::Object::Alert(x) => format!("Alert {}", x.labels["alertname"]),
+        change::Object::AlertPolicy(x) => {
+            format!("AlertPolicy {}", x.key.clone().unwrap_or_default().name)
+        }
     }
 }
 
