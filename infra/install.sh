@@ -56,9 +56,15 @@ if [ ! -x "$VENV/bin/bao" ]; then
   ln -sf "$found" "$VENV/bin/bao"
 fi
 ln -sf "$VENV/bin/bao" /usr/local/bin/bao
+# A local SMTP server (PyPI aiosmtpd): the mail relay of the demo and of the tests of email alerts.
+if [ ! -x "$VENV/bin/aiosmtpd" ]; then
+  echo "install.sh: installing aiosmtpd (PyPI) into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check aiosmtpd
+fi
+ln -sf "$VENV/bin/aiosmtpd" /usr/local/bin/aiosmtpd
 
 # Report what is there.
-for b in etcd etcdctl influxd dockerd bao initdb protoc busybox; do
+for b in etcd etcdctl influxd dockerd bao aiosmtpd initdb protoc busybox; do
   command -v "$b" >/dev/null || { echo "install.sh: $b missing after install" >&2; exit 1; }
 done
 echo "install.sh: ok (etcd $(etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), $(bao version 2>/dev/null | head -n1), influxd $(influxd version 2>/dev/null | awk '{print $2}'), dockerd $(dockerd --version | awk '{print $3}' | tr -d ,))"

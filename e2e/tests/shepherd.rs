@@ -261,7 +261,7 @@ struct Mc {
 }
 
 impl Mc {
-    async fn start(region: &Region) -> Self {
+    async fn start(region: &Region, smtp: &testenv::Smtp) -> Self {
         let (pg, bao) = tokio::join!(testenv::Postgres::start(), testenv::OpenBao::start());
         let (pg, bao) = (pg.unwrap(), bao.unwrap());
         let mut cfg = master_controller::Config::local(&pg.url, &bao.addr, &bao.token);
@@ -269,6 +269,10 @@ impl Mc {
         cfg.bad_auth_delay = Duration::ZERO;
         cfg.user_create_limit = 1000;
         cfg.alert_poll_interval = Duration::from_millis(200);
+        cfg.smtp = Some(master_controller::Smtp {
+            relay: smtp.addr.to_string(),
+            from: "alerts@edge.example".into(),
+        });
         let mc = master_controller::MasterController::start(cfg)
             .await
             .unwrap();
@@ -383,7 +387,8 @@ async fn an_app_is_measured_checked_and_alerted_on() {
     let inst = region.deploy(app).await;
     let container = inst.runtime_info.as_ref().unwrap().container_ids[0].clone();
     let public: SocketAddr = (region.public_ip, inst.mapped_ports[0].public_port as u16).into();
-    let mc = Mc::start(&region).await;
+    let smtp = testenv::Smtp::start().await.unwrap();
+    let mc = Mc::start(&region, &smtp).await;
     let (hook, mut hooked) = webhook().await;
     let receiver = json!({"Name": "ops", "Type": "webhook", "Severity": "warning",
         "Webhook": format!("http://{hook}/alerts"), "AppInst": {"app_key": {"organization": "acme"}}});
@@ -423,8 +428,30 @@ async fn an_app_is_measured_checked_and_alerted_on() {
         let (s, b) = mc.post("dev", "/auth/alertreceiver/create", bad).await;
         assert_eq!((s, b["message"].as_str().unwrap_or_default()), (400, msg));
     }
+    // Email to the user's own address unless another is given.
+    let mail = json!({"Name": "mail", "Type": "email", "Severity": "error",
+        "AppInst": {"app_key": {"organization": "acme"}}});
+    let (s, b) = mc.post("dev", "/auth/alertreceiver/create", mail).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = mc
+        .post(
+            "dev",
+            "/auth/alertreceiver/create",
+            json!({"Name": "mail2", "Type": "email", "Severity": "error",
+            "Email": "not an address", "AppInst": {"app_key": {"organization": "acme"}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap_or_default()),
+        (400, "Receiver email is invalid")
+    );
     let (_, shown) = mc.post("dev", "/auth/alertreceiver/show", json!({})).await;
-    assert_eq!(shown[0]["Webhook"], "<hidden>", "{shown}");
+    let ops = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["Name"] == "ops");
+    assert_eq!(ops.unwrap()["Webhook"], "<hidden>", "{shown}");
 
     let _shepherd = region
         .shepherd(
@@ -651,6 +678,21 @@ async fn an_app_is_measured_checked_and_alerted_on() {
         "{fired}"
     );
     assert_eq!(fired["alerts"][0]["labels"]["app"], "web", "{fired}");
+    let mailed = |what: &'static str| {
+        let smtp = &smtp;
+        async move || {
+            smtp.messages().into_iter().find(|m| {
+                m.contains(&format!(
+                    "Subject: [{what}:1] Alert for mail: AppInstDown Application: web Version: 1.0"
+                ))
+            })
+        }
+    };
+    let m = wait_for("the firing mail", Duration::from_secs(30), mailed("FIRING")).await;
+    assert!(
+        m.contains("To: dev@example.com") && m.contains("status: HealthCheckServerFail"),
+        "{m}"
+    );
     wait_for("the health event", Duration::from_secs(30), async || {
         let rows = region
             .rows("events", "SELECT event FROM appinst WHERE app = 'web' AND event = 'HEALTH_CHECK_FAIL_SERVER_FAIL'")
@@ -702,6 +744,12 @@ async fn an_app_is_measured_checked_and_alerted_on() {
         .unwrap()
         .unwrap();
     assert_eq!(resolved["status"], "resolved", "{resolved}");
+    wait_for(
+        "the resolved mail",
+        Duration::from_secs(30),
+        mailed("RESOLVED"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

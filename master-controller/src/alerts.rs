@@ -4,7 +4,8 @@
 //!
 //! Delivery follows the receiver's owner's rights at the time of sending: a user who lost the role that
 //! let them see an organization's alerts stops getting them. Webhook receivers get Alertmanager's webhook
-//! JSON; Slack receivers an incoming-webhook message. Each delivery is retried with backoff.
+//! JSON; Slack receivers an incoming-webhook message; email receivers a text mail through the MC's SMTP
+//! relay. Each delivery is retried with backoff.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -237,15 +238,37 @@ pub async fn receiver_create(
                 };
                 (String::new(), ch, r.slackwebhook.clone())
             }
-            "email" | "pagerduty" => {
-                return Err(ApiError::bad_request(format!(
-                    "Receiver type {} is not available on this platform; use \"webhook\" or \"slack\"",
-                    r.kind
-                )));
+            "email" => {
+                if mc.smtp.is_none() {
+                    return Err(ApiError::bad_request(
+                        "Email receivers need an SMTP relay: this master controller has none (--smtp-relay)",
+                    ));
+                }
+                let email = if r.email.is_empty() {
+                    c.email.clone()
+                } else {
+                    r.email.clone()
+                };
+                let parts: Vec<&str> = email.split('@').collect();
+                let valid = email.len() <= 254
+                    && parts.len() == 2
+                    && parts.iter().all(|p| !p.is_empty())
+                    && !email
+                        .chars()
+                        .any(|ch| ch.is_whitespace() || ch.is_control() || "<>,;\"".contains(ch));
+                if !valid {
+                    return Err(ApiError::bad_request("Receiver email is invalid"));
+                }
+                (email, String::new(), String::new())
+            }
+            "pagerduty" => {
+                return Err(ApiError::bad_request(
+                    "Receiver type pagerduty is not available on this platform (no outside service is reachable); use \"webhook\", \"slack\" or \"email\"",
+                ));
             }
             _ => {
                 return Err(ApiError::bad_request(
-                    "Receiver type invalid, must be one of \"webhook\", \"slack\"",
+                    "Receiver type invalid, must be one of \"webhook\", \"slack\", \"email\"",
                 ));
             }
         };
@@ -262,13 +285,15 @@ pub async fn receiver_create(
             )));
         }
         // The URL first: a receiver row never points at a secret that is not there.
-        mc.vault
-            .write(&secret_path(&c.username, &r.name), "url", &url)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "storing an alert receiver's URL in Vault failed");
-                ApiError::unavailable("the secret store is unavailable, retry later")
-            })?;
+        if !url.is_empty() {
+            mc.vault
+                .write(&secret_path(&c.username, &r.name), "url", &url)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "storing an alert receiver's URL in Vault failed");
+                    ApiError::unavailable("the secret store is unavailable, retry later")
+                })?;
+        }
         sqlx::query(
             "INSERT INTO alert_receivers (name, username, type, severity, region, email, slack_channel, \
              cloudlet_org, cloudlet_name, app_org, app_name, app_ver, cluster_org, cluster_name) \
@@ -453,39 +478,81 @@ fn rfc3339(secs: i64) -> String {
     )
 }
 
-/// The body sent to a receiver for `alert` going to `status` (`firing` or `resolved`).
-fn payload(r: &Row, region: &str, alert: &Alert, status: &str) -> Value {
+/// What a receiver is sent.
+enum Message {
+    /// JSON POSTed to the receiver's URL (webhook, Slack)
+    Post(Value),
+    /// an email: subject and text
+    Mail(String, String),
+}
+
+/// The message for `alert` going to `status` (`firing` or `resolved`), in the receiver's form.
+fn message(r: &Row, region: &str, alert: &Alert, status: &str) -> Message {
     let started = rfc3339(alert.active_at.as_ref().map_or(0, |t| t.seconds));
     let name = alert.labels.get("alertname").cloned().unwrap_or_default();
     let mut labels = alert.labels.clone();
     labels
         .entry("region".into())
         .or_insert_with(|| region.into());
-    if r.kind == "slack" {
-        let about = match (labels.get("app"), labels.get("cloudlet")) {
-            (Some(app), _) => format!(
-                "Application: {app} Version: {}",
-                labels.get("appver").cloned().unwrap_or_default()
-            ),
-            (None, Some(c)) => format!("Cloudlet: {c}"),
-            _ => String::new(),
+    if r.kind == "webhook" {
+        let ends = if status == "resolved" {
+            rfc3339(edge_common::now_ms() / 1000)
+        } else {
+            "0001-01-01T00:00:00Z".into()
         };
-        let title = format!(
-            "[{}:1] Alert for {}: {name} {about}",
-            status.to_uppercase(),
-            r.name
-        );
-        let mut details: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("• *{k}:* {v}"))
-            .collect();
-        details.sort();
-        let description = alert
-            .annotations
-            .get("description")
-            .cloned()
-            .unwrap_or_default();
-        return json!({
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, alert.key_string().as_bytes());
+        return Message::Post(json!({
+            "version": "4",
+            "status": status,
+            "receiver": r.name,
+            "groupLabels": {"alertname": name},
+            "commonLabels": labels,
+            "commonAnnotations": alert.annotations,
+            "alerts": [{
+                "status": status,
+                "labels": labels,
+                "annotations": alert.annotations,
+                "startsAt": started,
+                "endsAt": ends,
+                "fingerprint": edge_common::vault::hex(&digest.as_ref()[..8]),
+            }],
+        }));
+    }
+    // Slack and email: a title and the labels as text, as Alertmanager's templates wrote them.
+    let about = match (labels.get("app"), labels.get("cloudlet")) {
+        (Some(app), _) => format!(
+            "Application: {app} Version: {}",
+            labels.get("appver").cloned().unwrap_or_default()
+        ),
+        (None, Some(c)) => format!("Cloudlet: {c}"),
+        _ => String::new(),
+    };
+    let title = format!(
+        "[{}:1] Alert for {}: {name} {about}",
+        status.to_uppercase(),
+        r.name
+    );
+    let slack = r.kind == "slack";
+    let mut details: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| {
+            if slack {
+                format!("• *{k}:* {v}")
+            } else {
+                format!("  {k}: {v}")
+            }
+        })
+        .collect();
+    details.sort();
+    let description = alert
+        .annotations
+        .get("description")
+        .cloned()
+        .unwrap_or_default();
+    let severity = labels.get("severity").cloned().unwrap_or_default();
+    if slack {
+        return Message::Post(json!({
             "channel": r.slack_channel,
             "username": "AlertManager",
             "text": title,
@@ -493,46 +560,108 @@ fn payload(r: &Row, region: &str, alert: &Alert, status: &str) -> Value {
                 "title": title,
                 "color": if status == "firing" { "danger" } else { "good" },
                 "text": format!(
-                    "*Alert:* {name} - {}\n*Description:* {description}\n*Started at:* {started}\n*Details:*\n{}",
-                    labels.get("severity").cloned().unwrap_or_default(),
+                    "*Alert:* {name} - {severity}\n*Description:* {description}\n*Started at:* {started}\n*Details:*\n{}",
                     details.join("\n")
                 ),
             }],
-        });
+        }));
     }
-    let ends = if status == "resolved" {
-        rfc3339(edge_common::now_ms() / 1000)
-    } else {
-        "0001-01-01T00:00:00Z".into()
-    };
-    json!({
-        "version": "4",
-        "status": status,
-        "receiver": r.name,
-        "groupLabels": {"alertname": name},
-        "commonLabels": labels,
-        "commonAnnotations": alert.annotations,
-        "alerts": [{
-            "status": status,
-            "labels": labels,
-            "annotations": alert.annotations,
-            "startsAt": started,
-            "endsAt": ends,
-            "fingerprint": edge_common::vault::hex(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, alert.key_string().as_bytes()).as_ref()[..8]),
-        }],
-    })
+    Message::Mail(
+        title,
+        format!(
+            "Alert: {name} - {severity}\nDescription: {description}\nStarted at: {started}\nDetails:\n{}\n",
+            details.join("\n")
+        ),
+    )
 }
 
-/// Sends `body` to `url`, retried with backoff (1 s, 2 s, 4 s, 8 s) until it is taken.
-async fn send(http: reqwest::Client, receiver: String, url: String, body: Value) {
+/// Sends one email through the SMTP relay (no TLS or authentication: a relay on this host or site, such
+/// as the operator's postfix, takes it from there).
+async fn smtp_send(
+    smtp: &crate::Smtp,
+    to: &str,
+    subject: &str,
+    text: &str,
+) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let connect = tokio::net::TcpStream::connect(&smtp.relay);
+    let stream = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| "connecting to the relay timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // One reply, possibly multi-line (`250-...` continues, `250 ...` ends), of the class `want`.
+    let mut expect = async |want: char| -> std::result::Result<(), String> {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .map_err(|_| "the relay did not answer".to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or("the relay closed the connection")?;
+            if line.len() < 4 || !line.starts_with(want) {
+                return Err(format!("the relay answered: {line}"));
+            }
+            if line.as_bytes()[3] == b' ' {
+                return Ok(());
+            }
+        }
+    };
+    let header = |v: &str| v.replace(['\r', '\n'], " ");
+    // CRLF lines, a leading dot doubled (RFC 5321 transparency).
+    let body: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}\r\n")
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect();
+    let data = format!(
+        "From: {}\r\nTo: {}\r\nSubject: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}.\r\n",
+        header(&smtp.from),
+        header(to),
+        header(subject),
+    );
+    expect('2').await?;
+    for (cmd, want) in [
+        ("EHLO edge-master-controller\r\n".to_string(), '2'),
+        (format!("MAIL FROM:<{}>\r\n", header(&smtp.from)), '2'),
+        (format!("RCPT TO:<{}>\r\n", header(to)), '2'),
+        ("DATA\r\n".to_string(), '3'),
+        (data, '2'),
+        ("QUIT\r\n".to_string(), '2'),
+    ] {
+        write
+            .write_all(cmd.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(want).await?;
+    }
+    Ok(())
+}
+
+/// Delivers `msg` (to `url`, or by email to `to`), retried with backoff (1 s, 2 s, 4 s, 8 s) until it
+/// is taken.
+async fn deliver(mc: web::Data<Mc>, receiver: String, url: String, to: String, msg: Message) {
     let mut wait = Duration::from_secs(1);
     for attempt in 1..=5 {
-        match http.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) => {
-                tracing::warn!(receiver, attempt, status = %r.status(), "alert receiver refused a notification")
+        let result = match (&msg, &mc.smtp) {
+            (Message::Post(body), _) => match mc.http.post(&url).json(body).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("answered {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            },
+            (Message::Mail(subject, text), Some(smtp)) => smtp_send(smtp, &to, subject, text).await,
+            (Message::Mail(..), None) => Err("no SMTP relay configured".into()),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(receiver, attempt, error = %e, "alert notification not delivered")
             }
-            Err(e) => tracing::warn!(receiver, attempt, error = %e, "alert receiver unreachable"),
         }
         tokio::time::sleep(wait).await;
         wait *= 2;
@@ -540,7 +669,7 @@ async fn send(http: reqwest::Client, receiver: String, url: String, body: Value)
     tracing::error!(receiver, "alert notification dropped after 5 attempts");
 }
 
-async fn notify(mc: &Mc, region: &str, alert: &Alert, status: &str) -> Result<()> {
+async fn notify(mc: &web::Data<Mc>, region: &str, alert: &Alert, status: &str) -> Result<()> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM alert_receivers"
     )))
@@ -554,27 +683,36 @@ async fn notify(mc: &Mc, region: &str, alert: &Alert, status: &str) -> Result<()
         if !visible(&grants[&r.username], &alert.labels) {
             continue;
         }
-        let url = match mc
-            .vault
-            .read(&secret_path(&r.username, &r.name), "url")
-            .await
-        {
-            Ok(Some(u)) => u,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(receiver = %r.name, error = %e, "reading an alert receiver's URL failed");
-                continue;
-            }
+        let url = match r.kind.as_str() {
+            "email" => String::new(),
+            _ => match mc
+                .vault
+                .read(&secret_path(&r.username, &r.name), "url")
+                .await
+            {
+                Ok(Some(u)) => u,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(receiver = %r.name, error = %e, "reading an alert receiver's URL failed");
+                    continue;
+                }
+            },
         };
-        let body = payload(&r, region, alert, status);
-        tokio::spawn(send(mc.http.clone(), r.name.clone(), url, body));
+        let msg = message(&r, region, alert, status);
+        tokio::spawn(deliver(
+            mc.clone(),
+            r.name.clone(),
+            url,
+            r.email.clone(),
+            msg,
+        ));
     }
     Ok(())
 }
 
 /// One look at `region`: alerts that appeared are announced as firing, alerts that vanished as
 /// resolved. A region that does not answer is skipped (nothing is resolved because of it).
-async fn sweep(mc: &Mc, region: &str) -> Result<()> {
+async fn sweep(mc: &web::Data<Mc>, region: &str) -> Result<()> {
     let ch = mc.region(region).await?;
     let mut s = AlertApiClient::new(ch)
         .show_alert(Alert::default())

@@ -49,6 +49,17 @@ pub struct Config {
     pub bad_auth_delay: Duration,
     /// How often the MC looks at every region's alerts to notify alert receivers.
     pub alert_poll_interval: Duration,
+    /// Where email alert receivers' mail goes; `None`: email receivers are refused.
+    pub smtp: Option<Smtp>,
+}
+
+/// An SMTP relay (plain SMTP, no authentication: one on this host or site).
+#[derive(Clone, Debug)]
+pub struct Smtp {
+    /// `host:port`
+    pub relay: String,
+    /// the sender address of alert mail
+    pub from: String,
 }
 
 impl Config {
@@ -67,6 +78,7 @@ impl Config {
             user_create_limit: 10,
             bad_auth_delay: Duration::from_secs(3),
             alert_poll_interval: Duration::from_secs(5),
+            smtp: None,
         }
     }
 }
@@ -85,6 +97,8 @@ pub struct Mc {
     pub vault: edge_common::vault::Kv,
     /// outgoing HTTP (InfluxDB queries, alert receivers)
     pub http: reqwest::Client,
+    /// the relay of email alert receivers
+    pub smtp: Option<Smtp>,
 }
 
 impl Mc {
@@ -201,6 +215,7 @@ impl MasterController {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            smtp: cfg.smtp.clone(),
         });
         let alerts = tokio::spawn(alerts::run(mc.clone(), cfg.alert_poll_interval));
         let metrics = web::Data::new(handlers::Metrics::new());

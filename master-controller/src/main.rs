@@ -40,6 +40,17 @@ struct Args {
     /// Bootstrap admin password (else read from Vault secret/mc/admin field password); never logged.
     #[arg(long, env = "MC_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// SMTP relay (host:port) for email alert receivers: plain SMTP without authentication, e.g. the
+    /// host's postfix. Without it, email receivers are refused.
+    #[arg(long, env = "EDGE_MC_SMTP_RELAY")]
+    smtp_relay: Option<String>,
+    /// Sender address of alert mail.
+    #[arg(
+        long,
+        env = "EDGE_MC_SMTP_FROM",
+        default_value = "edge-alerts@localhost"
+    )]
+    smtp_from: String,
     /// Seconds between two looks at every region's alerts (alert receivers are notified from them).
     #[arg(long, env = "EDGE_MC_ALERT_POLL_SECS", default_value_t = 5)]
     alert_poll_secs: u64,
@@ -66,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
     cfg.admin_user = args.admin_user;
     cfg.admin_password = args.admin_password;
     cfg.alert_poll_interval = Duration::from_secs(args.alert_poll_secs.max(1));
+    cfg.smtp = args.smtp_relay.map(|relay| master_controller::Smtp {
+        relay,
+        from: args.smtp_from,
+    });
     let mc = MasterController::start(cfg).await?;
     tokio::signal::ctrl_c().await?;
     mc.stop().await;

@@ -1,5 +1,5 @@
-//! Real servers for tests: PostgreSQL, etcd, OpenBao (Vault API), InfluxDB 1.x and a private `dockerd`,
-//! each on free loopback ports in its own temporary directory.
+//! Real servers for tests: PostgreSQL, etcd, OpenBao (Vault API), InfluxDB 1.x, a private `dockerd` and an
+//! SMTP server, each on free loopback ports in its own temporary directory.
 //!
 //! Every `start()` waits until the server answers and returns its connection info. Dropping the handle
 //! stops the server and removes its directory — also when the test panics. Servers are started with
@@ -17,6 +17,7 @@ mod influx;
 mod openbao;
 mod postgres;
 mod process;
+mod smtp;
 
 pub use docker::Docker;
 pub use etcd::Etcd;
@@ -24,6 +25,7 @@ pub use influx::Influx;
 pub use openbao::OpenBao;
 pub use postgres::Postgres;
 pub use process::{free_port, http_get};
+pub use smtp::Smtp;
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]
