@@ -920,3 +920,51 @@ async fn an_alert_policy_fires_on_its_apps_instances_and_clears() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_port_must_answer_http_not_just_accept() {
+    let (docker, influx) = tokio::join!(testenv::Docker::start(), testenv::Influx::start());
+    let (docker, influx) = (docker.unwrap(), influx.unwrap());
+    docker.busybox_image(IMAGE).unwrap();
+    let region = Region::start(
+        crm::PlatformKind::Docker {
+            host: docker.host.clone(),
+        },
+        influx,
+    )
+    .await;
+    // Accepts connections on port 80 but never answers: a TCP check passes, an HTTP check does not.
+    let mut app = app("acme", "web", "tcp:80:http");
+    app.image_path = IMAGE.into();
+    app.command = "while true; do nc -l -p 80 > /dev/null; done".into();
+    let inst = region.deploy(app).await;
+    assert!(inst.mapped_ports[0].http);
+    let id = &inst.runtime_info.as_ref().unwrap().container_ids[0];
+    let out = docker
+        .cli()
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            id,
+        ])
+        .output()
+        .unwrap();
+    let ip: IpAddr = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_for("the port to accept", Duration::from_secs(30), async || {
+        tokio::net::TcpStream::connect((ip, 80)).await.ok()
+    })
+    .await;
+    let _shepherd = region
+        .shepherd(
+            shepherd::PlatformKind::Docker {
+                host: docker.host.clone(),
+            },
+            10_000,
+        )
+        .await;
+    wait_for("health SERVER_FAIL", Duration::from_secs(30), async || {
+        (region.app_inst().await.health_check() == HealthCheck::FailServerFail).then_some(())
+    })
+    .await;
+}

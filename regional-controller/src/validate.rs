@@ -100,12 +100,17 @@ pub fn access_ports(field: &str, spec: &str) -> Result<Vec<AppPort>> {
         if end != 0 && end < start {
             return Err(bad("range end must not be below its start"));
         }
-        let mut tls = false;
+        let (mut tls, mut http) = (false, false);
         for opt in parts {
             match opt {
                 "tls" if proto == LProto::Tcp => tls = true,
-                "tls" => return Err(bad("tls is only allowed on tcp ports")),
-                other => return Err(bad(&format!("unknown option \"{other}\"; allowed: tls"))),
+                "http" if proto == LProto::Tcp => http = true,
+                "tls" | "http" => return Err(bad(&format!("{opt} is only allowed on tcp ports"))),
+                other => {
+                    return Err(bad(&format!(
+                        "unknown option \"{other}\"; allowed: tls, http"
+                    )));
+                }
             }
         }
         let last = |p: &AppPort| {
@@ -120,6 +125,7 @@ pub fn access_ports(field: &str, spec: &str) -> Result<Vec<AppPort>> {
             internal_port: start,
             end_port: end,
             tls,
+            http,
             ..Default::default()
         };
         if let Some(other) = ports.iter().find(|p| {
@@ -201,10 +207,10 @@ mod tests {
 
     #[test]
     fn ports() {
-        let p = access_ports("access_ports", "tcp:80, udp:10000-10010,tcp:443:tls").unwrap();
+        let p = access_ports("access_ports", "tcp:80:http, udp:10000-10010,tcp:443:tls").unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!((p[1].internal_port, p[1].end_port), (10000, 10010));
-        assert!(p[2].tls);
+        assert!(p[2].tls && !p[2].http && p[0].http);
         for (spec, why) in [
             ("tcp:99999", "port must be 1-65535"),
             ("tcp:0", "port must be 1-65535"),
@@ -214,6 +220,11 @@ mod tests {
             ("udp:20-10", "range end must not be below its start"),
             ("tcp:80,tcp:70-90", "overlaps tcp port 80"),
             ("udp:53:tls", "tls is only allowed on tcp"),
+            ("udp:53:http", "http is only allowed on tcp"),
+            (
+                "tcp:80:nginx",
+                "unknown option \"nginx\"; allowed: tls, http",
+            ),
             ("tcp:80,", "empty entry"),
             ("udp:1000-1100", "covers 101 ports, at most 100 are allowed"),
         ] {

@@ -1,5 +1,5 @@
-//! Health checks of AppInsts: a TCP connect to each TCP port straight to the instance (its address on
-//! the cluster network) and through the shared root LB; the first that fails says whether the server
+//! Health checks of AppInsts: a TCP connect (`GET /` for ports with the `http` option) to each TCP port
+//! straight to the instance (its address on the cluster network) and through the shared root LB; the first that fails says whether the server
 //! or the LB is at fault. A failure only counts after `failures` checks in a row fail; one success
 //! makes the instance healthy again.
 
@@ -20,6 +20,41 @@ async fn connects(addr: SocketAddr) -> bool {
     )
 }
 
+/// `GET /` answers with an HTTP status below 500.
+async fn answers_http(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(
+            format!("GET / HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: edge-shepherd\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut head = [0u8; 16];
+        let mut n = 0;
+        while n < head.len() {
+            match s.read(&mut head[n..]).await.ok()? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        // "HTTP/1.1 200 ..."
+        let line = std::str::from_utf8(&head[..n]).ok()?;
+        let code: u16 = line
+            .strip_prefix("HTTP/")?
+            .split(' ')
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(code < 500)
+    };
+    matches!(
+        tokio::time::timeout(CONNECT_TIMEOUT, check).await,
+        Ok(Some(true))
+    )
+}
+
 /// One check of `inst`: `Ok`, or which part fails. `None` when there is nothing to check: no TCP port,
 /// or no address of the instance (the fake platform).
 pub async fn probe(inst: &AppInst, lb: IpAddr, sample: Option<&Sample>) -> Option<HealthCheck> {
@@ -37,10 +72,17 @@ pub async fn probe(inst: &AppInst, lb: IpAddr, sample: Option<&Sample>) -> Optio
     };
     let backend = sample.backend?;
     for p in ports {
-        if !connects(SocketAddr::new(backend, p.internal_port as u16)).await {
+        let check = async |addr| {
+            if p.http {
+                answers_http(addr).await
+            } else {
+                connects(addr).await
+            }
+        };
+        if !check(SocketAddr::new(backend, p.internal_port as u16)).await {
             return Some(HealthCheck::FailServerFail);
         }
-        if !connects(SocketAddr::new(lb, p.public_port as u16)).await {
+        if !check(SocketAddr::new(lb, p.public_port as u16)).await {
             return Some(HealthCheck::FailRootlbOffline);
         }
     }
