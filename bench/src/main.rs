@@ -5,6 +5,7 @@
 //! (latency percentiles) and concurrent calls (throughput) of each, bounded in count and time, and prints
 //! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]).
 
+mod region;
 mod shepherd;
 
 use std::time::{Duration, Instant};
@@ -15,7 +16,6 @@ use edge_proto::bench::echo_client::EchoClient;
 use edge_proto::bench::echo_server::{Echo, EchoServer};
 use edge_proto::dme::match_engine_api_client::MatchEngineApiClient;
 use edge_proto::dme::{FindCloudletRequest, Loc};
-use edge_proto::edge::CloudletKey;
 use testenv::fixtures::*;
 use tonic::transport::Channel;
 
@@ -143,48 +143,8 @@ async fn dme(args: Args) -> anyhow::Result<()> {
 
     // A region: etcd, controller, one fake cloudlet with a READY app instance, a DME.
     eprintln!("starting etcd, controller, CRM (fake platform) and DME on loopback ...");
-    let etcd = testenv::Etcd::start().await?;
-    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
-        "bench", &etcd.url,
-    ))
-    .await?;
-    let api = channel(ctrl.api_addr).await?;
-    api.flavors().create_flavor(flavor("small")).await?;
-    let mut s = api
-        .cloudlets()
-        .create_cloudlet(cloudlet("op", "c1"))
-        .await?
-        .into_inner();
-    let key = s
-        .message()
-        .await?
-        .and_then(|p| p.access)
-        .map(|a| a.access_private_key)
-        .unwrap_or_default();
-    let state = tempfile::tempdir()?;
-    let ck = CloudletKey {
-        organization: "op".into(),
-        name: "c1".into(),
-    };
-    let _crm = crm::Crm::start(crm::Config::fake(
-        "bench",
-        ck,
-        ctrl.notify_addr.to_string(),
-        key,
-        Duration::ZERO,
-        state.path().into(),
-    ))
-    .await?;
-    drain(&mut s).await?;
-    api.apps().create_app(app("dev", "game", "tcp:80")).await?;
-    drain(
-        &mut api
-            .clusters()
-            .create_cluster_inst(cluster("dev", "k1", "op", "c1"))
-            .await?
-            .into_inner(),
-    )
-    .await?;
+    let region = region::FakeRegion::start().await?;
+    let (api, ctrl) = (&region.api, &region.ctrl);
     drain(
         &mut api
             .app_insts()
@@ -193,7 +153,11 @@ async fn dme(args: Args) -> anyhow::Result<()> {
             .into_inner(),
     )
     .await?;
-    let dme = dme::Dme::start(dme::Config::local("bench", &ctrl.notify_addr.to_string())).await?;
+    let dme = dme::Dme::start(dme::Config::local(
+        region::REGION,
+        &ctrl.notify_addr.to_string(),
+    ))
+    .await?;
     let mut sdk = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr)).await?;
     let mut registered = false;
     for _ in 0..100 {

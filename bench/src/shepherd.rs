@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use edge_common::notify_client::CloudletAgent;
-use edge_proto::edge::{ClientType, CloudletKey};
+use edge_proto::edge::ClientType;
 use testenv::fixtures::*;
+
+use crate::region::{FakeRegion, REGION, cloudlet_key};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -38,15 +40,6 @@ pub struct Child {
     interval: u64,
     #[arg(long)]
     http_addr: std::net::SocketAddr,
-}
-
-const REGION: &str = "bench";
-
-fn cloudlet_key() -> CloudletKey {
-    CloudletKey {
-        organization: "op".into(),
-        name: "c1".into(),
-    }
 }
 
 /// Runs Shepherd (fake platform) until killed.
@@ -120,47 +113,9 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let n = args.instances.max(1);
     eprintln!("starting etcd, InfluxDB, the controller and a fake-platform CRM on loopback ...");
-    let (etcd, influx) = tokio::join!(testenv::Etcd::start(), testenv::Influx::start());
-    let (etcd, influx) = (etcd?, influx?);
-    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
-        REGION, &etcd.url,
-    ))
-    .await?;
-    let api = tonic::transport::Channel::from_shared(format!("http://{}", ctrl.api_addr))?
-        .connect()
-        .await?;
-    api.flavors().create_flavor(flavor("small")).await?;
-    let mut s = api
-        .cloudlets()
-        .create_cloudlet(cloudlet("op", "c1"))
-        .await?
-        .into_inner();
-    let key = s
-        .message()
-        .await?
-        .and_then(|p| p.access)
-        .map(|a| a.access_private_key)
-        .unwrap_or_default();
-    let dir = tempfile::tempdir()?;
-    let _crm = crm::Crm::start(crm::Config::fake(
-        REGION,
-        cloudlet_key(),
-        ctrl.notify_addr.to_string(),
-        key.clone(),
-        Duration::ZERO,
-        dir.path().join("crm"),
-    ))
-    .await?;
-    drain(&mut s).await?;
-    api.apps().create_app(app("dev", "game", "tcp:80")).await?;
-    drain(
-        &mut api
-            .clusters()
-            .create_cluster_inst(cluster("dev", "k1", "op", "c1"))
-            .await?
-            .into_inner(),
-    )
-    .await?;
+    let (region, influx) = tokio::join!(FakeRegion::start(), testenv::Influx::start());
+    let (region, influx) = (region?, influx?);
+    let (api, ctrl, key, dir) = (&region.api, &region.ctrl, &region.access_key, &region.dir);
     eprintln!("creating {n} app instances ...");
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -195,7 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("{n} app instances READY in {:.1?}", started.elapsed());
 
     let key_file = dir.path().join("key");
-    std::fs::write(&key_file, &key)?;
+    std::fs::write(&key_file, key)?;
     let http: std::net::SocketAddr = ([127, 0, 0, 1], testenv::free_port()).into();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("shepherd-child")

@@ -205,6 +205,79 @@ pub struct ControllerTls {
     pub server_name: String,
 }
 
+/// Command-line flags of a cloudlet agent (CRM, Shepherd): its cloudlet, its controller, the cloudlet
+/// access key and the region's CA from the onboarding reply.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// Region of the cloudlet.
+    #[arg(long, env = "EDGE_REGION")]
+    pub region: String,
+    /// Operator organization of the cloudlet.
+    #[arg(long, env = "EDGE_CLOUDLET_ORG")]
+    pub cloudlet_org: String,
+    /// Name of the cloudlet.
+    #[arg(long, env = "EDGE_CLOUDLET_NAME")]
+    pub cloudlet_name: String,
+    /// Controller notify address (host:port), as given at CreateCloudlet.
+    #[arg(
+        long,
+        env = "EDGE_CONTROLLER_NOTIFY",
+        default_value = "127.0.0.1:37001"
+    )]
+    pub controller_notify: String,
+    /// File holding the cloudlet access key returned by CreateCloudlet.
+    #[arg(long, env = "EDGE_ACCESS_KEY_FILE")]
+    pub access_key: std::path::PathBuf,
+    /// PEM file of the region's CA (`ca_certificate` of the onboarding reply): the controller is checked
+    /// with it, and a short-lived client certificate is obtained with the access key.
+    #[arg(
+        long,
+        env = "EDGE_CA_CERT_FILE",
+        required_unless_present = "insecure_plaintext"
+    )]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Name in the controller's certificate [default: controller.<region>.edge].
+    #[arg(long, env = "EDGE_CONTROLLER_SERVER_NAME")]
+    pub controller_server_name: Option<String>,
+    /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there).
+    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "ca_cert")]
+    pub insecure_plaintext: bool,
+}
+
+impl AgentArgs {
+    /// The agent of `client_type` these flags describe, its key and CA read from their files.
+    pub fn agent(
+        &self,
+        client_type: edge_proto::edge::ClientType,
+    ) -> Result<CloudletAgent, String> {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the {what} file {}: {e}", path.display()))
+        };
+        let tls = match &self.ca_cert {
+            Some(path) => Some(ControllerTls {
+                ca: read("CA", path)?,
+                server_name: self
+                    .controller_server_name
+                    .clone()
+                    .unwrap_or_else(|| pki::controller_server_name(&self.region)),
+            }),
+            None => None,
+        };
+        Ok(CloudletAgent {
+            client_type,
+            region: self.region.clone(),
+            cloudlet: edge_proto::edge::CloudletKey {
+                organization: self.cloudlet_org.clone(),
+                name: self.cloudlet_name.clone(),
+            },
+            controller: self.controller_notify.clone(),
+            access_key: read("access key", &self.access_key)?.trim().to_string(),
+            tls,
+        })
+    }
+}
+
 /// Who a cloudlet agent is and how it reaches its controller.
 #[derive(Clone, Debug)]
 pub struct CloudletAgent {

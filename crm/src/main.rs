@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use crm::{Config, Crm, PlatformKind};
+use edge_common::notify_client::AgentArgs;
 use edge_common::telemetry::{self, LogFormat};
-use edge_proto::edge::CloudletKey;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PlatformArg {
@@ -21,25 +21,8 @@ enum PlatformArg {
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Region of the cloudlet.
-    #[arg(long, env = "EDGE_REGION")]
-    region: String,
-    /// Operator organization of the cloudlet.
-    #[arg(long, env = "EDGE_CLOUDLET_ORG")]
-    cloudlet_org: String,
-    /// Name of the cloudlet.
-    #[arg(long, env = "EDGE_CLOUDLET_NAME")]
-    cloudlet_name: String,
-    /// Controller notify address (host:port), as given at CreateCloudlet.
-    #[arg(
-        long,
-        env = "EDGE_CONTROLLER_NOTIFY",
-        default_value = "127.0.0.1:37001"
-    )]
-    controller_notify: String,
-    /// File holding the cloudlet access key returned by CreateCloudlet.
-    #[arg(long, env = "EDGE_ACCESS_KEY_FILE")]
-    access_key: PathBuf,
+    #[command(flatten)]
+    agent: AgentArgs,
     /// Platform driver.
     #[arg(long, env = "EDGE_PLATFORM", value_enum, default_value = "docker")]
     platform: PlatformArg,
@@ -62,20 +45,6 @@ struct Args {
     /// Address the shared root load balancer publishes app ports on.
     #[arg(long, env = "EDGE_PUBLIC_ADDR", default_value = "127.0.0.1")]
     public_addr: IpAddr,
-    /// PEM file of the region's CA (`ca_certificate` of the onboarding reply): the CRM checks its
-    /// controller with it and obtains its own short-lived client certificate with the access key.
-    #[arg(
-        long,
-        env = "EDGE_CA_CERT_FILE",
-        required_unless_present = "insecure_plaintext"
-    )]
-    ca_cert: Option<PathBuf>,
-    /// Name in the controller's certificate [default: controller.<region>.edge].
-    #[arg(long, env = "EDGE_CONTROLLER_SERVER_NAME")]
-    controller_server_name: Option<String>,
-    /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there).
-    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "ca_cert")]
-    insecure_plaintext: bool,
     /// Log as JSON lines.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -92,23 +61,10 @@ async fn main() -> anyhow::Result<()> {
             LogFormat::Human
         },
     )?;
-    let access_key = std::fs::read_to_string(&args.access_key).map_err(|e| {
-        anyhow::anyhow!(
-            "reading the access key file {}: {e}",
-            args.access_key.display()
-        )
-    })?;
-    let tls = match &args.ca_cert {
-        Some(path) => Some(crm::ControllerTls {
-            ca: std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?,
-            server_name: args
-                .controller_server_name
-                .clone()
-                .unwrap_or_else(|| edge_common::pki::controller_server_name(&args.region)),
-        }),
-        None => None,
-    };
+    let agent = args
+        .agent
+        .agent(edge_proto::edge::ClientType::Crm)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let platform = match args.platform {
         PlatformArg::Docker => PlatformKind::Docker {
             host: args.docker_host,
@@ -118,18 +74,15 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let _crm = Crm::start(Config {
-        region: args.region,
-        cloudlet: CloudletKey {
-            organization: args.cloudlet_org,
-            name: args.cloudlet_name,
-        },
-        controller: args.controller_notify,
-        access_key,
+        region: agent.region,
+        cloudlet: agent.cloudlet,
+        controller: agent.controller,
+        access_key: agent.access_key,
         platform,
         state_dir: args.state_dir,
         http_addr: args.http_addr,
         public_addr: args.public_addr,
-        tls,
+        tls: agent.tls,
     })
     .await?;
     tokio::signal::ctrl_c().await?;

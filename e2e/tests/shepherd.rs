@@ -194,6 +194,17 @@ impl Region {
     }
 }
 
+/// A private dockerd with the test image, and a region whose CRM runs on it.
+async fn docker_region() -> (testenv::Docker, Region) {
+    let (docker, influx) = tokio::join!(testenv::Docker::start(), testenv::Influx::start());
+    let (docker, influx) = (docker.unwrap(), influx.unwrap());
+    docker.busybox_image(IMAGE).unwrap();
+    let platform = crm::PlatformKind::Docker {
+        host: docker.host.clone(),
+    };
+    (docker, Region::start(platform, influx).await)
+}
+
 /// One value of a Prometheus page, 0 when absent.
 fn metric(addr: SocketAddr, line_start: &str) -> f64 {
     let (_, text) = testenv::http_get(addr, "/metrics").unwrap_or_default();
@@ -368,16 +379,7 @@ fn series_names(reply: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_is_measured_checked_and_alerted_on() {
-    let (docker, influx) = tokio::join!(testenv::Docker::start(), testenv::Influx::start());
-    let (docker, influx) = (docker.unwrap(), influx.unwrap());
-    docker.busybox_image(IMAGE).unwrap();
-    let region = Region::start(
-        crm::PlatformKind::Docker {
-            host: docker.host.clone(),
-        },
-        influx,
-    )
-    .await;
+    let (docker, region) = docker_region().await;
     // httpd runs in the background so the test can stop and start the server inside the container.
     let mut app = app("acme", "web", "tcp:80");
     app.image_path = IMAGE.into();
@@ -923,16 +925,7 @@ async fn an_alert_policy_fires_on_its_apps_instances_and_clears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_port_must_answer_http_not_just_accept() {
-    let (docker, influx) = tokio::join!(testenv::Docker::start(), testenv::Influx::start());
-    let (docker, influx) = (docker.unwrap(), influx.unwrap());
-    docker.busybox_image(IMAGE).unwrap();
-    let region = Region::start(
-        crm::PlatformKind::Docker {
-            host: docker.host.clone(),
-        },
-        influx,
-    )
-    .await;
+    let (docker, region) = docker_region().await;
     // Accepts connections on port 80 but never answers: a TCP check passes, an HTTP check does not.
     let mut app = app("acme", "web", "tcp:80:http");
     app.image_path = IMAGE.into();

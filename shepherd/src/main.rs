@@ -1,13 +1,12 @@
 //! `shepherd`: metrics and health checks of one cloudlet, next to its CRM.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use edge_common::notify_client::{CloudletAgent, ControllerTls};
+use edge_common::notify_client::AgentArgs;
 use edge_common::telemetry::{self, LogFormat};
-use edge_proto::edge::{ClientType, CloudletKey};
+use edge_proto::edge::ClientType;
 use shepherd::influx::InfluxConfig;
 use shepherd::{Config, PlatformKind, Shepherd};
 
@@ -26,38 +25,8 @@ enum PlatformArg {
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Region of the cloudlet.
-    #[arg(long, env = "EDGE_REGION")]
-    region: String,
-    /// Operator organization of the cloudlet.
-    #[arg(long, env = "EDGE_CLOUDLET_ORG")]
-    cloudlet_org: String,
-    /// Name of the cloudlet.
-    #[arg(long, env = "EDGE_CLOUDLET_NAME")]
-    cloudlet_name: String,
-    /// Controller notify address (host:port).
-    #[arg(
-        long,
-        env = "EDGE_CONTROLLER_NOTIFY",
-        default_value = "127.0.0.1:37001"
-    )]
-    controller_notify: String,
-    /// File holding the cloudlet access key (the CRM's).
-    #[arg(long, env = "EDGE_ACCESS_KEY_FILE")]
-    access_key: PathBuf,
-    /// PEM file of the region's CA, as given to the CRM.
-    #[arg(
-        long,
-        env = "EDGE_CA_CERT_FILE",
-        required_unless_present = "insecure_plaintext"
-    )]
-    ca_cert: Option<PathBuf>,
-    /// Name in the controller's certificate [default: controller.<region>.edge].
-    #[arg(long, env = "EDGE_CONTROLLER_SERVER_NAME")]
-    controller_server_name: Option<String>,
-    /// Dial a controller that serves plaintext notify (`--insecure-plaintext` there).
-    #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "ca_cert")]
-    insecure_plaintext: bool,
+    #[command(flatten)]
+    agent: AgentArgs,
     /// Platform the cloudlet's apps run on.
     #[arg(long, env = "EDGE_PLATFORM", value_enum, default_value = "docker")]
     platform: PlatformArg,
@@ -141,35 +110,12 @@ async fn main() -> anyhow::Result<()> {
             LogFormat::Human
         },
     )?;
-    let access_key = std::fs::read_to_string(&args.access_key).map_err(|e| {
-        anyhow::anyhow!(
-            "reading the access key file {}: {e}",
-            args.access_key.display()
-        )
-    })?;
-    let tls = match &args.ca_cert {
-        Some(path) => Some(ControllerTls {
-            ca: std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?,
-            server_name: args
-                .controller_server_name
-                .clone()
-                .unwrap_or_else(|| edge_common::pki::controller_server_name(&args.region)),
-        }),
-        None => None,
-    };
+    let agent = args
+        .agent
+        .agent(ClientType::Shepherd)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let _shepherd = Shepherd::start(Config {
-        agent: CloudletAgent {
-            client_type: ClientType::Shepherd,
-            region: args.region,
-            cloudlet: CloudletKey {
-                organization: args.cloudlet_org,
-                name: args.cloudlet_name,
-            },
-            controller: args.controller_notify,
-            access_key: access_key.trim().to_string(),
-            tls,
-        },
+        agent,
         platform: match args.platform {
             PlatformArg::Docker => PlatformKind::Docker {
                 host: args.docker_host,
