@@ -43,6 +43,11 @@ pub type Result<T, E = CtrlError> = std::result::Result<T, E>;
 
 impl From<CtrlError> for Status {
     fn from(e: CtrlError) -> Self {
+        // What the store said stays in the log; callers learn only that it failed.
+        if let CtrlError::Store(err) = &e {
+            tracing::error!(error = %err, "etcd request failed");
+            return Status::unavailable("the region's store did not take the request; retry later");
+        }
         let code = match &e {
             CtrlError::Invalid(_) => Code::InvalidArgument,
             CtrlError::NotFound(_) => Code::NotFound,

@@ -227,6 +227,47 @@ async fn app_validation_and_flavor_reference() {
         Code::FailedPrecondition,
         "in use by App",
     );
+    // An alert policy is one more reference beside the flavor, which stays.
+    let mut policies = alert_policy_api_client::AlertPolicyApiClient::new(r.channel());
+    let policy = AlertPolicy {
+        key: Some(AlertPolicyKey {
+            organization: "acme".into(),
+            name: "busy".into(),
+        }),
+        active_conn_limit: 100,
+        severity: "warning".into(),
+        ..Default::default()
+    };
+    policies.create_alert_policy(policy.clone()).await.unwrap();
+    let mut a = app("acme", "game", "");
+    a.alert_policies = vec!["busy".into()];
+    let with_policies = AppUpdate {
+        app: Some(a),
+        fields: vec!["alert_policies".into()],
+    };
+    apps.update_app(with_policies.clone()).await.unwrap();
+    assert_code(
+        policies.delete_alert_policy(policy.clone()).await,
+        Code::FailedPrecondition,
+        "in use by App",
+    );
+    assert_code(
+        r.flavors().delete_flavor(flavor("large")).await,
+        Code::FailedPrecondition,
+        "in use by App",
+    );
+    apps.update_app(AppUpdate {
+        app: Some(app("acme", "game", "")),
+        fields: vec!["alert_policies".into()],
+    })
+    .await
+    .unwrap();
+    policies.delete_alert_policy(policy).await.unwrap();
+    assert_code(
+        apps.update_app(with_policies).await,
+        Code::NotFound,
+        "AlertPolicy \"acme/busy\" not found",
+    );
     apps.delete_app(app("acme", "game", "")).await.unwrap();
     r.flavors().delete_flavor(flavor("large")).await.unwrap();
 }

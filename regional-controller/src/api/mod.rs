@@ -170,9 +170,20 @@ impl Api {
                     self.guard_unused::<T>(&mut w, key).await?;
                 }
                 if old_refs != new_refs {
-                    self.guard_refs(&mut w, &new_refs).await?;
-                    self.store.delete_refs(&mut w, &obj, &old_refs);
-                    self.store.put_refs(&mut w, &obj, &new_refs);
+                    // Only the references that change move: a key may appear once per transaction.
+                    let gone: Vec<_> = old_refs
+                        .iter()
+                        .filter(|r| !new_refs.contains(r))
+                        .cloned()
+                        .collect();
+                    let added: Vec<_> = new_refs
+                        .iter()
+                        .filter(|r| !old_refs.contains(r))
+                        .cloned()
+                        .collect();
+                    self.guard_refs(&mut w, &added).await?;
+                    self.store.delete_refs(&mut w, &obj, &gone);
+                    self.store.put_refs(&mut w, &obj, &added);
                 }
                 self.store.put_obj(&mut w, &obj);
                 let done = self.store.commit(w).await?;
