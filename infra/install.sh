@@ -11,7 +11,8 @@ fi
 # Debian packages: servers (PostgreSQL, etcd, InfluxDB 1.x, Docker Engine), busybox for the local test image,
 # protoc for the gRPC code generation, iproute2 for netns tests.
 APT_PACKAGES=(postgresql etcd-server etcd-client influxdb docker.io busybox-static
-  protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv openssl curl)
+  protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv openssl curl
+  cpio kmod e2fsprogs)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -25,6 +26,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   # starting (the project starts its own servers on loopback ports under its own dirs).
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# qemu for the `vm` platform, with the qemu-utils of the same release (a newer qemu-utils from backports
+# would refuse the bookworm qemu-system: installed at the matching version, downgrading if need be).
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  echo "install.sh: installing qemu-system-x86 and the matching qemu-utils"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends --allow-downgrades "qemu-system-x86=$qv" "qemu-utils=$qv" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
 
@@ -63,8 +76,15 @@ if [ ! -x "$VENV/bin/aiosmtpd" ]; then
 fi
 ln -sf "$VENV/bin/aiosmtpd" /usr/local/bin/aiosmtpd
 
+# The VM images of the `vm` platform, built from Debian packages (infra/vm-images.sh), checked by checksum.
+IMAGES=/opt/edge-platform/images
+if ! (cd "$IMAGES" 2>/dev/null && sha256sum --quiet -c SHA256SUMS 2>/dev/null); then
+  echo "install.sh: building the VM images into $IMAGES"
+  bash "$(dirname "$0")/vm-images.sh" "$IMAGES" >/dev/null
+fi
+
 # Report what is there.
-for b in etcd etcdctl influxd dockerd bao aiosmtpd initdb protoc busybox; do
+for b in etcd etcdctl influxd dockerd bao aiosmtpd initdb protoc busybox qemu-system-x86_64 qemu-img; do
   command -v "$b" >/dev/null || { echo "install.sh: $b missing after install" >&2; exit 1; }
 done
 echo "install.sh: ok (etcd $(etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), $(bao version 2>/dev/null | head -n1), influxd $(influxd version 2>/dev/null | awk '{print $2}'), dockerd $(dockerd --version | awk '{print $3}' | tr -d ,))"
