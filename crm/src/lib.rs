@@ -2,7 +2,7 @@
 //!
 //! It dials out to its regional controller's notify port (see [`notify`]), mirrors the cloudlet's
 //! desired state into its state dir ([`mirror`]), and makes the cloudlet match it ([`reconcile`]) through
-//! a platform driver ([`platform`]: `docker` or `fake`), publishing app ports on the shared root load
+//! a platform driver ([`platform`]: `docker`, `vm` or `fake`), publishing app ports on the shared root load
 //! balancer ([`lb`]). When the controller is unreachable it keeps everything running and keeps
 //! reconciling against the cached state.
 
@@ -33,6 +33,12 @@ pub enum PlatformKind {
     Docker { host: String },
     /// In-memory simulation with this delay per operation.
     Fake { delay: Duration },
+    /// qemu VMs, booted from the images in `images` (`infra/vm-images.sh`), each given `boot_timeout`
+    /// to answer on its ports.
+    Vm {
+        images: PathBuf,
+        boot_timeout: Duration,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +114,14 @@ impl Crm {
             PlatformKind::Docker { host } => {
                 Arc::new(platform::docker::DockerPlatform::connect(host, &ck).await?)
             }
+            PlatformKind::Vm {
+                images,
+                boot_timeout,
+            } => Arc::new(platform::vm::VmPlatform::new(platform::vm::VmConfig {
+                dir: cfg.state_dir.join("vms"),
+                images: images.clone(),
+                boot_timeout: *boot_timeout,
+            })?),
             PlatformKind::Fake { delay } => Arc::new(platform::fake::FakePlatform::new(
                 *delay,
                 platform::Capacity {

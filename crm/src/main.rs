@@ -12,6 +12,7 @@ use edge_common::telemetry::{self, LogFormat};
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PlatformArg {
     Docker,
+    Vm,
     Fake,
 }
 
@@ -33,6 +34,16 @@ struct Args {
         default_value = "unix:///var/run/docker.sock"
     )]
     docker_host: String,
+    /// Kernel, initramfs and disk images of VMs (vm platform; built by infra/vm-images.sh).
+    #[arg(
+        long,
+        env = "EDGE_VM_IMAGES",
+        default_value = "/opt/edge-platform/images"
+    )]
+    vm_images: PathBuf,
+    /// Seconds a new VM has to answer on its ports (vm platform).
+    #[arg(long, env = "EDGE_VM_BOOT_TIMEOUT", default_value_t = 120)]
+    vm_boot_timeout_secs: u64,
     /// Simulated delay per operation in ms (fake platform).
     #[arg(long, env = "EDGE_FAKE_DELAY_MS", default_value_t = 100)]
     fake_delay_ms: u64,
@@ -68,6 +79,10 @@ async fn main() -> anyhow::Result<()> {
     let platform = match args.platform {
         PlatformArg::Docker => PlatformKind::Docker {
             host: args.docker_host,
+        },
+        PlatformArg::Vm => PlatformKind::Vm {
+            images: args.vm_images,
+            boot_timeout: Duration::from_secs(args.vm_boot_timeout_secs),
         },
         PlatformArg::Fake => PlatformKind::Fake {
             delay: Duration::from_millis(args.fake_delay_ms),

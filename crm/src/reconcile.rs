@@ -199,42 +199,67 @@ impl Reconciler {
             return;
         }
         self.report_cloudlet(&d, CloudletState::Ready, capacity, Vec::new());
-        let Some(ops) = self.platform.clusters() else {
-            return;
+        let observed = async {
+            let (mut clusters, mut apps, mut vms) = (BTreeSet::new(), Vec::new(), Vec::new());
+            if let Some(ops) = self.platform.clusters() {
+                clusters = ops.list_clusters().await?.into_iter().collect();
+                apps = ops.list_app_insts().await?;
+            }
+            if let Some(ops) = self.platform.vms() {
+                vms = ops.list_vms().await?;
+            }
+            Ok::<_, PlatformError>((clusters, apps, vms))
         };
-        let (clusters, apps) = match (ops.list_clusters().await, ops.list_app_insts().await) {
-            (Ok(c), Ok(a)) => (c.into_iter().collect::<BTreeSet<_>>(), a),
-            (Err(e), _) | (_, Err(e)) => {
+        let (clusters, apps, vms) = match observed.await {
+            Ok(x) => x,
+            Err(e) => {
                 tracing::warn!(error = %e, "observing the platform failed; retrying");
                 return;
             }
         };
-        let apps: HashMap<String, ObservedAppInst> =
-            apps.into_iter().map(|a| (a.key.clone(), a)).collect();
+        let vm_keys: BTreeSet<String> = vms.iter().map(|v| v.key.clone()).collect();
+        let apps: HashMap<String, ObservedAppInst> = apps
+            .into_iter()
+            .chain(vms)
+            .map(|a| (a.key.clone(), a))
+            .collect();
 
-        for c in d.clusters.values().filter(|c| !is_delete(c.state())) {
-            self.cluster_up(ops, &d, c, &clusters).await;
+        if let Some(ops) = self.platform.clusters() {
+            for c in d.clusters.values().filter(|c| !is_delete(c.state())) {
+                self.cluster_up(ops, &d, c, &clusters).await;
+            }
         }
         for (key, inst) in &d.app_insts {
-            self.app_inst(ops, &d, inst, apps.get(key)).await;
+            self.app_inst(&d, inst, apps.get(key)).await;
         }
         // What runs but is not desired: apps first (they sit on cluster networks), then clusters.
         for key in apps.keys().filter(|k| !d.app_insts.contains_key(*k)) {
             tracing::info!(key, "removing an app instance nobody wants");
             self.remove_routes(key);
-            if let Err(e) = ops.delete_app(key).await {
+            let removed = match (
+                vm_keys.contains(key),
+                self.platform.vms(),
+                self.platform.clusters(),
+            ) {
+                (true, Some(vms), _) => vms.delete_vm(key).await,
+                (false, _, Some(ops)) => ops.delete_app(key).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = removed {
                 tracing::warn!(key, error = %e, "removing orphan app instance failed");
             }
         }
-        for (key, c) in &d.clusters {
-            if is_delete(c.state()) {
-                self.cluster_down(ops, c, clusters.contains(key)).await;
+        if let Some(ops) = self.platform.clusters() {
+            for (key, c) in &d.clusters {
+                if is_delete(c.state()) {
+                    self.cluster_down(ops, c, clusters.contains(key)).await;
+                }
             }
-        }
-        for key in clusters.iter().filter(|k| !d.clusters.contains_key(*k)) {
-            tracing::info!(key, "removing a cluster nobody wants");
-            if let Err(e) = ops.delete_cluster(key).await {
-                tracing::warn!(key, error = %e, "removing orphan cluster failed");
+            for key in clusters.iter().filter(|k| !d.clusters.contains_key(*k)) {
+                tracing::info!(key, "removing a cluster nobody wants");
+                if let Err(e) = ops.delete_cluster(key).await {
+                    tracing::warn!(key, error = %e, "removing orphan cluster failed");
+                }
             }
         }
         for (route, _, owner) in self.lb.routes() {
@@ -251,7 +276,7 @@ impl Reconciler {
         cap: Capacity,
         errors: Vec<String>,
     ) {
-        let (used, quota) = usage(d, None);
+        let (used, quota) = usage(d, None, "");
         let total = |name: &str, cap: u64| quota.get(name).copied().unwrap_or(cap);
         let info = CloudletInfo {
             key: Some(self.cloudlet.clone()),
@@ -407,21 +432,29 @@ impl Reconciler {
         }
     }
 
-    async fn app_inst(
-        &self,
-        ops: &dyn ClusterOps,
-        d: &Desired,
-        inst: &AppInst,
-        observed: Option<&ObservedAppInst>,
-    ) {
+    async fn app_inst(&self, d: &Desired, inst: &AppInst, observed: Option<&ObservedAppInst>) {
         let key = inst.key_string();
         let state = inst.state();
+        // A VM AppInst has no cluster: it is a VM of its own.
+        let vm = inst.cluster_key.as_ref().is_none_or(|k| k.name.is_empty());
+        let unsupported = || {
+            PlatformError::permanent(if vm {
+                "VM app instances are not supported by this platform"
+            } else {
+                "clusters are not supported by this platform"
+            })
+        };
         if is_delete(state) {
             self.remove_routes(&key);
             if observed.is_some() {
                 let steps = self.steps(Kind::App, &key, TrackedState::Deleting);
                 steps.step("Deleting app instance");
-                if let Err(e) = ops.delete_app(&key).await {
+                let deleted = match (vm, self.platform.vms(), self.platform.clusters()) {
+                    (true, Some(vms), _) => vms.delete_vm(&key).await,
+                    (false, _, Some(ops)) => ops.delete_app(&key).await,
+                    _ => Err(unsupported()),
+                };
+                if let Err(e) = deleted {
                     self.fail(Kind::App, &key, &steps, e, TrackedState::DeleteError);
                     return;
                 }
@@ -459,13 +492,15 @@ impl Reconciler {
         let cluster = d
             .clusters
             .get(&inst.cluster_key.clone().unwrap_or_default().key_string());
-        let (Some(app), Some(cluster)) = (app, cluster) else {
-            if app.is_some() && inst.cluster_key.is_none() {
-                let msg = "VM app instances are not supported by this platform".to_string();
-                self.report(Kind::App, &key, error_state, Vec::new(), vec![msg], None);
-            }
+        let Some(app) = app else { return };
+        if !vm && cluster.is_none() {
             return;
-        };
+        }
+        if (vm && self.platform.vms().is_none()) || (!vm && self.platform.clusters().is_none()) {
+            let msg = unsupported().message;
+            self.report(Kind::App, &key, error_state, Vec::new(), vec![msg], None);
+            return;
+        }
         let done = self
             .done
             .lock()
@@ -499,13 +534,40 @@ impl Reconciler {
         if redeploy {
             steps.step("Redeploying app instance");
             self.remove_routes(&key);
-            if let Err(e) = ops.delete_app(&key).await {
+            let deleted = match (self.platform.vms(), self.platform.clusters()) {
+                (Some(vms), _) if vm => vms.delete_vm(&key).await,
+                (_, Some(ops)) => ops.delete_app(&key).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = deleted {
                 self.fail(Kind::App, &key, &steps, e, error_state);
                 return;
             }
         }
         let flavor = inst.flavor.as_ref().and_then(|f| d.flavors.get(&f.name));
-        match ops.deploy_app(cluster, app, inst, flavor, &steps).await {
+        if vm
+            && observed.is_none()
+            && let Err(msg) = check_vm_quota(d, &self.cloudlet, inst)
+        {
+            self.done
+                .lock()
+                .expect("done lock")
+                .insert(key.clone(), (inst.updated_at, Some(msg.clone())));
+            self.fail(
+                Kind::App,
+                &key,
+                &steps,
+                PlatformError::permanent(msg),
+                error_state,
+            );
+            return;
+        }
+        let deployed = match (cluster, self.platform.vms(), self.platform.clusters()) {
+            (_, Some(vms), _) if vm => vms.create_vm(app, inst, flavor, &steps).await,
+            (Some(c), _, Some(ops)) => ops.deploy_app(c, app, inst, flavor, &steps).await,
+            _ => Err(unsupported()),
+        };
+        match deployed {
             Ok(o) => {
                 self.succeeded(&key);
                 self.done
@@ -527,17 +589,18 @@ impl Reconciler {
         }
     }
 
-    /// Adds the LB routes of a running app instance (shared-access clusters) and reports it READY.
+    /// Adds the LB routes of a running app instance (VMs and shared-access clusters) and reports it
+    /// READY.
     async fn publish(
         &self,
         inst: &AppInst,
-        cluster: &ClusterInst,
+        cluster: Option<&ClusterInst>,
         o: &ObservedAppInst,
         status: Vec<String>,
         error_state: TrackedState,
     ) {
         let key = inst.key_string();
-        if cluster.ip_access == IpAccess::Shared as i32
+        if cluster.is_none_or(|c| c.ip_access == IpAccess::Shared as i32)
             && let Some(ip) = o.backend
         {
             for p in &inst.mapped_ports {
@@ -562,11 +625,8 @@ impl Reconciler {
                         proto,
                         port: public,
                     };
-                    if let Err(e) = self
-                        .lb
-                        .ensure(route, SocketAddr::new(ip, internal), &key)
-                        .await
-                    {
+                    let port = o.ports.get(&(proto, internal)).copied().unwrap_or(internal);
+                    if let Err(e) = self.lb.ensure(route, SocketAddr::new(ip, port), &key).await {
                         self.report(
                             Kind::App,
                             &key,
@@ -607,9 +667,30 @@ fn is_delete(s: TrackedState) -> bool {
 }
 
 /// Resources in use by the clusters that exist (or, with `exists` None, by every cluster not failed or
-/// being deleted), and the cloudlet's quotas by name.
-fn usage(d: &Desired, exists: Option<&BTreeSet<String>>) -> (Capacity, HashMap<String, u64>) {
+/// being deleted) and by the VM AppInsts other than `except` that run or are being made, and the
+/// cloudlet's quotas by name.
+fn usage(
+    d: &Desired,
+    exists: Option<&BTreeSet<String>>,
+    except: &str,
+) -> (Capacity, HashMap<String, u64>) {
     let mut used = Capacity::default();
+    for (key, i) in &d.app_insts {
+        let vm = i.cluster_key.as_ref().is_none_or(|k| k.name.is_empty());
+        let live = matches!(
+            i.state(),
+            TrackedState::Ready
+                | TrackedState::Creating
+                | TrackedState::UpdateRequested
+                | TrackedState::Updating
+        );
+        if vm && live && key != except {
+            let u = flavor_of(d, i.flavor.as_ref());
+            used.vcpus += u.vcpus;
+            used.ram += u.ram;
+            used.disk += u.disk;
+        }
+    }
     for (key, c) in &d.clusters {
         let counted = match exists {
             Some(e) => e.contains(key),
@@ -641,15 +722,23 @@ fn usage(d: &Desired, exists: Option<&BTreeSet<String>>) -> (Capacity, HashMap<S
     (used, quota)
 }
 
-/// What a cluster takes: its flavor per node (docker clusters have one node).
-fn cluster_needs(d: &Desired, c: &ClusterInst) -> Capacity {
-    let nodes = u64::from((c.num_masters + c.num_nodes).max(1));
-    let f = c
-        .flavor
-        .as_ref()
+/// The size of a flavor.
+fn flavor_of(d: &Desired, f: Option<&edge_proto::edge::FlavorKey>) -> Capacity {
+    let f = f
         .and_then(|f| d.flavors.get(&f.name))
         .cloned()
         .unwrap_or_default();
+    Capacity {
+        vcpus: f.vcpus,
+        ram: f.ram,
+        disk: f.disk,
+    }
+}
+
+/// What a cluster takes: its flavor per node (docker clusters have one node).
+fn cluster_needs(d: &Desired, c: &ClusterInst) -> Capacity {
+    let nodes = u64::from((c.num_masters + c.num_nodes).max(1));
+    let f = flavor_of(d, c.flavor.as_ref());
     Capacity {
         vcpus: f.vcpus * nodes,
         ram: f.ram * nodes,
@@ -664,8 +753,29 @@ fn check_quota(
     c: &ClusterInst,
     exists: &BTreeSet<String>,
 ) -> Result<(), String> {
-    let (used, quota) = usage(d, Some(exists));
-    let need = cluster_needs(d, c);
+    let (used, quota) = usage(d, Some(exists), "");
+    fits(cloudlet, &c.describe(), used, cluster_needs(d, c), &quota)
+}
+
+/// Refuses a VM AppInst that would take the cloudlet beyond one of its quotas.
+fn check_vm_quota(d: &Desired, cloudlet: &CloudletKey, i: &AppInst) -> Result<(), String> {
+    let (used, quota) = usage(d, None, &i.key_string());
+    fits(
+        cloudlet,
+        &i.describe(),
+        used,
+        flavor_of(d, i.flavor.as_ref()),
+        &quota,
+    )
+}
+
+fn fits(
+    cloudlet: &CloudletKey,
+    what: &str,
+    used: Capacity,
+    need: Capacity,
+    quota: &HashMap<String, u64>,
+) -> Result<(), String> {
     for (name, used, need, unit) in [
         ("vCPUs", used.vcpus, need.vcpus, ""),
         ("RAM", used.ram, need.ram, " MB"),
@@ -675,9 +785,8 @@ fn check_quota(
             && used + need > *limit
         {
             return Err(format!(
-                "not enough {name} on Cloudlet \"{}\": ClusterInst \"{}\" needs {need}{unit}, {used}{unit} of the quota of {limit}{unit} are in use",
+                "not enough {name} on Cloudlet \"{}\": {what} needs {need}{unit}, {used}{unit} of the quota of {limit}{unit} are in use",
                 cloudlet.key_string(),
-                c.key_string()
             ));
         }
     }

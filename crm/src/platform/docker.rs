@@ -106,6 +106,7 @@ impl DockerPlatform {
             container_ids: info.id.into_iter().collect(),
             running,
             backend,
+            ports: Default::default(),
         }))
     }
 

@@ -120,6 +120,7 @@ impl ClusterOps for FakePlatform {
             container_ids: vec![format!("fake-{key}")],
             running: true,
             backend: None,
+            ports: Default::default(),
         };
         self.apps.lock().expect("fake lock").insert(key, o.clone());
         Ok(o)

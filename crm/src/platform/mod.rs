@@ -7,8 +7,12 @@
 
 pub mod docker;
 pub mod fake;
+pub mod vm;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+use crate::lb::Proto;
 
 use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, PlatformFeatures};
 
@@ -60,6 +64,8 @@ pub struct ObservedAppInst {
     pub running: bool,
     /// address of the app on its cluster network, for the load balancer
     pub backend: Option<IpAddr>,
+    /// `(proto, app port)` → the backend's port, where it differs from the app's own (a VM's forwards)
+    pub ports: BTreeMap<(Proto, u16), u16>,
 }
 
 /// Resource use of one app instance (what Shepherd reports as `appinst-*` metrics).
@@ -110,6 +116,23 @@ pub trait ClusterOps: Send + Sync {
     async fn delete_app(&self, key: &str) -> Result<()>;
 }
 
+/// Virtual machines, one per VM AppInst.
+#[async_trait::async_trait]
+pub trait VmOps: Send + Sync {
+    /// VM app instances that exist, running or not.
+    async fn list_vms(&self) -> Result<Vec<ObservedAppInst>>;
+    /// Creates and boots the instance's VM (or starts the existing one); fails if it does not come up.
+    async fn create_vm(
+        &self,
+        app: &App,
+        inst: &AppInst,
+        flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<ObservedAppInst>;
+    /// Stops the VM and removes everything it had, if it exists.
+    async fn delete_vm(&self, key: &str) -> Result<()>;
+}
+
 /// A cloudlet's infrastructure.
 #[async_trait::async_trait]
 pub trait Platform: Send + Sync {
@@ -117,6 +140,9 @@ pub trait Platform: Send + Sync {
     /// Checks the infrastructure answers and returns its capacity.
     async fn check(&self) -> Result<Capacity>;
     fn clusters(&self) -> Option<&dyn ClusterOps> {
+        None
+    }
+    fn vms(&self) -> Option<&dyn VmOps> {
         None
     }
 }

@@ -24,6 +24,9 @@ pub struct Cloud {
     pub channel: Channel,
     /// Loopback address of this test's load balancers, so parallel tests never share a port.
     pub public_ip: IpAddr,
+    /// `--platform ...` arguments of the CRMs this test starts (docker on the private dockerd unless the
+    /// test changes them)
+    pub platform_args: Vec<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -65,7 +68,11 @@ impl Cloud {
             pid as u8 | 1,
         ]);
         let dir = tempfile::tempdir().unwrap();
+        let platform_args = ["--platform", "docker", "--docker-host", &docker.host]
+            .map(String::from)
+            .to_vec();
         let cloud = Self {
+            platform_args,
             etcd,
             docker,
             ctrl: Some(ctrl),
@@ -109,7 +116,7 @@ impl Cloud {
             .args(["--controller-notify", &self.config.notify_addr.to_string()])
             .arg("--access-key")
             .arg(self.dir.path().join(format!("{name}.key")))
-            .args(["--platform", "docker", "--docker-host", &self.docker.host])
+            .args(&self.platform_args)
             // This region's controller serves plaintext; mTLS is tested in e2e/tests/mtls.rs.
             .arg("--insecure-plaintext")
             .arg("--state-dir")

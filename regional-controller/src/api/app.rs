@@ -88,15 +88,19 @@ fn validate_fields(a: &App) -> Result<()> {
         )));
     }
     if a.image_type == ImageType::Qcow as i32 {
-        let md5 = a
+        // NAME (in the cloudlet's image store), /absolute/path or an http(s) URL, with its checksum.
+        let (path, sum) = a
             .image_path
-            .split_once("#md5:")
-            .map(|(_, m)| m)
-            .unwrap_or_default();
-        let url_ok = a.image_path.starts_with("http://") || a.image_path.starts_with("https://");
-        if !url_ok || md5.len() != 32 || !md5.chars().all(|c| c.is_ascii_hexdigit()) {
+            .rsplit_once('#')
+            .unwrap_or((a.image_path.as_str(), ""));
+        let sum_ok = match sum.split_once(':') {
+            Some(("sha256", h)) => h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()),
+            Some(("md5", h)) => h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()),
+            _ => false,
+        };
+        if path.is_empty() || !sum_ok {
             return Err(invalid(format!(
-                "invalid image_path \"{}\": a VM image must be an http(s) URL ending in #md5:<32 hex digits>",
+                "invalid image_path \"{}\": a VM image is NAME, /path or an http(s) URL followed by #sha256:<64 hex digits> (or #md5:<32 hex digits>)",
                 a.image_path
             )));
         }

@@ -271,24 +271,28 @@ impl Api {
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
             let mut events = events;
-            // The write may already be followed by reports: start from the cache's current view.
+            // The write may already be followed by reports: start from the cache's current view. Only a
+            // new view of this object is looked at (`fresh`): other objects' changes leave it as it was.
             let mut current = cache.get_path(&path);
+            let mut fresh = true;
             loop {
-                match current.take() {
-                    Some(obj) => match T::from_any(&obj) {
-                        Some(o) => {
-                            if f.observe(o, goal).await {
-                                return;
+                if std::mem::take(&mut fresh) {
+                    match &current {
+                        Some(obj) => match T::from_any(obj) {
+                            Some(o) => {
+                                if f.observe(o, goal).await {
+                                    return;
+                                }
                             }
+                            None => return,
+                        },
+                        None if goal == Goal::Gone => {
+                            let msg = format!("{} deleted", f.desc);
+                            f.send(msg, TrackedState::NotPresent).await;
+                            return;
                         }
-                        None => return,
-                    },
-                    None if goal == Goal::Gone => {
-                        let msg = format!("{} deleted", f.desc);
-                        f.send(msg, TrackedState::NotPresent).await;
-                        return;
+                        None => {}
                     }
-                    None => {}
                 }
                 tokio::select! {
                     ev = events.recv() => match ev {
@@ -297,13 +301,17 @@ impl Api {
                                 ChangeAction::Delete => None,
                                 _ => Some(c.object.clone()),
                             };
+                            fresh = true;
                             if current.is_none() && goal != Goal::Gone {
                                 let _ = f.tx.send(Err(Status::not_found(format!("{} was deleted", f.desc)))).await;
                                 return;
                             }
                         }
                         Ok(Event::Change(_)) => {}
-                        Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => current = cache.get_path(&path),
+                        Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            current = cache.get_path(&path);
+                            fresh = true;
+                        }
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = &mut deadline => {

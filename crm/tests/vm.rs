@@ -1,0 +1,182 @@
+//! The CRM with the real `vm` platform (qemu, software emulation on this machine): a VM AppInst boots
+//! from the project's images, answers through the shared root LB, is adopted by a restarted CRM, and leaves
+//! nothing behind; bad images and quotas end in CREATE_ERROR.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use edge_proto::edge::*;
+
+const IMAGES: &str = "/opt/edge-platform/images";
+
+/// A region whose CRMs run the vm platform.
+async fn vm_cloud() -> Cloud {
+    let mut cloud = Cloud::start().await;
+    cloud.platform_args = [
+        "--platform",
+        "vm",
+        "--vm-images",
+        IMAGES,
+        "--vm-boot-timeout-secs",
+        "90",
+    ]
+    .map(String::from)
+    .to_vec();
+    cloud
+}
+
+/// `edge-web.qcow2#sha256:...` as infra/vm-images.sh recorded it.
+fn web_image() -> String {
+    let sums = std::fs::read_to_string(Path::new(IMAGES).join("SHA256SUMS"))
+        .expect("VM images: run infra/install.sh");
+    let hex = sums
+        .lines()
+        .find(|l| l.ends_with("edge-web.qcow2"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("edge-web.qcow2 in SHA256SUMS");
+    format!("edge-web.qcow2#sha256:{hex}")
+}
+
+fn vm_app(name: &str, image_path: &str) -> App {
+    let mut a = app("acme", name, "tcp:80");
+    a.image_type = ImageType::Qcow as i32;
+    a.deployment = "vm".into();
+    a.image_path = image_path.into();
+    a
+}
+
+/// A VM AppInst `acme/<name>` of App `<app>` on `tmus/berlin`.
+fn vm_inst(name: &str, app: &str) -> AppInst {
+    let mut i = app_inst("acme", name, app, "");
+    i.cluster_key = None;
+    i.cloudlet_key = Some(CloudletKey {
+        organization: "tmus".into(),
+        name: "berlin".into(),
+    });
+    i
+}
+
+/// The VM directories of the CRM of `berlin`.
+fn vm_dirs(cloud: &Cloud) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(cloud.dir.path().join("berlin-state/vms"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// qemu processes running a VM of this test's CRM.
+fn qemus(cloud: &Cloud) -> usize {
+    let mine = cloud.dir.path().to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).to_string())
+        .filter(|c| c.contains("qemu-system") && c.contains(&mine))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_clean() {
+    let cloud = vm_cloud().await;
+    let crm = cloud.onboard("berlin", vec![]).await;
+    let info = show(
+        cloud
+            .cloudlets()
+            .show_cloudlet_info(CloudletInfo::default()),
+    )
+    .await;
+    assert!(info[0].features.as_ref().unwrap().supports_vms);
+    cloud
+        .apps()
+        .create_app(vm_app("vmweb", &web_image()))
+        .await
+        .unwrap();
+    let mut s = cloud
+        .app_insts()
+        .create_app_inst(vm_inst("v1", "vmweb"))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = drain(&mut s).await.expect("VM app instance becomes ready");
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    assert!(p.iter().any(|m| m.message == "Booting VM"), "{p:?}");
+    let addr = cloud.public_addr("v1").await;
+    assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
+    assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
+
+    // kill -9 of the CRM: the VM keeps running; the restarted CRM adopts it (no second VM).
+    drop(crm);
+    let _crm = cloud.start_crm("berlin");
+    assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
+    assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
+
+    let mut s = cloud
+        .app_insts()
+        .delete_app_inst(vm_inst("v1", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("VM app instance deleted");
+    assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (0, 0));
+    assert!(
+        testenv::http_get(addr, "/").is_none(),
+        "route still answers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_and_quotas_end_in_create_error_and_leave_nothing() {
+    let cloud = vm_cloud().await;
+    let quota = vec![ResourceQuota {
+        name: "RAM".into(),
+        value: 3000,
+    }];
+    let _crm = cloud.onboard("berlin", quota).await;
+    let mut large = flavor("large");
+    large.ram = 4096;
+    cloud.flavors().create_flavor(large).await.unwrap();
+    let zeros = "0".repeat(64);
+    let cases = [
+        (
+            "missing",
+            format!("nosuch.qcow2#sha256:{zeros}"),
+            "small",
+            "nosuch.qcow2 not found".to_string(),
+        ),
+        (
+            "tampered",
+            format!("edge-web.qcow2#sha256:{zeros}"),
+            "small",
+            format!("the App names {zeros}"),
+        ),
+        (
+            "big",
+            web_image(),
+            "large",
+            "not enough RAM on Cloudlet \"tmus/berlin\": AppInst \"acme/big\" needs 4096 MB"
+                .to_string(),
+        ),
+    ];
+    for (name, image, flavor, msg) in cases {
+        let mut a = vm_app(name, &image);
+        a.default_flavor = Some(FlavorKey {
+            name: flavor.into(),
+        });
+        cloud.apps().create_app(a).await.unwrap();
+        let mut s = cloud
+            .app_insts()
+            .create_app_inst(vm_inst(name, name))
+            .await
+            .unwrap()
+            .into_inner();
+        let e = drain(&mut s).await.expect_err("CREATE_ERROR");
+        assert!(
+            e.message().contains("CREATE_ERROR") && e.message().contains(&msg),
+            "{name}: {} lacks {msg:?}",
+            e.message()
+        );
+        assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (0, 0), "{name}");
+    }
+}
