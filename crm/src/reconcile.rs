@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 
 use edge_common::Keyed;
 use edge_proto::edge::{
-    AppInst, AppInstInfo, AppInstRuntime, CloudletInfo, CloudletKey, CloudletState, ClusterInst,
-    ClusterInstInfo, FlavorInfo, IpAccess, LProto, ResourceUsage, TrackedState, notify_up,
+    App, AppInst, AppInstInfo, AppInstRuntime, CloudletInfo, CloudletKey, CloudletState,
+    ClusterInst, ClusterInstInfo, FlavorInfo, IpAccess, LProto, PowerState, ResourceUsage,
+    TrackedState, notify_up,
 };
 use tokio::sync::Notify;
 
 use crate::lb::{Lb, Proto, RouteKey};
 use crate::mirror::{Desired, Mirror};
-use crate::platform::{Capacity, ClusterOps, ObservedAppInst, Platform, PlatformError, Progress};
+use crate::platform::{
+    Capacity, ClusterOps, ObservedAppInst, Platform, PlatformError, Progress, VmOps,
+};
 use crate::report::Reporter;
 
 /// Time between passes when nothing changes.
@@ -115,6 +118,29 @@ impl Reconciler {
         errors: Vec<String>,
         runtime: Option<AppInstRuntime>,
     ) {
+        self.report_power(
+            kind,
+            key,
+            state,
+            status,
+            errors,
+            runtime,
+            PowerState::Unknown,
+        );
+    }
+
+    /// [`report`](Self::report) with a VM's power state.
+    #[allow(clippy::too_many_arguments)]
+    fn report_power(
+        &self,
+        kind: Kind,
+        key: &str,
+        state: TrackedState,
+        status: Vec<String>,
+        errors: Vec<String>,
+        runtime: Option<AppInstRuntime>,
+        power: PowerState,
+    ) {
         let (org, name) = key.split_once('/').unwrap_or((key, ""));
         let msg = match kind {
             Kind::Cluster => notify_up::Msg::ClusterInstInfo(ClusterInstInfo {
@@ -137,6 +163,7 @@ impl Reconciler {
                 // health is Shepherd's to measure and report
                 health_check: 0,
                 runtime_info: runtime,
+                power_state: power as i32,
             }),
         };
         let prefix = match kind {
@@ -512,6 +539,14 @@ impl Reconciler {
             self.report(Kind::App, &key, error_state, Vec::new(), vec![error], None);
             return;
         }
+        if vm
+            && let (Some(vms), Some(o)) = (self.platform.vms(), observed)
+            && self
+                .vm_power(vms, d, app, inst, o, updating && done.is_none())
+                .await
+        {
+            return;
+        }
         let redeploy = updating && done.is_none();
         let running = observed.filter(|o| o.running && !redeploy);
         if let Some(o) = running {
@@ -587,6 +622,89 @@ impl Reconciler {
                 self.fail(Kind::App, &key, &steps, e, error_state)
             }
         }
+    }
+
+    /// Carries out a VM's power request (`request`: an update not yet done) or keeps a VM that was
+    /// powered off off; true when it handled the instance.
+    async fn vm_power(
+        &self,
+        vms: &dyn VmOps,
+        d: &Desired,
+        app: &App,
+        inst: &AppInst,
+        o: &ObservedAppInst,
+        request: bool,
+    ) -> bool {
+        let key = inst.key_string();
+        let power = inst.power_state();
+        let runtime = || {
+            Some(AppInstRuntime {
+                container_ids: o.container_ids.clone(),
+            })
+        };
+        let requested = matches!(
+            power,
+            PowerState::PowerOnRequested
+                | PowerState::PowerOffRequested
+                | PowerState::RebootRequested
+        );
+        if request && requested {
+            let steps = self.steps(Kind::App, &key, TrackedState::Updating);
+            let flavor = inst.flavor.as_ref().and_then(|f| d.flavors.get(&f.name));
+            let (done, now) = match power {
+                PowerState::PowerOffRequested => {
+                    steps.step("Powering off");
+                    (vms.power_off(&key).await, PowerState::PowerOff)
+                }
+                PowerState::RebootRequested => {
+                    steps.step("Rebooting");
+                    (vms.reboot(&key, &steps).await, PowerState::PowerOn)
+                }
+                _ => {
+                    steps.step("Powering on");
+                    let r = vms.create_vm(app, inst, flavor, &steps).await.map(|_| ());
+                    (r, PowerState::PowerOn)
+                }
+            };
+            match done {
+                Ok(()) => {
+                    self.done
+                        .lock()
+                        .expect("done lock")
+                        .insert(key.clone(), (inst.updated_at, None));
+                    self.report_power(
+                        Kind::App,
+                        &key,
+                        TrackedState::Ready,
+                        steps.status(),
+                        Vec::new(),
+                        runtime(),
+                        now,
+                    );
+                }
+                Err(e) => self.fail(Kind::App, &key, &steps, e, TrackedState::UpdateError),
+            }
+            return true;
+        }
+        if matches!(power, PowerState::PowerOff | PowerState::PowerOffRequested) {
+            // Powered off on purpose: it stays off (also after a CRM restart).
+            if o.running
+                && let Err(e) = vms.power_off(&key).await
+            {
+                tracing::warn!(key, error = %e, "keeping a VM powered off failed");
+            }
+            self.report_power(
+                Kind::App,
+                &key,
+                TrackedState::Ready,
+                Vec::new(),
+                Vec::new(),
+                runtime(),
+                PowerState::PowerOff,
+            );
+            return true;
+        }
+        false
     }
 
     /// Adds the LB routes of a running app instance (VMs and shared-access clusters) and reports it

@@ -106,6 +106,43 @@ async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_
     assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
     assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
 
+    // Power off, on and reboot through UpdateAppInst, as MobiledgeX's PowerState.
+    let power = async |p: PowerState| {
+        let mut i = vm_inst("v1", "");
+        i.power_state = p as i32;
+        let mut s = cloud
+            .app_insts()
+            .update_app_inst(AppInstUpdate {
+                app_inst: Some(i),
+                fields: vec!["power_state".into()],
+            })
+            .await?
+            .into_inner();
+        drain(&mut s).await
+    };
+    assert_code(
+        power(PowerState::PowerOn).await,
+        tonic::Code::InvalidArgument,
+        "power_state: one of POWER_ON_REQUESTED, POWER_OFF_REQUESTED, REBOOT_REQUESTED",
+    );
+    let p = power(PowerState::PowerOffRequested).await.unwrap();
+    assert!(p.iter().any(|m| m.message == "Powering off"), "{p:?}");
+    let shown = show(cloud.app_insts().show_app_inst(vm_inst("v1", ""))).await;
+    assert_eq!(shown[0].power_state(), PowerState::PowerOff);
+    assert_eq!(qemus(&cloud), 0);
+    assert!(
+        testenv::http_get(addr, "/").is_none(),
+        "a VM powered off answers"
+    );
+    power(PowerState::PowerOnRequested).await.unwrap();
+    assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
+    let p = power(PowerState::RebootRequested).await.unwrap();
+    assert!(p.iter().any(|m| m.message == "Rebooting"), "{p:?}");
+    assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
+    let shown = show(cloud.app_insts().show_app_inst(vm_inst("v1", ""))).await;
+    assert_eq!(shown[0].power_state(), PowerState::PowerOn);
+    assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
+
     // kill -9 of the CRM: the VM keeps running; the restarted CRM adopts it (no second VM).
     drop(crm);
     let _crm = cloud.start_crm("berlin");

@@ -86,6 +86,7 @@ impl Api {
     ) -> Result<()> {
         let key = info.key.clone().unwrap_or_default().key_string();
         let runtime = info.runtime_info.clone();
+        let power = info.power_state;
         let report = Report {
             state: info.state(),
             errors: info.errors,
@@ -94,6 +95,9 @@ impl Api {
         self.apply_report::<AppInst>(cloudlet, &key, report, |i| {
             if runtime.is_some() {
                 i.runtime_info = runtime.clone();
+            }
+            if power != 0 {
+                i.power_state = power;
             }
         })
         .await

@@ -131,6 +131,10 @@ pub trait VmOps: Send + Sync {
     ) -> Result<ObservedAppInst>;
     /// Stops the VM and removes everything it had, if it exists.
     async fn delete_vm(&self, key: &str) -> Result<()>;
+    /// Stops the VM and keeps its disk (`create_vm` starts it again).
+    async fn power_off(&self, key: &str) -> Result<()>;
+    /// Restarts the VM and waits until it answers again.
+    async fn reboot(&self, key: &str, progress: &dyn Progress) -> Result<()>;
 }
 
 /// A cloudlet's infrastructure.

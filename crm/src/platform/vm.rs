@@ -254,6 +254,8 @@ impl VmPlatform {
 
     /// Starts qemu as recorded in the VM's spec, detached from the CRM (it outlives a CRM restart).
     fn spawn(&self, dir: &Path, spec: &Spec) -> Result<()> {
+        // A fresh console: readiness waits for this boot's "booted" line.
+        let _ = std::fs::write(dir.join("console.log"), "");
         let log = std::fs::File::create(dir.join("qemu.log")).map_err(|e| err("qemu log", e))?;
         let child = std::process::Command::new("qemu-system-x86_64")
             .args(&spec.args)
@@ -571,6 +573,22 @@ impl VmOps for VmPlatform {
             let _ = std::fs::remove_dir_all(&dir);
         }
         result
+    }
+
+    async fn power_off(&self, key: &str) -> Result<()> {
+        self.stop(&self.vm_dir(key)).await;
+        Ok(())
+    }
+
+    async fn reboot(&self, key: &str, progress: &dyn Progress) -> Result<()> {
+        let dir = self.vm_dir(key);
+        let spec = Self::read_spec(&dir)
+            .ok_or_else(|| PlatformError::permanent(format!("no VM of {key}")))?;
+        // qemu runs with -no-reboot (a guest that reboots ends): a reboot is a stop and a fresh start.
+        self.stop(&dir).await;
+        progress.step("Booting VM");
+        self.spawn(&dir, &spec)?;
+        self.wait_ready(&dir, &spec).await
     }
 
     async fn delete_vm(&self, key: &str) -> Result<()> {

@@ -322,10 +322,40 @@ impl AppInstApi for AppInstService {
         let fields = if fields.is_empty() {
             Vec::new()
         } else {
-            validate::check_fields(&fields, &["flavor"])?
+            validate::check_fields(&fields, &["flavor", "power_state"])?
         };
         let key = new.key.clone().unwrap_or_default();
         validate_key(&key)?;
+        let power = fields.iter().any(|f| f == "power_state");
+        if power {
+            use edge_proto::edge::PowerState;
+            if !matches!(
+                new.power_state(),
+                PowerState::PowerOnRequested
+                    | PowerState::PowerOffRequested
+                    | PowerState::RebootRequested
+            ) {
+                return Err(invalid(
+                    "power_state: one of POWER_ON_REQUESTED, POWER_OFF_REQUESTED, REBOOT_REQUESTED",
+                )
+                .into());
+            }
+            let cur = self
+                .0
+                .store
+                .must_get::<AppInst>(&key.key_string())
+                .await?
+                .obj;
+            let app = cur.app_key.clone().unwrap_or_default().key_string();
+            let vm = self
+                .0
+                .cache
+                .get::<edge_proto::edge::App>(&app)
+                .is_some_and(|a| a.deployment == "vm");
+            if !vm {
+                return Err(invalid("power_state applies to VM app instances only").into());
+            }
+        }
         if fields.iter().any(|f| f == "flavor") {
             let name = new.flavor.clone().unwrap_or_default().name;
             validate::name("flavor.name", &name)?;
@@ -337,8 +367,11 @@ impl AppInstApi for AppInstService {
         let stream = self
             .0
             .update_tracked::<AppInst>(key.key_string(), |i| {
-                if !fields.is_empty() {
+                if fields.iter().any(|f| f == "flavor") {
                     i.flavor = new.flavor.clone();
+                }
+                if power {
+                    i.power_state = new.power_state;
                 }
                 i.updated_at = now();
             })

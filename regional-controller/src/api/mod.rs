@@ -496,6 +496,10 @@ impl Api {
             Ok(())
         })
         .await?;
+        // The cache may still hold the object as it was (READY): follow from the update on.
+        if let Some(cur) = self.store.get::<T>(&key).await? {
+            self.cache.wait_for(cur.rev).await;
+        }
         Ok(self.follow::<T>(key, events, Goal::Ready, Vec::new()))
     }
 
