@@ -40,6 +40,9 @@ pub struct Reconciler {
     /// in progress; this keeps a finished update from being redeployed and a failed create from being
     /// retried (a new request from the controller has a new `updated_at`).
     done: Mutex<HashMap<String, (i64, Option<String>)>>,
+    /// `updated_at` of every ClusterInst (`true`) and AppInst as the current pass sees them: reports name
+    /// the request they answer, not a newer one that arrived meanwhile.
+    stamps: Mutex<HashMap<(bool, String), i64>>,
 }
 
 /// Collects the step messages of one operation and reports them as they come.
@@ -94,6 +97,7 @@ impl Reconciler {
             resync,
             backoff: Mutex::default(),
             done: Mutex::default(),
+            stamps: Mutex::default(),
         }
     }
 
@@ -142,6 +146,13 @@ impl Reconciler {
         power: PowerState,
     ) {
         let (org, name) = key.split_once('/').unwrap_or((key, ""));
+        let updated_at = self
+            .stamps
+            .lock()
+            .expect("stamps lock")
+            .get(&(matches!(kind, Kind::Cluster), key.to_string()))
+            .copied()
+            .unwrap_or(0);
         let msg = match kind {
             Kind::Cluster => notify_up::Msg::ClusterInstInfo(ClusterInstInfo {
                 key: Some(edge_proto::edge::ClusterInstKey {
@@ -151,6 +162,7 @@ impl Reconciler {
                 state: state as i32,
                 errors,
                 status,
+                updated_at,
             }),
             Kind::App => notify_up::Msg::AppInstInfo(AppInstInfo {
                 key: Some(edge_proto::edge::AppInstKey {
@@ -164,6 +176,7 @@ impl Reconciler {
                 health_check: 0,
                 runtime_info: runtime,
                 power_state: power as i32,
+                updated_at,
             }),
         };
         let prefix = match kind {
@@ -208,6 +221,16 @@ impl Reconciler {
 
     async fn pass(&self) {
         let d = self.mirror.snapshot();
+        *self.stamps.lock().expect("stamps lock") = d
+            .clusters
+            .iter()
+            .map(|(k, c)| ((true, k.clone()), c.updated_at))
+            .chain(
+                d.app_insts
+                    .iter()
+                    .map(|(k, i)| ((false, k.clone()), i.updated_at)),
+            )
+            .collect();
         let capacity = match self.platform.check().await {
             Ok(c) => c,
             Err(e) => {
@@ -548,7 +571,10 @@ impl Reconciler {
             return;
         }
         let redeploy = updating && done.is_none();
-        let running = observed.filter(|o| o.running && !redeploy);
+        // A VM found running while its create is under way (a CRM restarted mid-boot) may still be
+        // booting: the create path adopts it and waits until it answers.
+        let booting = vm && state != TrackedState::Ready;
+        let running = observed.filter(|o| o.running && !redeploy && !booting);
         if let Some(o) = running {
             self.publish(inst, cluster, o, Vec::new(), error_state)
                 .await;

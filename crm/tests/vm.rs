@@ -217,3 +217,36 @@ async fn bad_images_and_quotas_end_in_create_error_and_leave_nothing() {
         assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (0, 0), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_killed_while_a_vm_boots_finishes_with_exactly_that_vm() {
+    let cloud = vm_cloud().await;
+    let crm = cloud.onboard("berlin", vec![]).await;
+    cloud
+        .apps()
+        .create_app(vm_app("vmweb", &web_image()))
+        .await
+        .unwrap();
+    let mut s = cloud
+        .app_insts()
+        .create_app_inst(vm_inst("v1", "vmweb"))
+        .await
+        .unwrap()
+        .into_inner();
+    // kill -9 as soon as qemu runs, while the guest boots.
+    testenv::wait_for(
+        "the VM to start",
+        std::time::Duration::from_secs(60),
+        async || (qemus(&cloud) == 1).then_some(()),
+    )
+    .await;
+    drop(crm);
+    let _crm = cloud.start_crm("berlin");
+    let p = drain(&mut s).await.expect("the create finishes");
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    assert_eq!(
+        get_until_ok(cloud.public_addr("v1").await).await,
+        "Hello from an edge VM"
+    );
+    assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
+}

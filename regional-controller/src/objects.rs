@@ -152,6 +152,8 @@ pub trait Tracked: Object {
     /// Starts a new operation: the state the controller requests, with fresh status and errors, and a new
     /// `updated_at`, which tells the CRM this is a new request (e.g. a retry after CREATE_ERROR).
     fn request(&mut self, s: TrackedState);
+    /// When the current request was made (its identity for reports).
+    fn updated_at(&self) -> i64;
 }
 
 macro_rules! tracked {
@@ -178,6 +180,9 @@ macro_rules! tracked {
                 self.set_state(s);
                 self.errors.clear();
                 self.status.clear();
+            }
+            fn updated_at(&self) -> i64 {
+                self.updated_at
             }
         }
     )*};

@@ -21,6 +21,8 @@ pub struct Report {
     pub state: TrackedState,
     pub errors: Vec<String>,
     pub status: Vec<String>,
+    /// the object's `updated_at` the report answers (0: a CRM that does not say)
+    pub stamp: i64,
 }
 
 impl Api {
@@ -74,6 +76,7 @@ impl Api {
             state: info.state(),
             errors: info.errors,
             status: info.status,
+            stamp: info.updated_at,
         };
         self.apply_report::<ClusterInst>(cloudlet, &key, report, |_| {})
             .await
@@ -91,6 +94,7 @@ impl Api {
             state: info.state(),
             errors: info.errors,
             status: info.status,
+            stamp: info.updated_at,
         };
         self.apply_report::<AppInst>(cloudlet, &key, report, |i| {
             if runtime.is_some() {
@@ -155,6 +159,12 @@ impl Api {
                     key,
                     "report from the CRM of another cloudlet ignored"
                 );
+                return Ok(Some(0));
+            }
+            // A report made for an earlier request (sent just before a new one was stored) says nothing
+            // about the new one.
+            if report.stamp != 0 && report.stamp != cur.obj.updated_at() {
+                tracing::debug!(kind = T::KIND, key, "report for an earlier request ignored");
                 return Ok(Some(0));
             }
             let from = cur.obj.state();
