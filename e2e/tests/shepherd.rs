@@ -961,3 +961,65 @@ async fn an_http_port_must_answer_http_not_just_accept() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_app_is_measured_and_checked() {
+    const IMAGES: &str = "/opt/edge-platform/images";
+    let influx = testenv::Influx::start().await.unwrap();
+    let region = Region::start(
+        crm::PlatformKind::Vm {
+            images: IMAGES.into(),
+            boot_timeout: Duration::from_secs(90),
+        },
+        influx,
+    )
+    .await;
+    let sums = std::fs::read_to_string(format!("{IMAGES}/SHA256SUMS")).unwrap();
+    let hex = sums
+        .lines()
+        .find(|l| l.ends_with("edge-web.qcow2"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let mut app = app("acme", "vmweb", "tcp:80:http");
+    app.image_type = ImageType::Qcow as i32;
+    app.deployment = "vm".into();
+    app.image_path = format!("edge-web.qcow2#sha256:{hex}");
+    AppApiClient::new(region.channel.clone())
+        .create_app(app)
+        .await
+        .unwrap();
+    let mut inst = app_inst("acme", "v1", "vmweb", "");
+    inst.cluster_key = None;
+    inst.cloudlet_key = Some(cloudlet_key());
+    let mut s = AppInstApiClient::new(region.channel.clone())
+        .create_app_inst(inst)
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("VM app instance ready");
+    let _shepherd = region
+        .shepherd(
+            shepherd::PlatformKind::Vm {
+                dir: region._dir.path().join("crm/vms"),
+            },
+            10_000,
+        )
+        .await;
+    // The HTTP check reaches the guest through qemu's forward and through the LB.
+    wait_for("health OK", Duration::from_secs(60), async || {
+        (region.app_inst().await.health_check() == HealthCheck::Ok).then_some(())
+    })
+    .await;
+    // qemu's own memory and CPU: a booted guest holds tens of MiB.
+    wait_for("VM memory and CPU points", Duration::from_secs(60), async || {
+        let mem = region
+            .rows("metrics", "SELECT mem FROM \"appinst-mem\" WHERE app = 'vmweb' ORDER BY time DESC LIMIT 1")
+            .await;
+        let cpu = region
+            .rows("metrics", "SELECT cpu FROM \"appinst-cpu\" WHERE app = 'vmweb' AND cpu > 0 LIMIT 1")
+            .await;
+        let mem = mem.first().and_then(|r| r[1].as_i64())?;
+        (mem > 32 << 20 && !cpu.is_empty()).then_some(())
+    })
+    .await;
+}

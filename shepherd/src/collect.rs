@@ -1,9 +1,14 @@
 //! Where an AppInst's resource use and address come from: the Docker Engine (the containers the CRM
-//! labelled with the AppInst's key), or a simulation for the fake platform.
+//! labelled with the AppInst's key), the CRM's qemu VMs (their processes and disks), or a simulation for
+//! the fake platform.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
 
+use crm::lb::Proto;
 use crm::platform::docker::DockerPlatform;
 use crm::platform::{AppStats, ClusterOps};
 use edge_common::Keyed;
@@ -16,6 +21,8 @@ pub struct Sample {
     pub running: bool,
     /// its address on the cluster network, for the direct health probe (`None`: not probed)
     pub backend: Option<IpAddr>,
+    /// `(proto, app port)` → the port on `backend`, where it differs (a VM's forwards)
+    pub ports: BTreeMap<(Proto, u16), u16>,
     pub stats: AppStats,
 }
 
@@ -61,6 +68,7 @@ impl Collector for Docker {
                     Sample {
                         running: o.running,
                         backend: o.backend,
+                        ports: o.ports.clone(),
                         stats,
                     },
                 )
@@ -117,10 +125,87 @@ impl Collector for Fake {
                     Sample {
                         running: true,
                         backend: None,
+                        ports: BTreeMap::new(),
                         stats,
                     },
                 )
             })
             .collect())
+    }
+}
+
+/// The CRM's qemu VMs (its `vms/` directory): CPU from the qemu process's times between two samples,
+/// memory from its resident set, disk from the size of the VM's overlay. qemu's user networking keeps no
+/// counters Shepherd can read, so network stays 0.
+pub struct Vm {
+    pub dir: PathBuf,
+    /// CPU seconds of each qemu process at the previous sample
+    last: Mutex<HashMap<u32, (f64, Instant)>>,
+}
+
+impl Vm {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            last: Mutex::default(),
+        }
+    }
+}
+
+/// CPU seconds (user + system) and resident bytes of a process.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name; USER_HZ = 100.
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+#[async_trait::async_trait]
+impl Collector for Vm {
+    async fn collect(
+        &self,
+        insts: &[AppInst],
+        _stats: bool,
+    ) -> anyhow::Result<HashMap<String, Sample>> {
+        let vms: HashMap<String, crm::platform::vm::RunningVm> =
+            crm::platform::vm::running_vms(&self.dir)
+                .into_iter()
+                .map(|v| (v.observed.key.clone(), v))
+                .collect();
+        let mut last = self.last.lock().expect("vm samples lock");
+        let mut out = HashMap::new();
+        for i in insts {
+            let key = i.key_string();
+            let Some(vm) = vms.get(&key) else { continue };
+            let mut stats = AppStats::default();
+            if let Some((cpu_secs, rss)) = process_usage(vm.pid) {
+                let now = Instant::now();
+                if let Some((before, at)) = last.insert(vm.pid, (cpu_secs, now)) {
+                    let wall = now.duration_since(at).as_secs_f64();
+                    if wall > 0.0 {
+                        stats.cpu = (cpu_secs - before).max(0.0) / wall * 100.0;
+                    }
+                }
+                stats.mem = rss;
+            }
+            stats.disk = std::fs::metadata(vm.dir.join("disk.qcow2")).map_or(0, |m| m.len());
+            out.insert(
+                key,
+                Sample {
+                    running: vm.observed.running,
+                    backend: vm.observed.backend,
+                    ports: vm.observed.ports.clone(),
+                    stats,
+                },
+            );
+        }
+        last.retain(|pid, _| vms.values().any(|v| v.pid == *pid));
+        Ok(out)
     }
 }

@@ -79,7 +79,13 @@ pub async fn probe(inst: &AppInst, lb: IpAddr, sample: Option<&Sample>) -> Optio
                 connects(addr).await
             }
         };
-        if !check(SocketAddr::new(backend, p.internal_port as u16)).await {
+        let internal = p.internal_port as u16;
+        let direct = sample
+            .ports
+            .get(&(crm::lb::Proto::Tcp, internal))
+            .copied()
+            .unwrap_or(internal);
+        if !check(SocketAddr::new(backend, direct)).await {
             return Some(HealthCheck::FailServerFail);
         }
         if !check(SocketAddr::new(lb, p.public_port as u16)).await {

@@ -40,6 +40,8 @@ use crate::world::{State, World};
 pub enum PlatformKind {
     /// The Docker Engine the CRM runs the cloudlet's containers on.
     Docker { host: String },
+    /// The CRM's qemu VMs, in its `vms/` directory (`<crm state dir>/vms`).
+    Vm { dir: std::path::PathBuf },
     /// Simulated figures (the fake platform).
     Fake,
 }
@@ -117,6 +119,7 @@ impl Shepherd {
                 )
                 .await?,
             )),
+            PlatformKind::Vm { dir } => Box::new(collect::Vm::new(dir.clone())),
             PlatformKind::Fake => Box::new(collect::Fake::default()),
         };
         let world = Arc::new(World::new(writer.clone(), connected));

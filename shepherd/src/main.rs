@@ -13,6 +13,7 @@ use shepherd::{Config, PlatformKind, Shepherd};
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PlatformArg {
     Docker,
+    Vm,
     Fake,
 }
 
@@ -37,6 +38,9 @@ struct Args {
         default_value = "unix:///var/run/docker.sock"
     )]
     docker_host: String,
+    /// The CRM's VM directory, `<crm state dir>/vms` (vm platform).
+    #[arg(long, env = "EDGE_VM_DIR", required_if_eq("platform", "vm"))]
+    vm_dir: Option<std::path::PathBuf>,
     /// InfluxDB base URL (v1 HTTP API).
     #[arg(long, env = "EDGE_INFLUXDB", default_value = "http://127.0.0.1:8086")]
     influxdb: String,
@@ -119,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
         platform: match args.platform {
             PlatformArg::Docker => PlatformKind::Docker {
                 host: args.docker_host,
+            },
+            PlatformArg::Vm => PlatformKind::Vm {
+                dir: args.vm_dir.clone().unwrap_or_default(),
             },
             PlatformArg::Fake => PlatformKind::Fake,
         },

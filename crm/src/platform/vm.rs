@@ -360,6 +360,33 @@ impl VmPlatform {
     }
 }
 
+/// A running VM of a CRM's `vms/` directory, for Shepherd.
+pub struct RunningVm {
+    pub observed: ObservedAppInst,
+    pub pid: u32,
+    /// its directory (disk, console)
+    pub dir: PathBuf,
+}
+
+/// The VMs of `vms_dir` that run now.
+pub fn running_vms(vms_dir: &Path) -> Vec<RunningVm> {
+    let Ok(dirs) = std::fs::read_dir(vms_dir) else {
+        return Vec::new();
+    };
+    dirs.flatten()
+        .filter_map(|d| {
+            let dir = d.path();
+            let spec = VmPlatform::read_spec(&dir)?;
+            let pid = VmPlatform::pid(&dir)?;
+            Some(RunningVm {
+                observed: VmPlatform::observed(&dir, &spec),
+                pid,
+                dir,
+            })
+        })
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl Platform for VmPlatform {
     fn features(&self) -> PlatformFeatures {
