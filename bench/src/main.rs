@@ -3,10 +3,12 @@
 //! `dme` (the default): starts a real etcd (testenv), the regional controller, a fake-platform CRM with
 //! one app instance and a DME, all on loopback, plus an echo server. Then it times sequential calls
 //! (latency percentiles) and concurrent calls (throughput) of each, bounded in count and time, and prints
-//! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]).
+//! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
+//! a VM AppInst against a bare qemu boot ([`vm`]).
 
 mod region;
 mod shepherd;
+mod vm;
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,8 @@ enum Bench {
     Dme(Args),
     /// Shepherd's CPU, memory and InfluxDB volume with many app instances on the fake platform.
     Shepherd(shepherd::Args),
+    /// A VM AppInst end to end against a bare qemu boot of the same images.
+    Vm(vm::Args),
     /// (internal) the Shepherd process the `shepherd` benchmark measures.
     #[command(hide = true)]
     ShepherdChild(shepherd::Child),
@@ -127,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         None => dme(Args::parse_from(["dme"])).await,
         Some(Bench::Dme(a)) => dme(a).await,
         Some(Bench::Shepherd(a)) => shepherd::run(a).await,
+        Some(Bench::Vm(a)) => vm::run(a).await,
         Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,
     }
 }
@@ -143,7 +148,7 @@ async fn dme(args: Args) -> anyhow::Result<()> {
 
     // A region: etcd, controller, one fake cloudlet with a READY app instance, a DME.
     eprintln!("starting etcd, controller, CRM (fake platform) and DME on loopback ...");
-    let region = region::FakeRegion::start().await?;
+    let region = region::Region::game().await?;
     let (api, ctrl) = (&region.api, &region.ctrl);
     drain(
         &mut api

@@ -1,5 +1,6 @@
 //! The region the benchmarks run against: a real etcd, the regional controller, flavor `small`, and the
-//! cloudlet `op/c1` with a fake-platform CRM, the App `dev/game` and the cluster `dev/k1` on it.
+//! cloudlet `op/c1` with a CRM on the platform the benchmark needs; `game` adds the App `dev/game` and the
+//! docker cluster `dev/k1`.
 
 use std::time::Duration;
 
@@ -16,8 +17,11 @@ pub fn cloudlet_key() -> CloudletKey {
     }
 }
 
-pub struct FakeRegion {
+pub struct Region {
     pub ctrl: regional_controller::Controller,
+    /// loopback address of the cloudlet's load balancer (its own, so a demo region's LB ports do not
+    /// collide)
+    pub public_ip: std::net::IpAddr,
     /// the controller's API
     pub api: Channel,
     /// the cloudlet's access key
@@ -27,8 +31,8 @@ pub struct FakeRegion {
     _etcd: testenv::Etcd,
 }
 
-impl FakeRegion {
-    pub async fn start() -> anyhow::Result<Self> {
+impl Region {
+    pub async fn start(platform: crm::PlatformKind) -> anyhow::Result<Self> {
         let etcd = testenv::Etcd::start().await?;
         let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
             REGION, &etcd.url,
@@ -38,11 +42,11 @@ impl FakeRegion {
             .connect()
             .await?;
         api.flavors().create_flavor(flavor("small")).await?;
-        let mut s = api
-            .cloudlets()
-            .create_cloudlet(cloudlet("op", "c1"))
-            .await?
-            .into_inner();
+        let pid = std::process::id();
+        let public_ip = std::net::IpAddr::from([127, 3, (pid >> 8) as u8, pid as u8 | 1]);
+        let mut c = cloudlet("op", "c1");
+        c.public_addr = public_ip.to_string();
+        let mut s = api.cloudlets().create_cloudlet(c).await?.into_inner();
         let access_key = s
             .message()
             .await?
@@ -50,26 +54,20 @@ impl FakeRegion {
             .map(|a| a.access_private_key)
             .unwrap_or_default();
         let dir = tempfile::tempdir()?;
-        let crm = crm::Crm::start(crm::Config::fake(
+        let mut cfg = crm::Config::fake(
             REGION,
             cloudlet_key(),
             ctrl.notify_addr.to_string(),
             access_key.clone(),
             Duration::ZERO,
             dir.path().join("crm"),
-        ))
-        .await?;
+        );
+        cfg.platform = platform;
+        cfg.public_addr = public_ip;
+        let crm = crm::Crm::start(cfg).await?;
         drain(&mut s).await?;
-        api.apps().create_app(app("dev", "game", "tcp:80")).await?;
-        drain(
-            &mut api
-                .clusters()
-                .create_cluster_inst(cluster("dev", "k1", "op", "c1"))
-                .await?
-                .into_inner(),
-        )
-        .await?;
         Ok(Self {
+            public_ip,
             ctrl,
             api,
             access_key,
@@ -77,5 +75,27 @@ impl FakeRegion {
             _crm: crm,
             _etcd: etcd,
         })
+    }
+
+    /// On the fake platform: the region of the dme and shepherd benchmarks, with `dev/game` on `dev/k1`.
+    pub async fn game() -> anyhow::Result<Self> {
+        let r = Self::start(crm::PlatformKind::Fake {
+            delay: Duration::ZERO,
+        })
+        .await?;
+        r.api
+            .apps()
+            .create_app(app("dev", "game", "tcp:80"))
+            .await?;
+        drain(
+            &mut r
+                .api
+                .clusters()
+                .create_cluster_inst(cluster("dev", "k1", "op", "c1"))
+                .await?
+                .into_inner(),
+        )
+        .await?;
+        Ok(r)
     }
 }

@@ -13,7 +13,7 @@ use edge_common::notify_client::CloudletAgent;
 use edge_proto::edge::ClientType;
 use testenv::fixtures::*;
 
-use crate::region::{FakeRegion, REGION, cloudlet_key};
+use crate::region::{REGION, Region, cloudlet_key};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -113,7 +113,7 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let n = args.instances.max(1);
     eprintln!("starting etcd, InfluxDB, the controller and a fake-platform CRM on loopback ...");
-    let (region, influx) = tokio::join!(FakeRegion::start(), testenv::Influx::start());
+    let (region, influx) = tokio::join!(Region::game(), testenv::Influx::start());
     let (region, influx) = (region?, influx?);
     let (api, ctrl, key, dir) = (&region.api, &region.ctrl, &region.access_key, &region.dir);
     eprintln!("creating {n} app instances ...");
