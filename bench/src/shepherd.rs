@@ -74,32 +74,6 @@ pub async fn child(c: Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU seconds (user + system) and RSS in bytes of `pid`.
-fn usage(pid: u32) -> anyhow::Result<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = rest
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + rest
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    Ok((ticks / 100.0, rss_kb * 1024))
-}
-
 fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
     testenv::http_get(addr, "/metrics")
         .and_then(|(_, text)| {
@@ -171,7 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let secs = args.secs.clamp(args.interval, 600);
-        let (cpu0, _) = usage(pid)?;
+        let (cpu0, _) = edge_common::process_usage(pid).ok_or_else(|| anyhow::anyhow!("Shepherd exited"))?;
         let bytes0 = metric(http, "shepherd_influx_bytes_total");
         let count = async || -> anyhow::Result<i64> {
             let v = influx
@@ -182,7 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let points0 = count().await?;
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(secs)).await;
-        let (cpu1, rss) = usage(pid)?;
+        let (cpu1, rss) = edge_common::process_usage(pid).ok_or_else(|| anyhow::anyhow!("Shepherd exited"))?;
         let wall = t0.elapsed().as_secs_f64();
         let bytes = metric(http, "shepherd_influx_bytes_total") - bytes0;
         let rounds = count().await? - points0;

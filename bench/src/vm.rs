@@ -100,18 +100,7 @@ async fn until_http(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))?
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    edge_common::process_usage(pid).map_or(0.0, |(_, rss)| rss as f64 / f64::from(1 << 20))
 }
 
 /// Boots `n` bare VMs at once; the time until all answer, and the RSS of the first once idle.

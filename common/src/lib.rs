@@ -37,6 +37,21 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(n.checked_mul(ms)?))
 }
 
+/// CPU seconds (user + system) and resident bytes of process `pid`, from /proc; `None` once it is gone.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses) follow the last ')'; utime
+    // and stime are the 12th and 13th of them, in USER_HZ (100 on Linux).
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
 /// Concurrent streams one client connection may open on a gRPC server of the platform; more wait in
 /// the client's HTTP/2 connection, never in an unbounded queue of the server.
 pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -62,6 +77,13 @@ pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::ser
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let (_, rss) = super::process_usage(std::process::id()).unwrap();
+        assert!(rss > 0);
+        assert_eq!(super::process_usage(u32::MAX), None);
+    }
+
     #[test]
     fn durations_read_like_the_help_says() {
         use std::time::Duration;

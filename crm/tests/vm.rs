@@ -58,6 +58,21 @@ fn vm_inst(name: &str, app: &str) -> AppInst {
     i
 }
 
+/// App `acme/vmweb` on the project's web image and its instance `acme/v1`: the create's progress stream.
+async fn create_web_vm(cloud: &Cloud) -> tonic::Streaming<Progress> {
+    cloud
+        .apps()
+        .create_app(vm_app("vmweb", &web_image()))
+        .await
+        .unwrap();
+    cloud
+        .app_insts()
+        .create_app_inst(vm_inst("v1", "vmweb"))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The VM directories of the CRM of `berlin`.
 fn vm_dirs(cloud: &Cloud) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(cloud.dir.path().join("berlin-state/vms"))
@@ -88,17 +103,7 @@ async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_
     )
     .await;
     assert!(info[0].features.as_ref().unwrap().supports_vms);
-    cloud
-        .apps()
-        .create_app(vm_app("vmweb", &web_image()))
-        .await
-        .unwrap();
-    let mut s = cloud
-        .app_insts()
-        .create_app_inst(vm_inst("v1", "vmweb"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = create_web_vm(&cloud).await;
     let p = drain(&mut s).await.expect("VM app instance becomes ready");
     assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
     assert!(p.iter().any(|m| m.message == "Booting VM"), "{p:?}");
@@ -222,17 +227,7 @@ async fn bad_images_and_quotas_end_in_create_error_and_leave_nothing() {
 async fn a_crm_killed_while_a_vm_boots_finishes_with_exactly_that_vm() {
     let cloud = vm_cloud().await;
     let crm = cloud.onboard("berlin", vec![]).await;
-    cloud
-        .apps()
-        .create_app(vm_app("vmweb", &web_image()))
-        .await
-        .unwrap();
-    let mut s = cloud
-        .app_insts()
-        .create_app_inst(vm_inst("v1", "vmweb"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = create_web_vm(&cloud).await;
     // kill -9 as soon as qemu runs, while the guest boots.
     testenv::wait_for(
         "the VM to start",

@@ -388,6 +388,20 @@ async fn an_app_is_measured_checked_and_alerted_on() {
             .into();
     let inst = region.deploy(app).await;
     let container = inst.runtime_info.as_ref().unwrap().container_ids[0].clone();
+    // Runs a command in the app's container.
+    let exec = |cmd: &[&str]| {
+        let out = docker
+            .cli()
+            .args(["exec", &container])
+            .args(cmd)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     let public: SocketAddr = (region.public_ip, inst.mapped_ports[0].public_port as u16).into();
     let smtp = testenv::Smtp::start().await.unwrap();
     let mc = Mc::start(&region, &smtp).await;
@@ -606,16 +620,7 @@ async fn an_app_is_measured_checked_and_alerted_on() {
     .await;
 
     // The server inside the container stops (the container keeps running, so the CRM sees nothing).
-    let out = docker
-        .cli()
-        .args(["exec", &container, "killall", "httpd"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exec(&["killall", "httpd"]);
     wait_for("health SERVER_FAIL", Duration::from_secs(30), async || {
         (region.app_inst().await.health_check() == HealthCheck::FailServerFail).then_some(())
     })
@@ -716,16 +721,7 @@ async fn an_app_is_measured_checked_and_alerted_on() {
     );
 
     // The server is back: healthy again, found again, the alert cleared and the receiver told.
-    let out = docker
-        .cli()
-        .args(["exec", &container, "httpd", "-p", "80", "-h", "/www"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exec(&["httpd", "-p", "80", "-h", "/www"]);
     wait_for("health OK again", Duration::from_secs(30), async || {
         (region.app_inst().await.health_check() == HealthCheck::Ok).then_some(())
     })

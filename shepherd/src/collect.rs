@@ -152,20 +152,6 @@ impl Vm {
     }
 }
 
-/// CPU seconds (user + system) and resident bytes of a process.
-fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name; USER_HZ = 100.
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
-    Some((ticks / 100.0, rss_kb * 1024))
-}
-
 #[async_trait::async_trait]
 impl Collector for Vm {
     async fn collect(
@@ -184,7 +170,7 @@ impl Collector for Vm {
             let key = i.key_string();
             let Some(vm) = vms.get(&key) else { continue };
             let mut stats = AppStats::default();
-            if let Some((cpu_secs, rss)) = process_usage(vm.pid) {
+            if let Some((cpu_secs, rss)) = edge_common::process_usage(vm.pid) {
                 let now = Instant::now();
                 if let Some((before, at)) = last.insert(vm.pid, (cpu_secs, now)) {
                     let wall = now.duration_since(at).as_secs_f64();
