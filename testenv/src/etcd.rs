@@ -21,6 +21,10 @@ pub struct Etcd {
 
 impl Etcd {
     pub async fn start() -> Result<Self> {
+        crate::process::retry_port_clash(Self::start_once).await
+    }
+
+    async fn start_once() -> Result<Self> {
         let dir = temp_dir(NAME)?;
         let client_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut etcd = Self {

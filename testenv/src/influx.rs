@@ -20,6 +20,10 @@ pub struct Influx {
 
 impl Influx {
     pub async fn start() -> Result<Self> {
+        crate::process::retry_port_clash(Self::start_once).await
+    }
+
+    async fn start_once() -> Result<Self> {
         require("influxd")?;
         let dir = temp_dir(NAME)?;
         let d = dir.path().display();

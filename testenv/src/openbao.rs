@@ -19,6 +19,10 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub async fn start() -> Result<Self> {
+        crate::process::retry_port_clash(Self::start_once).await
+    }
+
+    async fn start_once() -> Result<Self> {
         const NAME: &str = "openbao";
         let bao = require("bao")?;
         let dir = temp_dir(NAME)?;

@@ -41,6 +41,10 @@ const NAME: &str = "postgres";
 
 impl Postgres {
     pub async fn start() -> Result<Self> {
+        crate::process::retry_port_clash(Self::start_once).await
+    }
+
+    async fn start_once() -> Result<Self> {
         let initdb = require("initdb")?;
         let dir = temp_dir(NAME)?;
         let user = server_user();

@@ -204,6 +204,24 @@ pub(crate) fn run(server: &'static str, cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Starts a server again on fresh ports when another process took one of its ports between
+/// [`free_port`] choosing it and the server binding it (rare, but many tests pick ports at once).
+pub(crate) async fn retry_port_clash<T, Fut: Future<Output = Result<T>>>(
+    start: impl Fn() -> Fut,
+) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match start().await {
+            Err(Error::Exited { log, .. })
+                if attempt < 3 && log.to_ascii_lowercase().contains("address already in use") =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,10 +314,15 @@ impl VmPlatform {
             .and_then(|p| p.trim().parse().ok());
         loop {
             if pid.is_none_or(exited) {
-                return Err(PlatformError::permanent(format!(
-                    "the VM stopped while booting: {}",
-                    self.tail(dir)
-                )));
+                let why = format!("the VM stopped while booting: {}", self.tail(dir));
+                // A forwarded port another process took meanwhile: worth another try on fresh ports.
+                let clash = std::fs::read_to_string(dir.join("qemu.log"))
+                    .is_ok_and(|l| l.contains("host forwarding"));
+                return Err(if clash {
+                    PlatformError::transient(why)
+                } else {
+                    PlatformError::permanent(why)
+                });
             }
             // Until the guest's network is up, qemu holds a forwarded connection open as if a server
             // answered: ports count only once /init says the guest booted.
@@ -594,8 +599,8 @@ impl VmOps for VmPlatform {
             Ok(Self::observed(&dir, &spec))
         }
         .await;
-        if result.as_ref().is_err_and(|e| !e.transient) {
-            // A VM that cannot come up leaves nothing behind.
+        if result.is_err() {
+            // A VM that cannot come up leaves nothing behind; a retry starts afresh (new ports).
             self.stop(&dir).await;
             let _ = std::fs::remove_dir_all(&dir);
         }
