@@ -142,7 +142,7 @@ impl Crm {
         )?;
         registry.register(Box::new(connected.clone()))?;
         let lb = lb::Lb::new(cfg.public_addr, &registry);
-        let (reporter, reports) = report::Reporter::new();
+        let (reporter, reports) = report::Reporter::new(report::RESEND_AFTER);
         let reporter = Arc::new(reporter);
         let resync = Arc::new(Notify::new());
         let ready = Readiness::default();

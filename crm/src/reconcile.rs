@@ -317,6 +317,15 @@ impl Reconciler {
                 self.lb.remove(route);
             }
         }
+        // Reports the controller did not store (a failed write, a lost message) go out again.
+        for (key, c) in &d.clusters {
+            self.reporter
+                .check_stored(&format!("ClusterInst/{key}"), c.state);
+        }
+        for (key, i) in &d.app_insts {
+            self.reporter
+                .check_stored(&format!("AppInst/{key}"), i.state);
+        }
     }
 
     fn report_cloudlet(
