@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use edge_common::notify_client::CloudletAgent;
 use edge_proto::edge::ClientType;
 use testenv::fixtures::*;
+use testenv::metric;
 
 use crate::region::{REGION, Region, cloudlet_key};
 
@@ -72,16 +73,6 @@ pub async fn child(c: Child) -> anyhow::Result<()> {
     .await?;
     std::future::pending::<()>().await;
     Ok(())
-}
-
-fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    testenv::http_get(addr, "/metrics")
-        .and_then(|(_, text)| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -200,12 +200,7 @@ impl Secure {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let (_, text) = testenv::http_get(self.config.http_addr, "/metrics").unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        testenv::metric(self.config.http_addr, name)
     }
 }
 

@@ -17,7 +17,7 @@ use regional_controller::{Config, Controller};
 use serde_json::{Value, json};
 use shepherd::influx::InfluxConfig;
 use testenv::fixtures::*;
-use testenv::wait_for;
+use testenv::{metric, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
@@ -203,16 +203,6 @@ async fn docker_region() -> (testenv::Docker, Region) {
         host: docker.host.clone(),
     };
     (docker, Region::start(platform, influx).await)
-}
-
-/// One value of a Prometheus page, 0 when absent.
-fn metric(addr: SocketAddr, line_start: &str) -> f64 {
-    let (_, text) = testenv::http_get(addr, "/metrics").unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A local HTTP endpoint standing in for a user's alert webhook: every JSON body posted to it.

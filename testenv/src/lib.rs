@@ -24,7 +24,7 @@ pub use etcd::Etcd;
 pub use influx::Influx;
 pub use openbao::OpenBao;
 pub use postgres::Postgres;
-pub use process::{free_port, http_get};
+pub use process::{free_port, http_get, metric};
 pub use smtp::Smtp;
 
 /// Why a server could not be started.

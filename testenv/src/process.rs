@@ -53,6 +53,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The value of the first line starting with `line_start` (e.g. `name{label="x"}`) on the Prometheus page
+/// at `addr`'s `/metrics`; 0 when the page or the line is missing.
+pub fn metric(addr: SocketAddr, line_start: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .and_then(|(_, text)| {
+            text.lines()
+                .find(|l| l.starts_with(line_start))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 /// A server process with its log file; stopped (SIGTERM, then SIGKILL) when dropped.
 pub(crate) struct ServerProcess {
     pub name: &'static str,
