@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_proto::edge::*;
 use testenv::fixtures::*;
 
 use crate::region::{Region, cloudlet_key};
@@ -151,22 +150,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         boot_timeout: Duration::from_secs(120),
     })
     .await?;
-    let sums = std::fs::read_to_string(Path::new(images).join("SHA256SUMS"))?;
-    let hex = sums
-        .lines()
-        .find(|l| l.ends_with("edge-web.qcow2"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_default();
-    let mut a = app("dev", "vmweb", "tcp:80");
-    a.image_type = ImageType::Qcow as i32;
-    a.deployment = "vm".into();
-    a.image_path = format!("edge-web.qcow2#sha256:{hex}");
+    let a = vm_app("dev", "vmweb", "tcp:80", &vm_web_image(images));
     region.api.apps().create_app(a).await?;
     let mut platform = Vec::new();
     for run in 0..runs {
-        let mut inst = app_inst("dev", &format!("v{run}"), "vmweb", "");
-        inst.cluster_key = None;
-        inst.cloudlet_key = Some(cloudlet_key());
+        let inst = vm_app_inst("dev", &format!("v{run}"), "vmweb", cloudlet_key());
         let start = Instant::now();
         drain(
             &mut region

@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use edge_proto::edge::*;
-
-const IMAGES: &str = "/opt/edge-platform/images";
 
 /// A region whose CRMs run the vm platform.
 async fn vm_cloud() -> Cloud {
@@ -18,7 +14,7 @@ async fn vm_cloud() -> Cloud {
         "--platform",
         "vm",
         "--vm-images",
-        IMAGES,
+        VM_IMAGES,
         "--vm-boot-timeout-secs",
         "90",
     ]
@@ -27,42 +23,20 @@ async fn vm_cloud() -> Cloud {
     cloud
 }
 
-/// `edge-web.qcow2#sha256:...` as infra/vm-images.sh recorded it.
-fn web_image() -> String {
-    let sums = std::fs::read_to_string(Path::new(IMAGES).join("SHA256SUMS"))
-        .expect("VM images: run infra/install.sh");
-    let hex = sums
-        .lines()
-        .find(|l| l.ends_with("edge-web.qcow2"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("edge-web.qcow2 in SHA256SUMS");
-    format!("edge-web.qcow2#sha256:{hex}")
-}
-
-fn vm_app(name: &str, image_path: &str) -> App {
-    let mut a = app("acme", name, "tcp:80");
-    a.image_type = ImageType::Qcow as i32;
-    a.deployment = "vm".into();
-    a.image_path = image_path.into();
-    a
-}
-
 /// A VM AppInst `acme/<name>` of App `<app>` on `tmus/berlin`.
 fn vm_inst(name: &str, app: &str) -> AppInst {
-    let mut i = app_inst("acme", name, app, "");
-    i.cluster_key = None;
-    i.cloudlet_key = Some(CloudletKey {
+    let berlin = CloudletKey {
         organization: "tmus".into(),
         name: "berlin".into(),
-    });
-    i
+    };
+    vm_app_inst("acme", name, app, berlin)
 }
 
 /// App `acme/vmweb` on the project's web image and its instance `acme/v1`: the create's progress stream.
 async fn create_web_vm(cloud: &Cloud) -> tonic::Streaming<Progress> {
     cloud
         .apps()
-        .create_app(vm_app("vmweb", &web_image()))
+        .create_app(vm_app("acme", "vmweb", "tcp:80", &vm_web_image(VM_IMAGES)))
         .await
         .unwrap();
     cloud
@@ -195,14 +169,14 @@ async fn bad_images_and_quotas_end_in_create_error_and_leave_nothing() {
         ),
         (
             "big",
-            web_image(),
+            vm_web_image(VM_IMAGES),
             "large",
             "not enough RAM on Cloudlet \"tmus/berlin\": AppInst \"acme/big\" needs 4096 MB"
                 .to_string(),
         ),
     ];
     for (name, image, flavor, msg) in cases {
-        let mut a = vm_app(name, &image);
+        let mut a = vm_app("acme", name, "tcp:80", &image);
         a.default_flavor = Some(FlavorKey {
             name: flavor.into(),
         });

@@ -950,33 +950,21 @@ async fn an_http_port_must_answer_http_not_just_accept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_app_is_measured_and_checked() {
-    const IMAGES: &str = "/opt/edge-platform/images";
     let influx = testenv::Influx::start().await.unwrap();
     let region = Region::start(
         crm::PlatformKind::Vm {
-            images: IMAGES.into(),
+            images: VM_IMAGES.into(),
             boot_timeout: Duration::from_secs(90),
         },
         influx,
     )
     .await;
-    let sums = std::fs::read_to_string(format!("{IMAGES}/SHA256SUMS")).unwrap();
-    let hex = sums
-        .lines()
-        .find(|l| l.ends_with("edge-web.qcow2"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap();
-    let mut app = app("acme", "vmweb", "tcp:80:http");
-    app.image_type = ImageType::Qcow as i32;
-    app.deployment = "vm".into();
-    app.image_path = format!("edge-web.qcow2#sha256:{hex}");
+    let app = vm_app("acme", "vmweb", "tcp:80:http", &vm_web_image(VM_IMAGES));
     AppApiClient::new(region.channel.clone())
         .create_app(app)
         .await
         .unwrap();
-    let mut inst = app_inst("acme", "v1", "vmweb", "");
-    inst.cluster_key = None;
-    inst.cloudlet_key = Some(cloudlet_key());
+    let inst = vm_app_inst("acme", "v1", "vmweb", cloudlet_key());
     let mut s = AppInstApiClient::new(region.channel.clone())
         .create_app_inst(inst)
         .await

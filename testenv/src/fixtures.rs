@@ -112,6 +112,39 @@ pub fn app_inst(org: &str, name: &str, app_name: &str, cluster_name: &str) -> Ap
     }
 }
 
+/// Where `infra/vm-images.sh` puts the VM images (`infra/install.sh` runs it).
+pub const VM_IMAGES: &str = "/opt/edge-platform/images";
+
+/// `edge-web.qcow2#sha256:<hex>`: the web disk of the VM images in `dir`, as `infra/vm-images.sh` recorded
+/// it in `SHA256SUMS`.
+pub fn vm_web_image(dir: &str) -> String {
+    let sums = std::fs::read_to_string(std::path::Path::new(dir).join("SHA256SUMS"))
+        .unwrap_or_else(|e| panic!("VM images in {dir}: {e} (run infra/install.sh)"));
+    let hex = sums
+        .lines()
+        .find(|l| l.ends_with("edge-web.qcow2"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("edge-web.qcow2 in SHA256SUMS");
+    format!("edge-web.qcow2#sha256:{hex}")
+}
+
+/// A VM App `org/name` 1.0 with ports `ports` booting `image_path`.
+pub fn vm_app(org: &str, name: &str, ports: &str, image_path: &str) -> App {
+    let mut a = app(org, name, ports);
+    a.image_type = ImageType::Qcow as i32;
+    a.deployment = "vm".into();
+    a.image_path = image_path.into();
+    a
+}
+
+/// A VM AppInst `org/name` of App `app` 1.0 on `cloudlet` (a VM has no cluster).
+pub fn vm_app_inst(org: &str, name: &str, app: &str, cloudlet: CloudletKey) -> AppInst {
+    let mut i = app_inst(org, name, app, "");
+    i.cluster_key = None;
+    i.cloudlet_key = Some(cloudlet);
+    i
+}
+
 pub fn assert_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, msg: &str) {
     match r {
         Ok(v) => panic!("expected {code:?} containing {msg:?}, got Ok({v:?})"),
