@@ -325,7 +325,7 @@ fn window(r: &Request) -> Result<(String, i64)> {
 }
 
 /// InfluxQL statements answering `r` for `t`, one per measurement.
-fn statements(t: Target, r: &Request, fs: &[Filter], events: bool) -> Result<(Vec<String>, bool)> {
+fn statements(t: Target, r: &Request, fs: &[Filter], events: bool) -> Result<Vec<String>> {
     if r.limit.is_some() && r.numsamples.is_some() {
         return Err(ApiError::bad_request(
             "Only one of Limit or NumSamples can be specified",
@@ -358,15 +358,12 @@ fn statements(t: Target, r: &Request, fs: &[Filter], events: bool) -> Result<(Ve
         let (m, fields) = t.events();
         let cols: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
         let limit = r.limit.unwrap_or(MAX_POINTS).min(MAX_POINTS);
-        return Ok((
-            vec![format!(
-                "SELECT {},{} FROM \"{m}\" WHERE {} ORDER BY time DESC LIMIT {limit}",
-                tags.join(","),
-                cols.join(","),
-                wher("")
-            )],
-            false,
-        ));
+        return Ok(vec![format!(
+            "SELECT {},{} FROM \"{m}\" WHERE {} ORDER BY time DESC LIMIT {limit}",
+            tags.join(","),
+            cols.join(","),
+            wher("")
+        )]);
     }
     let all = t.selectors();
     let wanted: Vec<&str> = r
@@ -431,7 +428,7 @@ fn statements(t: Target, r: &Request, fs: &[Filter], events: bool) -> Result<(Ve
             }
         }
     }
-    Ok((out, r.numsamples.is_some()))
+    Ok(out)
 }
 
 async fn query(mc: &Mc, region: &str, db: &str, statements: &[String]) -> Result<Value> {
@@ -509,7 +506,7 @@ async fn answer(
     for f in &fs {
         authorize(&c, t, f)?;
     }
-    let (stmts, _) = statements(t, &r, &fs, events)?;
+    let stmts = statements(t, &r, &fs, events)?;
     let db = if events { EVENTS_DB } else { METRICS_DB };
     Ok(HttpResponse::Ok().json(query(&mc, &r.region, db, &stmts).await?))
 }
@@ -587,14 +584,13 @@ mod tests {
             ..Default::default()
         };
         let f = vec![vec![("apporg", "acme".to_string())]];
-        let (s, _) = statements(Target::App, &r("cpu,mem", None, None), &f, false).unwrap();
+        let s = statements(Target::App, &r("cpu,mem", None, None), &f, false).unwrap();
         assert_eq!(s.len(), 2);
         assert!(s[0].contains("FROM \"appinst-cpu\""), "{}", s[0]);
         assert!(s[0].contains("\"apporg\" = 'acme'"), "{}", s[0]);
         assert_eq!(
             statements(Target::App, &r("*", None, None), &f, false)
                 .unwrap()
-                .0
                 .len(),
             5
         );
@@ -613,7 +609,7 @@ mod tests {
             e.message,
             "Only one of Limit or NumSamples can be specified"
         );
-        let (s, _) = statements(Target::App, &r("cpu", None, Some(10)), &f, false).unwrap();
+        let s = statements(Target::App, &r("cpu", None, Some(10)), &f, false).unwrap();
         assert!(
             s[0].contains("mean(\"cpu\")") && s[0].contains("GROUP BY time(4320s)"),
             "{}",

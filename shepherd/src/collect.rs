@@ -107,10 +107,8 @@ impl Collector for Fake {
             .iter()
             .map(|i| {
                 let key = i.key_string();
-                // FNV-1a of the key: a stable personality per instance.
-                let h = key.bytes().fold(0x811c_9dc5_u32, |h, b| {
-                    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-                });
+                // A stable personality per instance.
+                let h = crm::platform::fnv1a(&key);
                 let base = f64::from(h % 40) + 2.0;
                 let rate = u64::from(h % 5000) + 500;
                 let stats = AppStats {

@@ -158,9 +158,12 @@ pub fn resource_name(prefix: &str, key: &str) -> String {
         .chars()
         .map(|c| if c == '/' { '.' } else { c })
         .collect();
-    // FNV-1a: stable across runs and versions, unlike std's hasher.
-    let hash = key.bytes().fold(0x811c_9dc5_u32, |h, b| {
+    format!("{prefix}-{body}-{:08x}", fnv1a(key))
+}
+
+/// FNV-1a of `s`: stable across runs and versions, unlike std's hasher.
+pub fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!("{prefix}-{body}-{hash:08x}")
+    })
 }
