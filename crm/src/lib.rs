@@ -26,6 +26,24 @@ use tokio::task::JoinHandle;
 
 use crate::platform::Platform;
 
+/// Writes `data` to `path` so that a crash at any point leaves either the old or the new content: a
+/// private temporary file, fsynced, renamed over `path`.
+pub(crate) fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Which driver runs the cloudlet's infrastructure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlatformKind {
@@ -54,6 +72,10 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Address the shared root load balancer listens on.
     pub public_addr: IpAddr,
+    /// The `edge-lb` executable the CRM starts ([`lb::default_binary`]).
+    pub lb_binary: PathBuf,
+    /// Where a load balancer the CRM starts serves its `/metrics`.
+    pub lb_http_addr: SocketAddr,
     /// mTLS to the controller (the region's CA and the controller's certificate name, both given at
     /// onboarding); `None` dials plaintext and signs the hello (a controller without PKI).
     pub tls: Option<ControllerTls>,
@@ -81,6 +103,8 @@ impl Config {
             state_dir,
             http_addr: ([127, 0, 0, 1], 0).into(),
             public_addr: [127, 0, 0, 1].into(),
+            lb_binary: lb::default_binary(),
+            lb_http_addr: ([127, 0, 0, 1], 0).into(),
             tls: None,
         }
     }
@@ -141,7 +165,15 @@ impl Crm {
             "1 while the notify stream to the controller is up",
         )?;
         registry.register(Box::new(connected.clone()))?;
-        let lb = lb::Lb::new(cfg.public_addr, &registry);
+        let lb = Arc::new(lb::client::LbClient::new(
+            lb::client::LbConfig {
+                binary: cfg.lb_binary.clone(),
+                dir: cfg.state_dir.join("lb"),
+                public_addr: cfg.public_addr,
+                http_addr: cfg.lb_http_addr,
+            },
+            &registry,
+        )?);
         let (reporter, reports) = report::Reporter::new(report::RESEND_AFTER);
         let reporter = Arc::new(reporter);
         let resync = Arc::new(Notify::new());
@@ -153,7 +185,7 @@ impl Crm {
             cfg.cloudlet.clone(),
             mirror.clone(),
             platform,
-            lb,
+            lb.clone(),
             reporter.clone(),
             resync.clone(),
         ));
@@ -177,6 +209,7 @@ impl Crm {
         let tasks = vec![
             ops_server.task,
             tokio::spawn(reconciler.run()),
+            tokio::spawn(lb.supervise()),
             tokio::spawn(connection),
         ];
         tracing::info!(cloudlet = %ck, controller = %cfg.controller, http = %ops_server.addr, "CRM started");

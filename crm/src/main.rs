@@ -18,7 +18,8 @@ enum PlatformArg {
 
 /// Cloudlet Resource Manager: connects out to its regional controller, authenticates with the cloudlet
 /// access key, and makes the cloudlet's clusters, app instances and load-balancer routes match what the
-/// controller stores — also while the controller is unreachable.
+/// controller stores — also while the controller is unreachable. App ports are served by the cloudlet's
+/// load balancer, `edge-lb`, which the CRM starts, adopts after a restart and keeps running.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -56,6 +57,12 @@ struct Args {
     /// Address the shared root load balancer publishes app ports on.
     #[arg(long, env = "EDGE_PUBLIC_ADDR", default_value = "127.0.0.1")]
     public_addr: IpAddr,
+    /// The load balancer executable the CRM starts (default: `edge-lb` next to `crm`).
+    #[arg(long, env = "EDGE_LB_BINARY")]
+    lb_binary: Option<PathBuf>,
+    /// HTTP address of the load balancer's /metrics (`crm_lb_*`, read by Shepherd) and /healthz.
+    #[arg(long, env = "EDGE_LB_HTTP_ADDR", default_value = "127.0.0.1:36102")]
+    lb_http_addr: SocketAddr,
     /// Log as JSON lines.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -97,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
         http_addr: args.http_addr,
         public_addr: args.public_addr,
+        lb_binary: args.lb_binary.unwrap_or_else(crm::lb::default_binary),
+        lb_http_addr: args.lb_http_addr,
         tls: agent.tls,
     })
     .await?;

@@ -214,21 +214,7 @@ impl Mirror {
             st.apps = plain;
             (st.generation, json)
         };
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|source| MirrorError::Write {
+        crate::write_atomic(&self.path, &json).map_err(|source| MirrorError::Write {
             path: self.path.clone(),
             source,
         })?;

@@ -17,7 +17,8 @@ use edge_proto::edge::{
 };
 use tokio::sync::Notify;
 
-use crate::lb::{Lb, Proto, RouteKey};
+use crate::lb::client::LbClient;
+use crate::lb::{Proto, RouteKey, RouteSpec};
 use crate::mirror::{Desired, Mirror};
 use crate::platform::{
     Capacity, ClusterOps, ObservedAppInst, Platform, PlatformError, Progress, VmOps,
@@ -31,7 +32,7 @@ pub struct Reconciler {
     pub cloudlet: CloudletKey,
     pub mirror: Arc<Mirror>,
     pub platform: Arc<dyn Platform>,
-    pub lb: Arc<Lb>,
+    pub lb: Arc<LbClient>,
     pub reporter: Arc<Reporter>,
     pub resync: Arc<Notify>,
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
@@ -84,7 +85,7 @@ impl Reconciler {
         cloudlet: CloudletKey,
         mirror: Arc<Mirror>,
         platform: Arc<dyn Platform>,
-        lb: Arc<Lb>,
+        lb: Arc<LbClient>,
         reporter: Arc<Reporter>,
         resync: Arc<Notify>,
     ) -> Self {
@@ -285,7 +286,7 @@ impl Reconciler {
         // What runs but is not desired: apps first (they sit on cluster networks), then clusters.
         for key in apps.keys().filter(|k| !d.app_insts.contains_key(*k)) {
             tracing::info!(key, "removing an app instance nobody wants");
-            self.remove_routes(key);
+            self.remove_routes(key).await;
             let removed = match (
                 vm_keys.contains(key),
                 self.platform.vms(),
@@ -312,10 +313,15 @@ impl Reconciler {
                 }
             }
         }
-        for (route, _, owner) in self.lb.routes() {
-            if d.app_insts.get(&owner).is_none_or(|i| is_delete(i.state())) {
-                self.lb.remove(route);
+        match self.lb.routes().await {
+            Ok(routes) => {
+                for r in routes {
+                    if d.app_insts.get(&r.owner).is_none_or(|i| is_delete(i.state())) {
+                        self.remove_route(r.key).await;
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot list the load balancer's routes"),
         }
         // Reports the controller did not store (a failed write, a lost message) go out again.
         for (key, c) in &d.clusters {
@@ -504,7 +510,7 @@ impl Reconciler {
             })
         };
         if is_delete(state) {
-            self.remove_routes(&key);
+            self.remove_routes(&key).await;
             if observed.is_some() {
                 let steps = self.steps(Kind::App, &key, TrackedState::Deleting);
                 steps.step("Deleting app instance");
@@ -603,7 +609,7 @@ impl Reconciler {
         );
         if redeploy {
             steps.step("Redeploying app instance");
-            self.remove_routes(&key);
+            self.remove_routes(&key).await;
             let deleted = match (self.platform.vms(), self.platform.clusters()) {
                 (Some(vms), _) if vm => vms.delete_vm(&key).await,
                 (_, Some(ops)) => ops.delete_app(&key).await,
@@ -779,7 +785,12 @@ impl Reconciler {
                         port: public,
                     };
                     let port = o.ports.get(&(proto, internal)).copied().unwrap_or(internal);
-                    if let Err(e) = self.lb.ensure(route, SocketAddr::new(ip, port), &key).await {
+                    let route = RouteSpec {
+                        key: route,
+                        backend: SocketAddr::new(ip, port),
+                        owner: key.clone(),
+                    };
+                    if let Err(e) = self.lb.ensure(route).await {
                         self.report(
                             Kind::App,
                             &key,
@@ -806,11 +817,21 @@ impl Reconciler {
         );
     }
 
-    fn remove_routes(&self, owner: &str) {
-        for (route, _, o) in self.lb.routes() {
-            if o == owner {
-                self.lb.remove(route);
+    /// Removes the routes of `owner`; a route the LB cannot remove now goes at a later pass.
+    async fn remove_routes(&self, owner: &str) {
+        match self.lb.routes().await {
+            Ok(routes) => {
+                for r in routes.into_iter().filter(|r| r.owner == owner) {
+                    self.remove_route(r.key).await;
+                }
             }
+            Err(e) => tracing::warn!(owner, error = %e, "cannot list the load balancer's routes"),
+        }
+    }
+
+    async fn remove_route(&self, key: RouteKey) {
+        if let Err(e) = self.lb.remove(key).await {
+            tracing::warn!(route = %key, error = %e, "removing a load balancer route failed");
         }
     }
 }

@@ -252,3 +252,86 @@ async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
     assert_eq!(cloud.containers("w").len(), 1);
     assert_eq!(get_until_ok(addr).await, "steady");
 }
+
+/// Sends a GET on an open connection and returns the answer's body.
+fn get_on(mut conn: std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n").unwrap().1.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lb_outlives_crm_crashes_and_comes_back_with_its_routes() {
+    let mut cloud = Cloud::start().await;
+    let crm = cloud.onboard("berlin", vec![]).await;
+    cloud.cluster("c1", "berlin").await;
+    cloud
+        .apps()
+        .create_app(web_app("web", "steady"))
+        .await
+        .unwrap();
+    let mut s = cloud
+        .app_insts()
+        .create_app_inst(app_inst("acme", "w", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("ready");
+    let addr = cloud.public_addr("w").await;
+    assert_eq!(get_until_ok(addr).await, "steady");
+    let lb = cloud.lb_pid("berlin").expect("the CRM started its LB");
+    assert_eq!(testenv::metric(crm.http, "crm_lb_starts_total"), 1.0);
+
+    // kill -9 of the CRM: a connection opened before stays open, new ones are served.
+    let open = std::net::TcpStream::connect(addr).unwrap();
+    drop(crm);
+    assert_eq!(get_on(open), "steady");
+    assert_eq!(
+        testenv::http_get(addr, "/").map(|(_, b)| b.trim().to_string()),
+        Some("steady".into()),
+        "a new connection while the CRM is down"
+    );
+
+    // The restarted CRM adopts the running LB: no second one.
+    let crm = cloud.start_crm("berlin");
+    testenv::wait_for(
+        "the restarted CRM to reach its LB",
+        Duration::from_secs(30),
+        async || (testenv::metric(crm.http, "crm_lb_up") == 1.0).then_some(()),
+    )
+    .await;
+    assert_eq!(testenv::metric(crm.http, "crm_lb_starts_total"), 0.0);
+    assert_eq!(cloud.lb_pid("berlin"), Some(lb));
+
+    // kill -9 of the LB: the CRM starts it again, with the saved route.
+    std::process::Command::new("kill")
+        .args(["-9", &lb.to_string()])
+        .status()
+        .unwrap();
+    testenv::wait_for(
+        "the CRM to start a new LB",
+        Duration::from_secs(30),
+        async || cloud.lb_pid("berlin").filter(|p| *p != lb),
+    )
+    .await;
+    assert_eq!(get_until_ok(addr).await, "steady");
+    assert_eq!(testenv::metric(crm.http, "crm_lb_starts_total"), 1.0);
+
+    // Controller, CRM and LB all gone: the CRM alone brings the LB back with its routes.
+    cloud.stop_controller();
+    let lb = cloud.lb_pid("berlin").unwrap();
+    drop(crm);
+    std::process::Command::new("kill")
+        .args(["-9", &lb.to_string()])
+        .status()
+        .unwrap();
+    testenv::wait_for("the LB to die", Duration::from_secs(10), async || {
+        cloud.lb_pid("berlin").is_none().then_some(())
+    })
+    .await;
+    let _crm = cloud.start_crm("berlin");
+    assert_eq!(get_until_ok(addr).await, "steady");
+}

@@ -31,7 +31,9 @@ struct Region {
     influx: testenv::Influx,
     ctrl: Controller,
     channel: Channel,
-    crm: crm::Crm,
+    _crm: crm::Crm,
+    /// the metrics address of the CRM's load balancer
+    lb_http: std::net::SocketAddr,
     public_ip: IpAddr,
     access_key: String,
     _dir: tempfile::TempDir,
@@ -93,6 +95,8 @@ impl Region {
         );
         cfg.platform = platform;
         cfg.public_addr = public_ip;
+        cfg.lb_http_addr = ([127, 0, 0, 1], testenv::free_port()).into();
+        let lb_http = cfg.lb_http_addr;
         let crm = crm::Crm::start(cfg).await.unwrap();
         drain(&mut s).await.expect("cloudlet ready");
         Self {
@@ -100,7 +104,8 @@ impl Region {
             influx,
             ctrl,
             channel,
-            crm,
+            _crm: crm,
+            lb_http,
             public_ip,
             access_key,
             _dir: dir,
@@ -133,7 +138,7 @@ impl Region {
             health_interval: Duration::from_millis(300),
             health_failures: 2,
             public_addr: self.public_ip,
-            lb_metrics: Some(format!("http://{}/metrics", self.crm.http_addr)),
+            lb_metrics: Some(format!("http://{}/metrics", self.lb_http)),
             http_addr: ([127, 0, 0, 1], 0).into(),
             resource_alert_percent: 80,
         })

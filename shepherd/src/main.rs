@@ -68,11 +68,12 @@ struct Args {
     /// Address the shared root load balancer publishes app ports on (the CRM's --public-addr).
     #[arg(long, env = "EDGE_PUBLIC_ADDR", default_value = "127.0.0.1")]
     public_addr: IpAddr,
-    /// The load balancer's metrics page (the CRM's /metrics); "" to skip connection counters.
+    /// The load balancer's metrics page (`edge-lb`'s /metrics, the CRM's --lb-http-addr); "" to skip
+    /// connection counters.
     #[arg(
         long,
         env = "EDGE_LB_METRICS",
-        default_value = "http://127.0.0.1:36101/metrics"
+        default_value = "http://127.0.0.1:36102/metrics"
     )]
     lb_metrics: String,
     /// Percentage of a cloudlet resource (vCPUs, RAM, disk) in use above which an alert fires.

@@ -126,11 +126,23 @@ impl Cloud {
                 &http.to_string(),
                 "--public-addr",
                 &self.public_ip.to_string(),
+                "--lb-http-addr",
+                &format!("127.0.0.1:{}", testenv::free_port()),
             ])
             .env("RUST_LOG", "info")
             .spawn()
             .expect("starting crm");
         CrmProcess { child, http }
+    }
+
+    /// The pid of the load balancer of cloudlet `name`, from its pid file, if that process is alive (not
+    /// gone, not a zombie).
+    pub fn lb_pid(&self, name: &str) -> Option<u32> {
+        let file = self.dir.path().join(format!("{name}-state/lb/pid"));
+        let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        (state != 'Z').then_some(pid)
     }
 
     /// CreateCloudlet with optional quotas → key file → `crm` started → the create stream ends READY.
