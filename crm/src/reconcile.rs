@@ -316,7 +316,10 @@ impl Reconciler {
         match self.lb.routes().await {
             Ok(routes) => {
                 for r in routes {
-                    if d.app_insts.get(&r.owner).is_none_or(|i| is_delete(i.state())) {
+                    if d.app_insts
+                        .get(&r.owner)
+                        .is_none_or(|i| is_delete(i.state()))
+                    {
                         self.remove_route(r.key).await;
                     }
                 }
