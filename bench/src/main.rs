@@ -4,8 +4,10 @@
 //! one app instance and a DME, all on loopback, plus an echo server. Then it times sequential calls
 //! (latency percentiles) and concurrent calls (throughput) of each, bounded in count and time, and prints
 //! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
-//! a VM AppInst against a bare qemu boot ([`vm`]).
+//! a VM AppInst against a bare qemu boot ([`vm`]). `lb`: the shared root LB against direct connections
+//! ([`lb`]).
 
+mod lb;
 mod region;
 mod shepherd;
 mod vm;
@@ -37,6 +39,8 @@ enum Bench {
     Shepherd(shepherd::Args),
     /// A VM AppInst end to end against a bare qemu boot of the same images.
     Vm(vm::Args),
+    /// TCP throughput and connections/s through the shared root LB against direct connections.
+    Lb(lb::Args),
     /// (internal) the Shepherd process the `shepherd` benchmark measures.
     #[command(hide = true)]
     ShepherdChild(shepherd::Child),
@@ -132,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Dme(a)) => dme(a).await,
         Some(Bench::Shepherd(a)) => shepherd::run(a).await,
         Some(Bench::Vm(a)) => vm::run(a).await,
+        Some(Bench::Lb(a)) => lb::run(a).await,
         Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,
     }
 }

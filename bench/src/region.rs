@@ -17,6 +17,17 @@ pub fn cloudlet_key() -> CloudletKey {
     }
 }
 
+/// The `edge-lb` the CRM starts, next to this benchmark's executable.
+pub fn lb_binary() -> anyhow::Result<std::path::PathBuf> {
+    let bin = crm::lb::default_binary();
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --release --bins`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 pub struct Region {
     pub ctrl: regional_controller::Controller,
     /// loopback address of the cloudlet's load balancer (its own, so a demo region's LB ports do not
@@ -62,6 +73,9 @@ impl Region {
             Duration::ZERO,
             dir.path().join("crm"),
         );
+        if !matches!(platform, crm::PlatformKind::Fake { .. }) {
+            cfg.lb_binary = lb_binary()?;
+        }
         cfg.platform = platform;
         cfg.public_addr = public_ip;
         let crm = crm::Crm::start(cfg).await?;

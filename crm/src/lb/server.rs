@@ -51,6 +51,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         )
     })?;
 
+    raise_open_files();
     let registry = Registry::new();
     let proxy = Proxy::with_limits(cfg.public_addr, &registry, cfg.limits);
     let saved: Vec<RouteSpec> = match std::fs::read(paths.routes()) {
@@ -114,6 +115,21 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     drop(lock);
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: every proxied TCP connection holds two sockets and
+/// two pipes (six descriptors), and the usual soft limit of 1,024 would cap the LB at ~170 connections.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+        }
+    }
+    let limit = getrlimit(Resource::Nofile);
+    tracing::info!(open_files = ?limit.current, "open-files limit");
 }
 
 struct Server {
