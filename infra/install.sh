@@ -10,7 +10,7 @@ fi
 
 # Debian packages: servers (PostgreSQL, etcd, InfluxDB 1.x, Docker Engine), busybox for the local test image,
 # protoc for the gRPC code generation, iproute2 for netns tests.
-APT_PACKAGES=(postgresql etcd-server etcd-client influxdb docker.io busybox-static
+APT_PACKAGES=(postgresql etcd-server etcd-client influxdb docker.io nftables busybox-static
   protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv openssl curl
   cpio kmod e2fsprogs)
 

@@ -37,6 +37,13 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(n.checked_mul(ms)?))
 }
 
+/// FNV-1a of `s`: stable across runs and versions, unlike std's hasher (resource and table names).
+pub fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// CPU seconds (user + system) and resident bytes of process `pid`, from /proc; `None` once it is gone.
 pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

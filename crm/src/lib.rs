@@ -135,9 +135,11 @@ impl Crm {
             .map_err(|e| anyhow::anyhow!("creating state dir {}: {e}", cfg.state_dir.display()))?;
         let ck = edge_common::Keyed::key_string(&cfg.cloudlet);
         let platform: Arc<dyn Platform> = match &cfg.platform {
-            PlatformKind::Docker { host } => {
-                Arc::new(platform::docker::DockerPlatform::connect(host, &ck).await?)
-            }
+            PlatformKind::Docker { host } => Arc::new(
+                platform::docker::DockerPlatform::connect(host, &ck)
+                    .await?
+                    .isolated(cfg.public_addr),
+            ),
             PlatformKind::Vm {
                 images,
                 boot_timeout,

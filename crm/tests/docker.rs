@@ -335,3 +335,130 @@ async fn the_lb_outlives_crm_crashes_and_comes_back_with_its_routes() {
     let _crm = cloud.start_crm("berlin");
     assert_eq!(get_until_ok(addr).await, "steady");
 }
+
+/// Address and gateway (the host's address on the bridge) of a container on its cluster network.
+fn container_net(cloud: &Cloud, id: &str) -> (String, String) {
+    let out = cloud
+        .docker
+        .cli()
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.Gateway}}{{end}}",
+            id,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (ip, gw) = text.trim().split_once(' ').unwrap();
+    (ip.to_string(), gw.to_string())
+}
+
+/// What `http://<target>/` answers inside container `id` (None: no answer within 3 s).
+fn fetch_from(cloud: &Cloud, id: &str, target: &str) -> Option<String> {
+    let out = cloud
+        .docker
+        .cli()
+        .args(["exec", id, "timeout", "3", "wget", "-q", "-O", "-"])
+        .arg(format!("http://{target}/"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_reach_neither_each_other_nor_the_host() {
+    let cloud = Cloud::start().await;
+    let _crm = cloud.onboard("berlin", vec![]).await;
+    cloud.cluster("c1", "berlin").await;
+    cloud.cluster("c2", "berlin").await;
+    for (app, greeting) in [("web-a", "hello-a"), ("web-b", "hello-b")] {
+        cloud
+            .apps()
+            .create_app(web_app(app, greeting))
+            .await
+            .unwrap();
+    }
+    for (inst, app, c) in [
+        ("a1", "web-a", "c1"),
+        ("a2", "web-a", "c1"),
+        ("b", "web-b", "c2"),
+    ] {
+        let mut s = cloud
+            .app_insts()
+            .create_app_inst(app_inst("acme", inst, app, c))
+            .await
+            .unwrap()
+            .into_inner();
+        let p = drain(&mut s).await.expect("app instance becomes ready");
+        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    }
+    let id = |inst: &str| cloud.containers(inst).pop().unwrap();
+    let (a1, a2, b) = (id("a1"), id("a2"), id("b"));
+    let (a2_ip, gw1) = container_net(&cloud, &a2);
+    let (b_ip, gw2) = container_net(&cloud, &b);
+    let (a1_ip, _) = container_net(&cloud, &a1);
+
+    // A service of the host on every address, answering the host itself.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in host.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = c.read(&mut request);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\n\r\nhost");
+        }
+    });
+    assert_eq!(
+        testenv::http_get(([127, 0, 0, 1], host_port).into(), "/").map(|(_, b)| b),
+        Some("host".into())
+    );
+
+    // Inside a cluster: allowed. Across clusters, either way, and to the host: nothing answers.
+    assert_eq!(fetch_from(&cloud, &a1, &a2_ip).as_deref(), Some("hello-a"));
+    assert_eq!(
+        fetch_from(&cloud, &a1, &b_ip),
+        None,
+        "cluster c1 reached c2"
+    );
+    assert_eq!(
+        fetch_from(&cloud, &b, &a1_ip),
+        None,
+        "cluster c2 reached c1"
+    );
+    for gw in [&gw1, &gw2] {
+        assert_eq!(
+            fetch_from(&cloud, &a1, &format!("{gw}:{host_port}")),
+            None,
+            "a container reached the host's service at {gw}"
+        );
+    }
+    // The LB (the host) still reaches both.
+    assert_eq!(get_until_ok(cloud.public_addr("a1").await).await, "hello-a");
+    assert_eq!(get_until_ok(cloud.public_addr("b").await).await, "hello-b");
+
+    // It is the CRM's table that holds them apart: where the host forwards packets (it does on this
+    // machine kind), removing the table lets c1 reach c2.
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if forwarding.trim() == "1" {
+        let out = std::process::Command::new("nft")
+            .args(["list", "tables", "inet"])
+            .output()
+            .unwrap();
+        let prefix = format!("edge_{:08x}", edge_common::fnv1a(&cloud.docker.host));
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let table = listed
+            .lines()
+            .filter_map(|l| l.strip_prefix("table inet "))
+            .find(|t| t.starts_with(&prefix))
+            .expect("the CRM's isolation table");
+        std::process::Command::new("nft")
+            .args(["delete", "table", "inet", table])
+            .status()
+            .unwrap();
+        assert_eq!(fetch_from(&cloud, &a1, &b_ip).as_deref(), Some("hello-b"));
+    }
+}

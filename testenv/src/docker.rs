@@ -169,6 +169,21 @@ impl Drop for Docker {
             let _ = self.cli().args(["rm", "-f"]).args(&ids).output();
         }
         let _ = self.cli().args(["network", "prune", "-f"]).output();
+        // The CRMs' cluster isolation tables of this engine (`crm::platform::isolation`): they live in
+        // the host's kernel, not in the daemon.
+        let prefix = format!("edge_{:08x}", edge_common::fnv1a(&self.host));
+        let tables = Command::new("nft")
+            .args(["list", "tables", "inet"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for t in tables.lines().filter_map(|l| l.strip_prefix("table inet ")) {
+            if t.starts_with(&prefix) {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "inet", t])
+                    .output();
+            }
+        }
         if let Some(mut p) = self.process.take() {
             p.stop(Duration::from_secs(15));
         }

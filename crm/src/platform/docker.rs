@@ -1,9 +1,13 @@
 //! The `docker` platform: real containers through the Docker Engine API.
 //!
-//! A docker ClusterInst is an isolated bridge network (one per cluster); an AppInst is a container on
-//! that network, with the App's image, command, env and the flavor's CPU and memory limits. Images must
+//! A docker ClusterInst is a bridge network (one per cluster) isolated from the others and from the host
+//! by nftables rules ([`super::isolation`]); an AppInst is a container on that network, with the App's image, command, env and the flavor's CPU and memory limits. Images must
 //! already be on the engine (no registry is contacted). Kubernetes clusters are not supported by this
 //! driver (its features say so, and the controller refuses them).
+//!
+//! Names are scoped by cloudlet (`edge-<cloudlet hash>-<key>-<key hash>`), so cloudlets can share an
+//! engine; a network or container of that name is used only if its labels say it is this cloudlet's
+//! object, otherwise the operation fails naming it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,14 +29,28 @@ use tokio_stream::StreamExt;
 
 use super::{
     AppStats, Capacity, ClusterOps, LABEL_APPINST, LABEL_CLOUDLET, LABEL_CLUSTER, LABEL_MANAGED,
-    ObservedAppInst, Platform, PlatformError, Progress, Result, resource_name,
+    ObservedAppInst, Platform, PlatformError, Progress, Result, fnv1a, resource_name,
 };
+use crate::platform::isolation::{Isolation, bridge_name};
+
+/// Docker's network option naming the bridge interface.
+const BRIDGE_OPTION: &str = "com.docker.network.bridge.name";
 
 pub struct DockerPlatform {
     docker: Docker,
+    /// the engine's address
+    host: String,
     /// cloudlet key string, on every label set so two cloudlets can share an engine
     cloudlet: String,
+    /// the CRM's rules keeping clusters apart (Shepherd, which only reads, has none)
+    isolation: Option<Isolation>,
+    /// when the rules were last applied (checks apply them again now and then: an operator's firewall
+    /// reload may have flushed them)
+    isolated_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often [`Platform::check`] applies the isolation rules again.
+const ISOLATE_EVERY: Duration = Duration::from_secs(30);
 
 fn engine_error(what: &str, e: DockerError) -> PlatformError {
     match &e {
@@ -64,8 +82,81 @@ impl DockerPlatform {
             .map_err(|e| anyhow::anyhow!("Docker Engine at {host} does not answer: {e}"))?;
         Ok(Self {
             docker,
+            host: host.to_string(),
             cloudlet: cloudlet.to_string(),
+            isolation: None,
+            isolated_at: Default::default(),
         })
+    }
+
+    /// Keeps the cloudlet's cluster networks apart and away from the host (except `public_addr`, the LB's).
+    pub fn isolated(mut self, public_addr: IpAddr) -> Self {
+        self.isolation = Some(Isolation::new(&self.host, &self.cloudlet, public_addr));
+        self
+    }
+
+    /// The engine's name for the object `key` of this cloudlet.
+    fn name(&self, key: &str) -> String {
+        resource_name(&format!("edge-{:08x}", fnv1a(&self.cloudlet)), key)
+    }
+
+    /// Fails unless `labels` mark the object as this cloudlet's `kind` `key`.
+    fn ours(
+        &self,
+        what: &str,
+        name: &str,
+        labels: Option<&HashMap<String, String>>,
+        kind: &str,
+        key: &str,
+    ) -> Result<()> {
+        let get = |l: &str| labels.and_then(|m| m.get(l)).map(String::as_str);
+        if get(LABEL_CLOUDLET) == Some(self.cloudlet.as_str()) && get(kind) == Some(key) {
+            return Ok(());
+        }
+        Err(PlatformError::permanent(format!(
+            "a {what} named {name} exists on the Docker Engine but is not {key} of cloudlet {} (its labels \
+             say otherwise); remove or rename it",
+            self.cloudlet
+        )))
+    }
+
+    /// Whether the network `name` exists; an error if it does and is not this cloudlet's cluster `key`.
+    async fn check_network(&self, name: &str, key: &str) -> Result<bool> {
+        let net = match self.docker.inspect_network(name, None).await {
+            Ok(n) => n,
+            Err(e) if not_found(&e) => return Ok(false),
+            Err(e) => return Err(engine_error(&format!("inspecting network {name}"), e)),
+        };
+        self.ours("network", name, net.labels.as_ref(), LABEL_CLUSTER, key)?;
+        Ok(true)
+    }
+
+    /// Applies the isolation rules for the cluster networks that exist now.
+    async fn isolate(&self) -> Result<()> {
+        let Some(iso) = &self.isolation else {
+            return Ok(());
+        };
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&self.filter(LABEL_CLUSTER))
+            .build();
+        let nets = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| engine_error("listing networks", e))?;
+        let mut bridges: Vec<String> = nets
+            .into_iter()
+            .filter_map(
+                |n| match n.options.and_then(|mut o| o.remove(BRIDGE_OPTION)) {
+                    Some(b) => Some(b),
+                    None => Some(format!("br-{}", n.id?.get(..12)?)),
+                },
+            )
+            .collect();
+        bridges.sort();
+        iso.apply(&bridges).await?;
+        *self.isolated_at.lock().expect("isolation lock") = Some(std::time::Instant::now());
+        Ok(())
     }
 
     fn labels(&self, kind: &str, key: &str) -> HashMap<String, String> {
@@ -92,6 +183,13 @@ impl DockerPlatform {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(engine_error("inspecting container", e)),
         };
+        self.ours(
+            "container",
+            name,
+            info.config.as_ref().and_then(|c| c.labels.as_ref()),
+            LABEL_APPINST,
+            key,
+        )?;
         let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         let backend = info
             .network_settings
@@ -205,6 +303,14 @@ impl Platform for DockerPlatform {
             .info()
             .await
             .map_err(|e| engine_error("asking the Docker Engine for its info", e))?;
+        let due = self
+            .isolated_at
+            .lock()
+            .expect("isolation lock")
+            .is_none_or(|t| t.elapsed() >= ISOLATE_EVERY);
+        if due {
+            self.isolate().await?;
+        }
         Ok(Capacity {
             vcpus: info.ncpu.unwrap_or_default().max(0) as u64,
             ram: (info.mem_total.unwrap_or_default().max(0) as u64) / (1024 * 1024),
@@ -242,34 +348,44 @@ impl ClusterOps for DockerPlatform {
             )));
         }
         let key = c.key_string();
-        let name = resource_name("edge", &key);
-        if self.list_clusters().await?.contains(&key) {
-            return Ok(());
+        let name = self.name(&key);
+        if !self.list_clusters().await?.contains(&key) {
+            progress.step(&format!("Creating network {name}"));
+            let req = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(self.labels(LABEL_CLUSTER, &key)),
+                options: Some(HashMap::from([(
+                    BRIDGE_OPTION.to_string(),
+                    bridge_name(&self.cloudlet, &key),
+                )])),
+                ..Default::default()
+            };
+            match self.docker.create_network(req).await {
+                Ok(_) => {}
+                // Created concurrently, or by someone else: used only if its labels say it is ours.
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => {
+                    self.check_network(&name, &key).await?;
+                }
+                Err(e) => return Err(engine_error(&format!("creating network {name}"), e)),
+            }
         }
-        progress.step(&format!("Creating network {name}"));
-        let req = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(self.labels(LABEL_CLUSTER, &key)),
-            ..Default::default()
-        };
-        match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Created concurrently, or left by a crash between create and label listing: it is ours.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(engine_error(&format!("creating network {name}"), e)),
-        }
+        progress.step("Isolating the network");
+        self.isolate().await
     }
 
     async fn delete_cluster(&self, key: &str) -> Result<()> {
-        let name = resource_name("edge", key);
-        match self.docker.remove_network(&name).await {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(engine_error(&format!("removing network {name}"), e)),
+        let name = self.name(key);
+        if self.check_network(&name, key).await? {
+            match self.docker.remove_network(&name).await {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(engine_error(&format!("removing network {name}"), e)),
+            }
         }
+        self.isolate().await
     }
 
     async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>> {
@@ -292,7 +408,7 @@ impl ClusterOps for DockerPlatform {
             else {
                 continue;
             };
-            if let Some(o) = self.inspect_app(&resource_name("edge", &key), &key).await? {
+            if let Some(o) = self.inspect_app(&self.name(&key), &key).await? {
                 out.push(o);
             }
         }
@@ -308,7 +424,7 @@ impl ClusterOps for DockerPlatform {
         progress: &dyn Progress,
     ) -> Result<ObservedAppInst> {
         let key = inst.key_string();
-        let name = resource_name("edge", &key);
+        let name = self.name(&key);
         if let Some(o) = self.inspect_app(&name, &key).await? {
             if o.running {
                 return Ok(o);
@@ -326,7 +442,7 @@ impl ClusterOps for DockerPlatform {
                 engine_error("inspecting image", e)
             });
         }
-        let network = resource_name("edge", &cluster.key_string());
+        let network = self.name(&cluster.key_string());
         let host_config = HostConfig {
             init: Some(true),
             network_mode: Some(network.clone()),
@@ -374,7 +490,10 @@ impl ClusterOps for DockerPlatform {
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {
-        let name = resource_name("edge", key);
+        let name = self.name(key);
+        if self.inspect_app(&name, key).await?.is_none() {
+            return Ok(());
+        }
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(&name, Some(opts)).await {
             Ok(()) => Ok(()),

@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod fake;
+pub mod isolation;
 pub mod vm;
 
 use std::collections::BTreeMap;
@@ -161,9 +162,4 @@ pub fn resource_name(prefix: &str, key: &str) -> String {
     format!("{prefix}-{body}-{:08x}", fnv1a(key))
 }
 
-/// FNV-1a of `s`: stable across runs and versions, unlike std's hasher.
-pub fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
+pub use edge_common::fnv1a;
