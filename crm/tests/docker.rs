@@ -152,6 +152,45 @@ async fn failures_end_in_create_error_and_leave_nothing_behind() {
         err[0].errors
     );
 
+    // A container of someone else under the name the CRM would give the instance: refused, left alone.
+    let squatted = crm::platform::resource_name(
+        &format!("edge-{:08x}", edge_common::fnv1a("tmus/berlin")),
+        "acme/squat",
+    );
+    let made = cloud
+        .docker
+        .cli()
+        .args(["create", "--name", &squatted, IMAGE, "true"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    cloud
+        .apps()
+        .create_app(web_app("squat", "x"))
+        .await
+        .unwrap();
+    let mut s = cloud
+        .app_insts()
+        .create_app_inst(app_inst("acme", "squat", "squat", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = drain(&mut s).await.unwrap_err();
+    assert!(
+        err.message().contains(&format!(
+            "a container named {squatted} exists on the Docker Engine but is not acme/squat"
+        )),
+        "{}",
+        err.message()
+    );
+    let kept = cloud
+        .docker
+        .cli()
+        .args(["inspect", &squatted])
+        .output()
+        .unwrap();
+    assert!(kept.status.success(), "the other container was removed");
+
     // Quota: the second 2-vCPU cluster does not fit in 2 vCPUs.
     let mut s = cloud
         .clusters()
