@@ -16,6 +16,7 @@ pub struct Metrics {
     pub notify_clients: IntGaugeVec,
     pub objects: IntGaugeVec,
     pub client_certs: IntCounterVec,
+    pub notify_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -55,8 +56,17 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let notify_refused = IntCounterVec::new(
+            Opts::new(
+                "controller_notify_refused_total",
+                "notify streams refused because the region is still loading, by the client type the hello names",
+            ),
+            &["client_type"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(notify_refused.clone()),
             Box::new(client_certs.clone()),
             Box::new(latency.clone()),
             Box::new(notify_clients.clone()),
@@ -69,6 +79,7 @@ impl Metrics {
             requests,
             latency,
             client_certs,
+            notify_refused,
             notify_clients,
             objects,
         })

@@ -203,7 +203,6 @@ impl Notify for NotifyService {
         &self,
         req: Request<Streaming<NotifyUp>>,
     ) -> Result<Response<DownStream>, Status> {
-        crate::ready(&self.api.cache)?;
         let peer = Peer::of_request(&req);
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
@@ -218,6 +217,16 @@ impl Notify for NotifyService {
                 "the first notify message must be a hello",
             ));
         };
+        // Before authentication, which needs the region: a CRM refused as an unknown cloudlet would back
+        // off for long, and a client must never take an empty world for the region.
+        if let Err(e) = crate::ready(&self.api.cache) {
+            let claimed = ClientType::try_from(hello.client_type).map_or("unknown", |t| t.as_str_name());
+            self.metrics
+                .notify_refused
+                .with_label_values(&[claimed])
+                .inc();
+            return Err(e);
+        }
         let client = self.authenticate(&hello, peer.as_ref())?;
         tracing::info!(client_type = client.kind.as_str_name(), cloudlet = ?client.cloudlet.as_ref().map(|k| k.key_string()), name = %client.name, "notify client connected");
         let (tx, rx) = mpsc::channel(1024);
