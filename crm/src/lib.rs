@@ -176,7 +176,12 @@ impl Crm {
             },
             &registry,
         )?);
-        let (reporter, reports) = report::Reporter::new(report::RESEND_AFTER);
+        let resent = prometheus::IntCounter::new(
+            "crm_reports_resent_total",
+            "reports the controller had not stored a while after they went out, sent again",
+        )?;
+        registry.register(Box::new(resent.clone()))?;
+        let (reporter, reports) = report::Reporter::new(report::RESEND_AFTER, resent);
         let reporter = Arc::new(reporter);
         let resync = Arc::new(Notify::new());
         let ready = Readiness::default();

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use edge_proto::edge::{NotifyUp, notify_up};
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 /// How long the controller may take to store a report before it is sent again.
@@ -18,6 +19,8 @@ pub struct Reporter {
     /// the last report per object and when it went out
     last: Mutex<HashMap<String, (notify_up::Msg, Instant)>>,
     resend_after: Duration,
+    /// reports found not stored and so sent again
+    resent: IntCounter,
 }
 
 /// The tracked state a report carries.
@@ -30,13 +33,18 @@ fn state_of(msg: &notify_up::Msg) -> Option<i32> {
 }
 
 impl Reporter {
-    pub fn new(resend_after: Duration) -> (Self, mpsc::UnboundedReceiver<NotifyUp>) {
+    /// `resent` counts the reports [`Reporter::check_stored`] finds lost.
+    pub fn new(
+        resend_after: Duration,
+        resent: IntCounter,
+    ) -> (Self, mpsc::UnboundedReceiver<NotifyUp>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
                 tx,
                 last: Mutex::default(),
                 resend_after,
+                resent,
             },
             rx,
         )
@@ -68,6 +76,7 @@ impl Reporter {
                 "the controller has not stored the last report; sending it again"
             );
             last.remove(key);
+            self.resent.inc();
         }
     }
 
@@ -91,7 +100,8 @@ mod tests {
 
     #[test]
     fn a_report_goes_out_again_only_while_the_controller_has_not_stored_it() {
-        let (r, mut rx) = Reporter::new(Duration::ZERO);
+        let counter = || IntCounter::new("resent", "resent").unwrap();
+        let (r, mut rx) = Reporter::new(Duration::ZERO, counter());
         r.send("AppInst/a/b", ready());
         r.send("AppInst/a/b", ready());
         assert!(
@@ -107,7 +117,8 @@ mod tests {
         r.send("AppInst/a/b", ready());
         assert!(rx.try_recv().is_ok());
         // Not before its time.
-        let (r, mut rx) = Reporter::new(Duration::from_secs(3600));
+        assert_eq!(r.resent.get(), 1);
+        let (r, mut rx) = Reporter::new(Duration::from_secs(3600), counter());
         r.send("AppInst/a/b", ready());
         r.check_stored("AppInst/a/b", TrackedState::CreateRequested as i32);
         r.send("AppInst/a/b", ready());

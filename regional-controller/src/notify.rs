@@ -220,7 +220,8 @@ impl Notify for NotifyService {
         // Before authentication, which needs the region: a CRM refused as an unknown cloudlet would back
         // off for long, and a client must never take an empty world for the region.
         if let Err(e) = crate::ready(&self.api.cache) {
-            let claimed = ClientType::try_from(hello.client_type).map_or("unknown", |t| t.as_str_name());
+            let claimed =
+                ClientType::try_from(hello.client_type).map_or("unknown", |t| t.as_str_name());
             self.metrics
                 .notify_refused
                 .with_label_values(&[claimed])
