@@ -145,10 +145,11 @@ async fn dme(args: Args) -> anyhow::Result<()> {
     // The raw baseline: a plain tonic echo on loopback.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let echo_addr = l.local_addr()?;
+    let (_running, running) = tokio::sync::watch::channel(false);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(EchoServer::new(EchoService))
-            .serve_with_incoming(edge_common::grpc_incoming(l)),
+            .serve_with_incoming(edge_common::grpc_incoming(l, running)),
     );
 
     // A region: etcd, controller, one fake cloudlet with a READY app instance, a DME.

@@ -76,10 +76,92 @@ macro_rules! limit_messages {
     };
 }
 
-/// Accepted connections of a gRPC server bound by the caller, with TCP_NODELAY: without it a small
-/// reply written in several pieces waits for the peer's delayed ACK (about 40 ms per call).
-pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted connections of a gRPC server bound by the caller, with TCP_NODELAY (without it a small
+/// reply written in several pieces waits for the peer's delayed ACK, about 40 ms per call), every one of
+/// them failing at once when `stop` turns true or its sender goes. A server task that is aborted stops
+/// accepting but leaves its connections served by their own tasks; with this, a component stopped in
+/// its process (a test's "crash") ends its connections as a killed process does, and clients reconnect
+/// to its successor instead of talking to a server without its background tasks.
+pub fn grpc_incoming(
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |conn| conn.map(|io| Killable::new(io, stop.clone())))
+}
+
+/// A TCP connection that fails every read and write once its server stops ([`grpc_incoming`]).
+pub struct Killable {
+    io: tokio::net::TcpStream,
+    stopped: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Killable {
+    fn new(io: tokio::net::TcpStream, mut stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            io,
+            stopped: Box::pin(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }),
+        }
+    }
+
+    /// Ready with an error once the server stopped (and registers for that moment otherwise).
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+        match self.stopped.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => Err(std::io::ErrorKind::ConnectionAborted.into()),
+            std::task::Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Killable {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Killable {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Killable {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub struct Dme {
     pub http_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     _reports: tokio::sync::mpsc::UnboundedSender<edge_proto::edge::NotifyUp>,
+    /// dropped with the DME: its gRPC connections end (see `edge_common::grpc_incoming`)
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Dme {
@@ -225,13 +227,14 @@ impl Dme {
                 ))?;
             rest_tls = Some(Arc::new(edge_common::pki::server_config(cert, key)?));
         }
+        let (stop, _) = tokio::sync::watch::channel(false);
         let grpc_server = grpc_builder
             .max_concurrent_streams(Some(edge_common::GRPC_MAX_CONCURRENT_STREAMS))
             .add_service(edge_common::limit_messages!(
                 MatchEngineApiServer::new(engine.clone()),
                 MAX_REQUEST_BYTES
             ))
-            .serve_with_incoming(edge_common::grpc_incoming(grpc));
+            .serve_with_incoming(edge_common::grpc_incoming(grpc, stop.subscribe()));
         let tasks = vec![
             ops_server.task,
             tokio::spawn(notify),
@@ -249,6 +252,7 @@ impl Dme {
             http_addr: ops_server.addr,
             tasks,
             _reports: reports_tx,
+            _stop: stop,
         })
     }
 }

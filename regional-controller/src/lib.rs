@@ -221,6 +221,8 @@ impl Controller {
         }
         let region = config.region.clone();
         let tls_on = tls.is_some();
+        // Dropping the controller ends its connections too (see `edge_common::grpc_incoming`).
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let api_server = api_builder
             .layer(MetricsLayer(metrics.clone()))
             .layer(tonic::service::InterceptorLayer::new({
@@ -250,13 +252,12 @@ impl Controller {
             .add_service(limit!(AppInstApiServer::new(api::AppInstService(
                 api.clone()
             ))))
-            .serve_with_incoming(edge_common::grpc_incoming(api_listener));
+            .serve_with_incoming(edge_common::grpc_incoming(api_listener, stop.subscribe()));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = api_server.await {
                 tracing::error!(error = %e, "API server stopped");
             }
         }));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
         let notify = notify::NotifyService {
             api: api.clone(),
             metrics: metrics.clone(),
@@ -273,7 +274,10 @@ impl Controller {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(limit!(NotifyServer::new(notify)))
             .add_service(limit!(CertificatesServer::new(certificates)))
-            .serve_with_incoming(edge_common::grpc_incoming(notify_listener));
+            .serve_with_incoming(edge_common::grpc_incoming(
+                notify_listener,
+                stop.subscribe(),
+            ));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = notify_server.await {
                 tracing::error!(error = %e, "notify server stopped");
