@@ -219,7 +219,11 @@ fn containers_of(docker_host: &str, inst: &str) -> usize {
 
 async fn one_seed(cloud: &mut Cloud, crm: &mut Option<CrmProcess>, seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
-    let victim = if seed % 2 == 0 { "controller" } else { "crm" };
+    let victim = if seed.is_multiple_of(2) {
+        "controller"
+    } else {
+        "crm"
+    };
     let kill_at = Duration::from_millis(rng.below(1500));
     let down = Duration::from_millis(rng.below(2000));
     let (inst, cluster) = (format!("a{seed}"), format!("c{seed}"));
