@@ -357,7 +357,7 @@ impl ClusterOps for DockerPlatform {
                 labels: Some(self.labels(LABEL_CLUSTER, &key)),
                 options: Some(HashMap::from([(
                     BRIDGE_OPTION.to_string(),
-                    bridge_name(&self.cloudlet, &key),
+                    bridge_name(&self.host, &self.cloudlet, &key),
                 )])),
                 ..Default::default()
             };

@@ -21,11 +21,13 @@ use super::{PlatformError, Result, fnv1a};
 /// Prefix of every bridge interface of a cluster network (at most 15 characters in all).
 pub const BRIDGE_PREFIX: &str = "edgebr";
 
-/// The bridge interface name of cluster `key` of `cloudlet`.
-pub fn bridge_name(cloudlet: &str, key: &str) -> String {
+/// The bridge interface name of cluster `key` of `cloudlet` on the engine at `docker_host`. Interface
+/// names are per host, not per engine: two engines on one host (tests run one each) must never pick the
+/// same, or the second would put its network on the first one's bridge.
+pub fn bridge_name(docker_host: &str, cloudlet: &str, key: &str) -> String {
     format!(
         "{BRIDGE_PREFIX}{:08x}",
-        fnv1a(&format!("{cloudlet}\n{key}"))
+        fnv1a(&format!("{docker_host}\n{cloudlet}\n{key}"))
     )
 }
 
@@ -153,6 +155,11 @@ mod tests {
         // No bridges: only the removal.
         let empty = iso.script(&[]);
         assert_eq!(empty.lines().count(), 2, "{empty}");
-        assert!(bridge_name("op/c1", "acme/k1").len() <= 15);
+        let bridge = bridge_name("unix:///run/docker.sock", "op/c1", "acme/k1");
+        assert!(bridge.len() <= 15, "{bridge}");
+        assert_ne!(
+            bridge,
+            bridge_name("unix:///tmp/other.sock", "op/c1", "acme/k1")
+        );
     }
 }
