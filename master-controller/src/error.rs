@@ -57,7 +57,17 @@ impl From<sqlx::Error> for ApiError {
     /// can act on.
     fn from(e: sqlx::Error) -> Self {
         match &e {
+            // Also the server's own goodbyes: class 08 (connection exception) and 57P01-03 (shutting
+            // down, crashed, starting up), which a restart of PostgreSQL sends to open connections.
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::unavailable("database unavailable, retry later")
+            }
+            sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+                }) =>
+            {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("database unavailable, retry later")
             }

@@ -519,6 +519,7 @@ async fn acknowledged_writes_survive_an_etcd_restart_under_load() {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
     let mut r = Region::start().await;
+    r.create_flavor("small").await;
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let refusals: Arc<Mutex<Vec<tonic::Status>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
