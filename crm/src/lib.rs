@@ -181,6 +181,11 @@ impl Crm {
             "reports the controller had not stored a while after they went out, sent again",
         )?;
         registry.register(Box::new(resent.clone()))?;
+        let passes = prometheus::IntCounter::new(
+            "crm_reconcile_passes_total",
+            "reconcile passes completed (one at least every 2 s while the CRM works)",
+        )?;
+        registry.register(Box::new(passes.clone()))?;
         let (reporter, reports) = report::Reporter::new(report::RESEND_AFTER, resent);
         let reporter = Arc::new(reporter);
         let resync = Arc::new(Notify::new());
@@ -195,6 +200,7 @@ impl Crm {
             lb.clone(),
             reporter.clone(),
             resync.clone(),
+            passes,
         ));
         let sink = Arc::new(notify::CrmSink {
             mirror,

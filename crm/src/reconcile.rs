@@ -44,6 +44,8 @@ pub struct Reconciler {
     /// `updated_at` of every ClusterInst (`true`) and AppInst as the current pass sees them: reports name
     /// the request they answer, not a newer one that arrived meanwhile.
     stamps: Mutex<HashMap<(bool, String), i64>>,
+    /// passes completed (`crm_reconcile_passes_total`)
+    passes: prometheus::IntCounter,
 }
 
 /// Collects the step messages of one operation and reports them as they come.
@@ -88,6 +90,7 @@ impl Reconciler {
         lb: Arc<LbClient>,
         reporter: Arc<Reporter>,
         resync: Arc<Notify>,
+        passes: prometheus::IntCounter,
     ) -> Self {
         Self {
             cloudlet,
@@ -99,6 +102,7 @@ impl Reconciler {
             backoff: Mutex::default(),
             done: Mutex::default(),
             stamps: Mutex::default(),
+            passes,
         }
     }
 
@@ -106,6 +110,7 @@ impl Reconciler {
         let mut changed = self.mirror.subscribe();
         loop {
             self.pass().await;
+            self.passes.inc();
             tokio::select! {
                 _ = changed.changed() => {}
                 _ = self.resync.notified() => {}

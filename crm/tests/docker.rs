@@ -44,14 +44,7 @@ async fn apps_answer_through_the_shared_lb_and_deletes_clean_up() {
         .await
         .unwrap();
     for (inst, app, c) in [("a", "web-a", "c1"), ("b", "web-b", "c2")] {
-        let mut s = cloud
-            .app_insts()
-            .create_app_inst(app_inst("acme", inst, app, c))
-            .await
-            .unwrap()
-            .into_inner();
-        let p = drain(&mut s).await.expect("app instance becomes ready");
-        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+        let p = cloud.app_inst_ready(inst, app, c).await;
         assert!(
             p.iter()
                 .any(|m| m.message.starts_with("Creating container")),
@@ -243,13 +236,7 @@ async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
         .create_app(web_app("web", "steady"))
         .await
         .unwrap();
-    let mut s = cloud
-        .app_insts()
-        .create_app_inst(app_inst("acme", "w", "web", "c1"))
-        .await
-        .unwrap()
-        .into_inner();
-    drain(&mut s).await.expect("ready");
+    cloud.app_inst_ready("w", "web", "c1").await;
     let addr = cloud.public_addr("w").await;
     assert_eq!(get_until_ok(addr).await, "steady");
 
@@ -312,13 +299,7 @@ async fn the_lb_outlives_crm_crashes_and_comes_back_with_its_routes() {
         .create_app(web_app("web", "steady"))
         .await
         .unwrap();
-    let mut s = cloud
-        .app_insts()
-        .create_app_inst(app_inst("acme", "w", "web", "c1"))
-        .await
-        .unwrap()
-        .into_inner();
-    drain(&mut s).await.expect("ready");
+    cloud.app_inst_ready("w", "web", "c1").await;
     let addr = cloud.public_addr("w").await;
     assert_eq!(get_until_ok(addr).await, "steady");
     let lb = cloud.lb_pid("berlin").expect("the CRM started its LB");
@@ -425,14 +406,7 @@ async fn clusters_reach_neither_each_other_nor_the_host() {
         ("a2", "web-a", "c1"),
         ("b", "web-b", "c2"),
     ] {
-        let mut s = cloud
-            .app_insts()
-            .create_app_inst(app_inst("acme", inst, app, c))
-            .await
-            .unwrap()
-            .into_inner();
-        let p = drain(&mut s).await.expect("app instance becomes ready");
-        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+        cloud.app_inst_ready(inst, app, c).await;
     }
     let id = |inst: &str| cloud.containers(inst).pop().unwrap();
     let (a1, a2, b) = (id("a1"), id("a2"), id("b"));
@@ -500,4 +474,95 @@ async fn clusters_reach_neither_each_other_nor_the_host() {
             .unwrap();
         assert_eq!(fetch_from(&cloud, &a1, &b_ip).as_deref(), Some("hello-b"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_restarted_while_partitioned_keeps_its_apps_and_converges_when_it_heals() {
+    let cloud = Cloud::start().await;
+    let crm = cloud.onboard("berlin", vec![]).await;
+    cloud.cluster("c1", "berlin").await;
+    cloud
+        .apps()
+        .create_app(web_app("web", "steady"))
+        .await
+        .unwrap();
+    for inst in ["w1", "w2"] {
+        cloud.app_inst_ready(inst, "web", "c1").await;
+    }
+    let (w1, w2) = (cloud.public_addr("w1").await, cloud.public_addr("w2").await);
+
+    // From now on the CRM reaches its controller only through a link the test can cut.
+    let link = testenv::Proxy::start(cloud.config.notify_addr)
+        .await
+        .unwrap();
+    drop(crm);
+    let crm = cloud.start_crm_via("berlin", link.addr);
+    let connected = |crm: &CrmProcess, want: f64| {
+        let http = crm.http;
+        async move {
+            testenv::wait_for(
+                &format!("crm_controller_connected {want}"),
+                Duration::from_secs(30),
+                async || (testenv::metric(http, "crm_controller_connected") == want).then_some(()),
+            )
+            .await
+        }
+    };
+    connected(&crm, 1.0).await;
+    link.cut();
+    connected(&crm, 0.0).await;
+
+    // While it is cut off, the region changes: w2 is deleted, w3 is created.
+    let mut deleting = cloud
+        .app_insts()
+        .delete_app_inst(app_inst("acme", "w2", "", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    deleting.message().await.unwrap();
+    let mut creating = cloud
+        .app_insts()
+        .create_app_inst(app_inst("acme", "w3", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    creating.message().await.unwrap();
+
+    // Restarted while still cut off, the CRM serves what it last knew from its ledger.
+    drop(crm);
+    let crm = cloud.start_crm_via("berlin", link.addr);
+    testenv::wait_for(
+        "the restarted CRM to reconcile",
+        Duration::from_secs(30),
+        async || (testenv::metric(crm.http, "crm_reconcile_passes_total") >= 2.0).then_some(()),
+    )
+    .await;
+    assert_eq!(testenv::metric(crm.http, "crm_controller_connected"), 0.0);
+    assert_eq!(get_until_ok(w1).await, "steady");
+    assert_eq!(get_until_ok(w2).await, "steady");
+    assert_eq!(cloud.containers("w2").len(), 1);
+
+    // Healed: it converges to the controller's state, and the controller's to it.
+    link.heal();
+    connected(&crm, 1.0).await;
+    drain(&mut deleting).await.expect("w2 deleted");
+    let p = drain(&mut creating).await.expect("w3 created");
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    assert!(cloud.containers("w2").is_empty());
+    assert_eq!(cloud.containers("w3").len(), 1);
+    assert_eq!(get_until_ok(cloud.public_addr("w3").await).await, "steady");
+    assert_eq!(get_until_ok(w1).await, "steady");
+    let shown = show(cloud.app_insts().show_app_inst(AppInst::default())).await;
+    let mut states: Vec<_> = shown
+        .iter()
+        .map(|i| (i.key.as_ref().unwrap().name.clone(), i.state))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("w1".to_string(), TrackedState::Ready as i32),
+            ("w3".to_string(), TrackedState::Ready as i32)
+        ]
+    );
 }

@@ -9,8 +9,17 @@ use regional_controller::Controller;
 use testenv::fixtures::*;
 use tonic::transport::Channel;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_cloudlet_runs_clusters_and_app_insts() {
+/// etcd, the controller, flavor `small` and cloudlet `tmus/sim-1` whose fake-platform CRM takes `delay` per
+/// operation; ready once the cloudlet is.
+struct Sim {
+    etcd: testenv::Etcd,
+    _ctrl: Controller,
+    ch: Channel,
+    crm: Crm,
+    _state: tempfile::TempDir,
+}
+
+async fn sim(delay: Duration) -> Sim {
     let etcd = testenv::Etcd::start().await.unwrap();
     let ctrl = Controller::start(regional_controller::Config::local("EU", &etcd.url))
         .await
@@ -24,15 +33,14 @@ async fn fake_cloudlet_runs_clusters_and_app_insts() {
         .create_flavor(flavor("small"))
         .await
         .unwrap();
-    let mut cloudlets = cloudlet_api_client::CloudletApiClient::new(ch.clone());
-    let mut stream = cloudlets
+    let mut stream = cloudlet_api_client::CloudletApiClient::new(ch.clone())
         .create_cloudlet(cloudlet("tmus", "sim-1"))
         .await
         .unwrap()
         .into_inner();
     let access = stream.message().await.unwrap().unwrap().access.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let _crm = Crm::start(Config::fake(
+    let crm = Crm::start(Config::fake(
         "EU",
         CloudletKey {
             organization: "tmus".into(),
@@ -40,7 +48,7 @@ async fn fake_cloudlet_runs_clusters_and_app_insts() {
         },
         ctrl.notify_addr.to_string(),
         access.access_private_key,
-        Duration::from_millis(10),
+        delay,
         state.path().to_path_buf(),
     ))
     .await
@@ -49,6 +57,19 @@ async fn fake_cloudlet_runs_clusters_and_app_insts() {
         drain(&mut stream).await.unwrap().last().unwrap().state,
         TrackedState::Ready as i32
     );
+    Sim {
+        etcd,
+        _ctrl: ctrl,
+        ch,
+        crm,
+        _state: state,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_cloudlet_runs_clusters_and_app_insts() {
+    let region = sim(Duration::from_millis(10)).await;
+    let ch = region.ch.clone();
 
     // The fake also offers kubernetes clusters.
     let mut k8s = cluster("acme", "k1", "tmus", "sim-1");
@@ -93,41 +114,14 @@ async fn fake_cloudlet_runs_clusters_and_app_insts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_lost_to_a_failed_write_goes_out_again_and_the_app_reaches_ready() {
-    let mut etcd = testenv::Etcd::start().await.unwrap();
-    let ctrl = Controller::start(regional_controller::Config::local("EU", &etcd.url))
-        .await
-        .unwrap();
-    let ch = Channel::from_shared(format!("http://{}", ctrl.api_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    flavor_api_client::FlavorApiClient::new(ch.clone())
-        .create_flavor(flavor("small"))
-        .await
-        .unwrap();
-    let mut s = cloudlet_api_client::CloudletApiClient::new(ch.clone())
-        .create_cloudlet(cloudlet("tmus", "sim-1"))
-        .await
-        .unwrap()
-        .into_inner();
-    let access = s.message().await.unwrap().unwrap().access.unwrap();
-    let state = tempfile::tempdir().unwrap();
     // Each platform operation takes a second: time to lose the report that ends it.
-    let crm = Crm::start(Config::fake(
-        "EU",
-        CloudletKey {
-            organization: "tmus".into(),
-            name: "sim-1".into(),
-        },
-        ctrl.notify_addr.to_string(),
-        access.access_private_key,
-        Duration::from_secs(1),
-        state.path().to_path_buf(),
-    ))
-    .await
-    .unwrap();
-    drain(&mut s).await.unwrap();
+    let Sim {
+        mut etcd,
+        ch,
+        crm,
+        _ctrl,
+        _state,
+    } = sim(Duration::from_secs(1)).await;
     let mut s = cluster_inst_api_client::ClusterInstApiClient::new(ch.clone())
         .create_cluster_inst(cluster("acme", "c1", "tmus", "sim-1"))
         .await

@@ -936,85 +936,44 @@ async fn serves_https_with_the_given_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_postgres_restart_under_load() {
-    use std::sync::{Arc, Mutex};
     let mut p = Platform::start().await;
     let admin = p.login(ADMIN, ADMIN_PASSWORD).await;
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let refusals: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Two writers create organizations as fast as they are answered, at most 3,000 each; every one they
-    // are told was created is logged.
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let (admin, acked, refusals, stop) =
-                (admin.clone(), acked.clone(), refusals.clone(), stop.clone());
-            tokio::spawn(async move {
-                for n in 0..3000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let name = format!("load{w}x{n}");
-                    let (status, body) = admin
-                        .post(
-                            "/auth/org/create",
-                            json!({"Name": name, "Type": "developer"}),
-                        )
-                        .await;
-                    if status == 200 {
-                        acked.lock().unwrap().push(name);
-                    } else {
-                        refusals.lock().unwrap().push((status, body));
-                        // A client backs off before it tries again.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    let count = |v: &Arc<Mutex<Vec<String>>>| v.lock().unwrap().len();
-    testenv::wait_for("writes to flow", Duration::from_secs(30), async || {
-        (count(&acked) >= 20).then_some(())
-    })
-    .await;
+    let load = testenv::WriteLoad::start(2, 3000, move |name| {
+        let admin = admin.clone();
+        async move {
+            let r = admin
+                .post(
+                    "/auth/org/create",
+                    json!({"Name": name, "Type": "developer"}),
+                )
+                .await;
+            if r.0 == 200 { Ok(()) } else { Err(r) }
+        }
+    });
+    load.wait_acked(20).await;
     p.pg.stop();
-    testenv::wait_for(
-        "writes to be refused",
-        Duration::from_secs(30),
-        async || (!refusals.lock().unwrap().is_empty()).then_some(()),
-    )
-    .await;
+    load.wait_refused().await;
     p.pg.resume().await.unwrap();
-    let before = count(&acked);
-    testenv::wait_for(
-        "writes to flow again",
-        Duration::from_secs(60),
-        async || (count(&acked) >= before + 20).then_some(()),
-    )
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    load.wait_acked(20).await;
+    let (acked, refused) = load.finish().await;
 
     // While PostgreSQL was down callers were told to retry, in words; nothing acknowledged is missing.
-    for (status, body) in refusals.lock().unwrap().iter() {
+    for (status, body) in &refused {
         assert_eq!(*status, 503, "{body}");
         assert!(body.to_string().contains("retry later"), "{body}");
     }
-    let db = p.db().await;
     let stored: std::collections::HashSet<String> =
         sqlx::query_scalar("SELECT name FROM organizations WHERE name LIKE 'load%'")
-            .fetch_all(&db)
+            .fetch_all(&p.db().await)
             .await
             .unwrap()
             .into_iter()
             .collect();
-    let acked = acked.lock().unwrap();
     let lost: Vec<_> = acked.iter().filter(|n| !stored.contains(*n)).collect();
     println!(
         "{} writes acknowledged, {} refused while PostgreSQL restarted, {} lost",
         acked.len(),
-        refusals.lock().unwrap().len(),
+        refused.len(),
         lost.len()
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");

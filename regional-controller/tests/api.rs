@@ -516,74 +516,33 @@ async fn a_region_larger_than_one_grpc_message_loads_at_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_an_etcd_restart_under_load() {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
     let mut r = Region::start().await;
     r.create_flavor("small").await;
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let refusals: Arc<Mutex<Vec<tonic::Status>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Two writers create Apps as fast as they are answered, at most 3,000 each; every App they are told
-    // was created is logged.
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let (mut api, acked, refusals, stop) =
-                (r.apps(), acked.clone(), refusals.clone(), stop.clone());
-            tokio::spawn(async move {
-                for n in 0..3000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let name = format!("w{w}-{n}");
-                    match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        api.create_app(app("acme", &name, "tcp:80")),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => acked.lock().unwrap().push(name),
-                        Ok(Err(e)) => {
-                            refusals.lock().unwrap().push(e);
-                            // A client backs off before it tries again.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(_) => refusals
-                            .lock()
-                            .unwrap()
-                            .push(tonic::Status::deadline_exceeded("no answer in 10 s")),
-                    }
-                }
-            })
-        })
-        .collect();
-    let count = |v: &Arc<Mutex<Vec<String>>>| v.lock().unwrap().len();
-    testenv::wait_for("writes to flow", Duration::from_secs(30), async || {
-        (count(&acked) >= 20).then_some(())
-    })
-    .await;
+    let api = r.apps();
+    let load = testenv::WriteLoad::start(2, 3000, move |name| {
+        let mut api = api.clone();
+        async move {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                api.create_app(app("acme", &name, "tcp:80")),
+            )
+            .await
+            {
+                Ok(r) => r.map(drop),
+                Err(_) => Err(tonic::Status::deadline_exceeded("no answer in 10 s")),
+            }
+        }
+    });
+    load.wait_acked(20).await;
     r.etcd.stop();
-    testenv::wait_for(
-        "writes to be refused",
-        Duration::from_secs(30),
-        async || (!refusals.lock().unwrap().is_empty()).then_some(()),
-    )
-    .await;
+    load.wait_refused().await;
     r.etcd.resume().await.unwrap();
-    let before = count(&acked);
-    testenv::wait_for(
-        "writes to flow again",
-        Duration::from_secs(60),
-        async || (count(&acked) >= before + 20).then_some(()),
-    )
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    load.wait_acked(20).await;
+    let (acked, refused) = load.finish().await;
 
-    // While etcd was down the callers were told to retry, in words; nothing they were told was created is
-    // missing.
-    for e in refusals.lock().unwrap().iter() {
+    // While etcd was down callers were told to retry; nothing they were told was created is missing.
+    for e in &refused {
         assert!(
             matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded),
             "{e:?}"
@@ -594,12 +553,11 @@ async fn acknowledged_writes_survive_an_etcd_restart_under_load() {
         .into_iter()
         .map(|a| a.key.unwrap().name)
         .collect();
-    let acked = acked.lock().unwrap();
     let lost: Vec<_> = acked.iter().filter(|n| !shown.contains(*n)).collect();
     println!(
         "{} writes acknowledged, {} refused while etcd restarted, {} lost",
         acked.len(),
-        refusals.lock().unwrap().len(),
+        refused.len(),
         lost.len()
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");

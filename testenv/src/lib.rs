@@ -14,17 +14,21 @@ mod etcd;
 pub mod fixtures;
 pub mod fuzz;
 mod influx;
+mod load;
 mod openbao;
 mod postgres;
 mod process;
+mod proxy;
 mod smtp;
 
 pub use docker::Docker;
 pub use etcd::Etcd;
 pub use influx::Influx;
+pub use load::WriteLoad;
 pub use openbao::OpenBao;
 pub use postgres::Postgres;
 pub use process::{free_port, http_get, metric};
+pub use proxy::Proxy;
 pub use smtp::Smtp;
 
 /// Why a server could not be started.

@@ -131,19 +131,23 @@ impl DockerPlatform {
         Ok(true)
     }
 
+    /// The cloudlet's cluster networks on the engine.
+    async fn cluster_networks(&self) -> Result<Vec<bollard::models::Network>> {
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&self.filter(LABEL_CLUSTER))
+            .build();
+        self.docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| engine_error("listing networks", e))
+    }
+
     /// Applies the isolation rules for the cluster networks that exist now.
     async fn isolate(&self) -> Result<()> {
         let Some(iso) = &self.isolation else {
             return Ok(());
         };
-        let opts = ListNetworksOptionsBuilder::default()
-            .filters(&self.filter(LABEL_CLUSTER))
-            .build();
-        let nets = self
-            .docker
-            .list_networks(Some(opts))
-            .await
-            .map_err(|e| engine_error("listing networks", e))?;
+        let nets = self.cluster_networks().await?;
         let mut bridges: Vec<String> = nets
             .into_iter()
             .filter_map(
@@ -326,14 +330,7 @@ impl Platform for DockerPlatform {
 #[async_trait::async_trait]
 impl ClusterOps for DockerPlatform {
     async fn list_clusters(&self) -> Result<Vec<String>> {
-        let opts = ListNetworksOptionsBuilder::default()
-            .filters(&self.filter(LABEL_CLUSTER))
-            .build();
-        let nets = self
-            .docker
-            .list_networks(Some(opts))
-            .await
-            .map_err(|e| engine_error("listing networks", e))?;
+        let nets = self.cluster_networks().await?;
         Ok(nets
             .into_iter()
             .filter_map(|n| n.labels?.remove(LABEL_CLUSTER))

@@ -103,6 +103,11 @@ impl Cloud {
 
     /// Starts the `crm` binary for cloudlet `tmus/<name>` with the key in `<dir>/<name>.key`.
     pub fn start_crm(&self, name: &str) -> CrmProcess {
+        self.start_crm_via(name, self.config.notify_addr)
+    }
+
+    /// [`Cloud::start_crm`] dialling the controller's notify port at `notify` (a proxy of it).
+    pub fn start_crm_via(&self, name: &str, notify: SocketAddr) -> CrmProcess {
         let http: SocketAddr = ([127, 0, 0, 1], testenv::free_port()).into();
         let child = Command::new(env!("CARGO_BIN_EXE_crm"))
             .args([
@@ -113,7 +118,7 @@ impl Cloud {
                 "--cloudlet-name",
                 name,
             ])
-            .args(["--controller-notify", &self.config.notify_addr.to_string()])
+            .args(["--controller-notify", &notify.to_string()])
             .arg("--access-key")
             .arg(self.dir.path().join(format!("{name}.key")))
             .args(&self.platform_args)
@@ -188,6 +193,19 @@ impl Cloud {
             .into_inner();
         let p = drain(&mut s).await.expect("cluster becomes ready");
         assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    }
+
+    /// AppInst `acme/<inst>` of App `acme/<app>` on cluster `acme/<cluster>`, READY; its progress.
+    pub async fn app_inst_ready(&self, inst: &str, app: &str, cluster: &str) -> Vec<Progress> {
+        let mut s = self
+            .app_insts()
+            .create_app_inst(app_inst("acme", inst, app, cluster))
+            .await
+            .unwrap()
+            .into_inner();
+        let p = drain(&mut s).await.expect("app instance becomes ready");
+        assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+        p
     }
 
     /// The shared-LB address of an AppInst's first port.
