@@ -22,7 +22,7 @@ const MUNICH: (f64, f64) = (48.137, 11.575);
 const HAMBURG: (f64, f64) = (53.55, 9.99);
 
 struct World {
-    _etcd: testenv::Etcd,
+    etcd: testenv::Etcd,
     ctrl: Controller,
     ch: Channel,
     crms: HashMap<&'static str, Crm>,
@@ -114,7 +114,7 @@ impl World {
             .await
             .unwrap();
         let w = Self {
-            _etcd: etcd,
+            etcd,
             ctrl,
             ch,
             crms,
@@ -652,4 +652,86 @@ async fn apps_with_an_auth_key_need_a_signed_token() {
         .register("acme", "game", "1.0", Some(&token("acme")))
         .await);
     assert_eq!(code, Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dme_and_crms_keep_their_world_through_a_controller_that_cannot_load() {
+    let World {
+        etcd,
+        ctrl,
+        crms,
+        dme,
+        _dir,
+        ..
+    } = World::start().await;
+    let mut cfg = regional_controller::Config::local("EU", &etcd.url);
+    cfg.api_addr = ctrl.api_addr;
+    cfg.notify_addr = ctrl.notify_addr;
+    cfg.http_addr = ctrl.http_addr;
+    drop(ctrl);
+    // A value larger than one gRPC reply may carry: the restarted controller cannot load the region (it
+    // retries), but its ports answer.
+    let mut kv = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    kv.put("/edge/EU/zz-oversized", vec![b'x'; 5 << 20], None)
+        .await
+        .unwrap();
+    let restarting = tokio::spawn(Controller::start(cfg.clone()));
+    let refused = |t: &str| {
+        testenv::metric(
+            cfg.http_addr,
+            &format!("controller_notify_refused_total{{client_type=\"{t}\"}}"),
+        )
+    };
+    testenv::wait_for(
+        "the DME and every CRM to be refused by the controller that cannot load",
+        Duration::from_secs(60),
+        async || {
+            (refused("CLIENT_TYPE_DME") >= 1.0 && refused("CLIENT_TYPE_CRM") >= 3.0).then_some(())
+        },
+    )
+    .await;
+    // Refused, not emptied: the DME still finds the nearest instance, every CRM still holds its own.
+    let mut c = DmeClient::connect(&format!("http://{}", dme.grpc_addr))
+        .await
+        .unwrap();
+    c.register("acme", "game", "1.0", None).await.unwrap();
+    let found = c.find_cloudlet("", HAMBURG.0, HAMBURG.1).await.unwrap();
+    assert_eq!(
+        found.map(|f| (f.cloudlet_location.latitude, f.cloudlet_location.longitude)),
+        Some(BERLIN)
+    );
+    for name in crms.keys() {
+        let desired = std::fs::read_to_string(_dir.path().join(name).join("desired.json")).unwrap();
+        assert!(desired.contains(&format!("g-{name}")), "{name}: {desired}");
+    }
+
+    // The oversized value gone, the controller loads and every client syncs with it.
+    kv.delete("/edge/EU/zz-oversized", None).await.unwrap();
+    let ctrl = tokio::time::timeout(Duration::from_secs(60), restarting)
+        .await
+        .expect("the region loads")
+        .unwrap()
+        .unwrap();
+    testenv::wait_for(
+        "the CRMs and the DME to reconnect",
+        Duration::from_secs(60),
+        async || {
+            let up = |t: &str| {
+                testenv::metric(
+                    ctrl.http_addr,
+                    &format!("controller_notify_clients{{client_type=\"{t}\"}}"),
+                )
+            };
+            (up("CLIENT_TYPE_DME") == 1.0 && up("CLIENT_TYPE_CRM") == 3.0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        c.find_cloudlet("", HAMBURG.0, HAMBURG.1)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -51,6 +51,8 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=edge={peer}"))
+            // Values up to 10 MiB: a test can store an object larger than a client's 4 MiB reply limit.
+            .arg("--max-request-bytes=10485760")
             .arg("--logger=zap")
             .arg("--log-level=warn");
         let mut p = ServerProcess::spawn(NAME, cmd, &self.dir.path().join("etcd.log"))?;
