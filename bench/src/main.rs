@@ -5,10 +5,11 @@
 //! (latency percentiles) and concurrent calls (throughput) of each, bounded in count and time, and prints
 //! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
 //! a VM AppInst against a bare qemu boot ([`vm`]). `lb`: the shared root LB against direct connections
-//! ([`lb`]).
+//! ([`lb`]). `restart`: a controller restarting on a region of 100,000 AppInsts ([`restart`]).
 
 mod lb;
 mod region;
+mod restart;
 mod shepherd;
 mod vm;
 
@@ -41,6 +42,8 @@ enum Bench {
     Vm(vm::Args),
     /// TCP throughput and connections/s through the shared root LB against direct connections.
     Lb(lb::Args),
+    /// Restart-to-ready and memory of a controller on a large region written straight into etcd.
+    Restart(restart::Args),
     /// (internal) the Shepherd process the `shepherd` benchmark measures.
     #[command(hide = true)]
     ShepherdChild(shepherd::Child),
@@ -137,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Shepherd(a)) => shepherd::run(a).await,
         Some(Bench::Vm(a)) => vm::run(a).await,
         Some(Bench::Lb(a)) => lb::run(a).await,
+        Some(Bench::Restart(a)) => restart::run(a).await,
         Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,
     }
 }

@@ -35,8 +35,10 @@ pub enum Event {
 }
 
 /// Keys per etcd read while loading the region; a page too large for one gRPC reply (large objects) is
-/// read again in smaller pages.
-pub const LOAD_PAGE: i64 = 256;
+/// read again in smaller pages. Large on purpose: etcd (3.4) walks the whole rest of the range for every
+/// page to count it, so loading costs keys² / (2 × page) key visits. With 256, 100,000 AppInsts (520,000
+/// keys) took 164 s to load; with 4,096, see the README (`edge-bench restart`).
+pub const LOAD_PAGE: i64 = 4096;
 
 #[derive(Default)]
 struct State {
