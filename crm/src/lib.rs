@@ -203,7 +203,7 @@ impl Crm {
             passes,
         ));
         let sink = Arc::new(notify::CrmSink {
-            mirror,
+            mirror: mirror.clone(),
             reporter,
             resync,
             connected,
@@ -221,6 +221,7 @@ impl Crm {
         let connection = edge_common::notify_client::run(dial, hello, sink, reports);
         let tasks = vec![
             ops_server.task,
+            tokio::spawn(mirror.clone().run_flusher()),
             tokio::spawn(reconciler.run()),
             tokio::spawn(lb.supervise()),
             tokio::spawn(connection),

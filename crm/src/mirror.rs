@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use edge_common::Keyed;
 use edge_proto::edge::{App, AppInst, ChangeAction, Cloudlet, ClusterInst, Flavor, change};
@@ -135,6 +135,10 @@ pub struct Mirror {
     path: PathBuf,
     changed: watch::Sender<u64>,
     seal: Seal,
+    /// set by [`Mirror::update`], taken by [`Mirror::run_flusher`]
+    dirty: tokio::sync::Notify,
+    /// writes of the file so far
+    writes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +194,8 @@ impl Mirror {
             path,
             changed: watch::channel(generation).0,
             seal,
+            dirty: tokio::sync::Notify::new(),
+            writes: Default::default(),
         })
     }
 
@@ -202,12 +208,20 @@ impl Mirror {
         self.changed.subscribe()
     }
 
-    /// Changes the state, persists it atomically and wakes the reconciler.
-    pub fn update(&self, f: impl FnOnce(&mut Desired)) -> Result<(), MirrorError> {
-        let (generation, json) = {
+    /// Changes the state in memory; [`Mirror::run_flusher`] persists it and then wakes the reconciler.
+    pub fn update(&self, f: impl FnOnce(&mut Desired)) {
+        {
             let mut st = self.state.write().expect("mirror lock");
             f(&mut st);
             st.generation += 1;
+        }
+        self.dirty.notify_one();
+    }
+
+    /// Writes the current state atomically and wakes the reconciler with its generation.
+    pub fn persist(&self) -> Result<(), MirrorError> {
+        let (generation, json) = {
+            let mut st = self.state.write().expect("mirror lock");
             let sealed = self.seal.apps(&st.apps, |v| self.seal.seal(v));
             let plain = std::mem::replace(&mut st.apps, sealed);
             let json = serde_json::to_vec(&*st).expect("desired state serializes");
@@ -218,8 +232,34 @@ impl Mirror {
             path: self.path.clone(),
             source,
         })?;
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.changed.send_replace(generation);
         Ok(())
+    }
+
+    /// How many times the state was written.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Persists changes as they come: one write for every burst of changes (a full sync of N objects is
+    /// a handful of writes, not N writes of the whole state), off the async workers. The reconciler acts
+    /// only on persisted states, so what it did is always in the file a restart reads.
+    pub async fn run_flusher(self: Arc<Self>) {
+        loop {
+            self.dirty.notified().await;
+            let m = self.clone();
+            match tokio::task::spawn_blocking(move || m.persist()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "persisting the desired state failed; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    self.dirty.notify_one();
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -245,16 +285,16 @@ mod tests {
         m.update(|d| {
             d.apply(ChangeAction::Update, 7, change::Object::Flavor(f.clone()));
             d.complete = true;
-        })
-        .unwrap();
+        });
+        m.persist().unwrap();
         let again = Mirror::load(dir, seal()).unwrap().snapshot();
         assert_eq!(
             (again.generation, again.revision, again.complete),
             (1, 7, true)
         );
         assert_eq!(again.flavors["small"].vcpus, 1);
-        m.update(|d| d.apply(ChangeAction::Delete, 8, change::Object::Flavor(f)))
-            .unwrap();
+        m.update(|d| d.apply(ChangeAction::Delete, 8, change::Object::Flavor(f)));
+        m.persist().unwrap();
         assert!(
             Mirror::load(dir, seal())
                 .unwrap()
@@ -265,6 +305,34 @@ mod tests {
         std::fs::write(dir.join("desired.json"), "{not json").unwrap();
         let err = Mirror::load(dir, seal()).err().unwrap().to_string();
         assert!(err.contains("not a valid desired-state file"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_changes_is_written_a_few_times_not_once_each() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Arc::new(Mirror::load(tmp.path(), Seal::from_access_key("key-1")).unwrap());
+        let flusher = tokio::spawn(m.clone().run_flusher());
+        let mut persisted = m.subscribe();
+        for i in 0..2000 {
+            let f = Flavor {
+                key: Some(FlavorKey {
+                    name: format!("f{i}"),
+                }),
+                ..Default::default()
+            };
+            m.update(|d| d.apply(ChangeAction::Update, i, change::Object::Flavor(f)));
+        }
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            persisted.wait_for(|g| *g == 2000),
+        )
+        .await
+        .expect("the last change is persisted")
+        .unwrap();
+        assert!(m.writes() < 200, "{} writes for 2000 changes", m.writes());
+        let again = Mirror::load(tmp.path(), Seal::from_access_key("key-1")).unwrap();
+        assert_eq!(again.snapshot().flavors.len(), 2000);
+        flusher.abort();
     }
 
     #[test]
@@ -281,8 +349,8 @@ mod tests {
             ..Default::default()
         };
         app.env.insert("DB_PASSWORD".into(), "hunter2".into());
-        m.update(|d| d.apply(ChangeAction::Update, 1, change::Object::App(app.clone())))
-            .unwrap();
+        m.update(|d| d.apply(ChangeAction::Update, 1, change::Object::App(app.clone())));
+        m.persist().unwrap();
         assert_eq!(
             m.snapshot().apps["acme/game/1"].env["DB_PASSWORD"],
             "hunter2"

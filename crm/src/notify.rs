@@ -10,7 +10,7 @@ use edge_proto::edge::{ChangeAction, change};
 use prometheus::IntGauge;
 use tokio::sync::Notify;
 
-use crate::mirror::{Desired, Mirror};
+use crate::mirror::Mirror;
 use crate::report::Reporter;
 
 pub struct CrmSink {
@@ -21,21 +21,13 @@ pub struct CrmSink {
     pub connected: IntGauge,
 }
 
-impl CrmSink {
-    fn store(&self, f: impl FnOnce(&mut Desired)) {
-        if let Err(e) = self.mirror.update(f) {
-            tracing::error!(error = %e, "persisting the desired state failed");
-        }
-    }
-}
-
 impl Sink for CrmSink {
     fn apply(&self, action: ChangeAction, revision: i64, object: change::Object) {
-        self.store(|d| d.apply(action, revision, object));
+        self.mirror.update(|d| d.apply(action, revision, object));
     }
 
     fn sync_end(&self, revision: i64, keep: &HashSet<String>) {
-        self.store(|d| {
+        self.mirror.update(|d| {
             let kept = |kind: &str, k: &String| keep.contains(&format!("{kind}/{k}"));
             d.flavors.retain(|k, _| kept("Flavor", k));
             d.apps.retain(|k, _| kept("App", k));
