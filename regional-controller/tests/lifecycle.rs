@@ -642,3 +642,33 @@ async fn objects_of_a_crm_gone_for_good_are_deleted_with_crm_override() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_on_one_cloudlet_all_get_distinct_ports() {
+    let (r, _crm) = region_with_cluster().await;
+    // 16 callers at once all want the lowest free port: the losers of each race try again, spread out.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let mut insts = r.app_insts();
+            tokio::spawn(async move {
+                insts
+                    .create_app_inst(app_inst("acme", &format!("p{i}"), "game", "c1"))
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().expect("every create is accepted");
+    }
+    let shown = show(r.app_insts().show_app_inst(AppInst::default())).await;
+    let mut tcp: Vec<i32> = shown
+        .iter()
+        .flat_map(|i| i.mapped_ports.iter())
+        .filter(|p| p.proto == LProto::Tcp as i32)
+        .map(|p| p.public_port)
+        .collect();
+    tcp.sort();
+    tcp.dedup();
+    assert_eq!(tcp.len(), 16, "{tcp:?}");
+}

@@ -48,7 +48,8 @@ fn port_keys(store: &Store, cloudlet: &str, p: &AppPort) -> Vec<String> {
 impl AppInstService {
     /// Checks `inst` against the objects it refers to, fills the derived fields (cloudlet, flavor, ports,
     /// URI) and adds guards, reference keys and port holds to `w`.
-    async fn prepare(&self, inst: &mut AppInst, w: &mut Write) -> Result<()> {
+    /// `attempt` counts the races this create lost already (its public ports spread out with it).
+    async fn prepare(&self, inst: &mut AppInst, w: &mut Write, attempt: usize) -> Result<()> {
         let api = &self.0;
         let key = inst.key.clone().unwrap_or_default();
         let app_key = inst
@@ -179,7 +180,7 @@ impl AppInstService {
             .as_ref()
             .is_none_or(|c| c.ip_access == IpAccess::Shared as i32);
         if shared {
-            self.allocate_ports(w, &ck, &key.key_string(), &mut ports)
+            self.allocate_ports(w, &ck, &key.key_string(), &mut ports, attempt)
                 .await?;
             inst.uri = cloudlet.root_lb_fqdn.clone();
         } else {
@@ -207,13 +208,16 @@ impl AppInstService {
     }
 
     /// Picks the lowest free public ports of the configured range on the cloudlet (TCP and UDP counted
-    /// separately; a range gets a contiguous block) and holds them in the same write.
+    /// separately; a range gets a contiguous block) and holds them in the same write. After `attempt`
+    /// lost races it picks at random among the lowest `4 × attempt` free ones instead: callers created
+    /// at once would otherwise all want the same port again.
     async fn allocate_ports(
         &self,
         w: &mut Write,
         cloudlet: &str,
         inst: &str,
         ports: &mut [AppPort],
+        attempt: usize,
     ) -> Result<()> {
         let store = &self.0.store;
         let prefix = store.ports_prefix(cloudlet);
@@ -230,8 +234,17 @@ impl AppInstService {
         for p in ports.iter_mut() {
             let proto = proto_name(p.proto).to_string();
             let n = validate::port_count(p);
-            let start = (i32::from(lo)..=i32::from(hi) - n + 1)
-                .find(|s| (*s..*s + n).all(|port| !held.contains(&(proto.clone(), port))))
+            let free = (i32::from(lo)..=i32::from(hi) - n + 1)
+                .filter(|s| (*s..*s + n).all(|port| !held.contains(&(proto.clone(), port))));
+            let skip = if attempt == 0 {
+                0
+            } else {
+                random_below(4 * attempt)
+            };
+            // The `skip`-th free start, or the last free one when there are fewer.
+            let start = free
+                .take(skip + 1)
+                .last()
                 .ok_or_else(|| {
                     precondition(format!(
                         "no {n} free public {proto} port(s) left on Cloudlet \"{cloudlet}\" (range {lo}-{hi})"
@@ -249,6 +262,14 @@ impl AppInstService {
         }
         Ok(())
     }
+}
+
+/// A random number below `n` (≥ 1), from the standard library's per-process random hash keys.
+fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(n);
+    (h.finish() % n.max(1) as u64) as usize
 }
 
 /// The public-port keys an AppInst holds, for release when it is deleted.
@@ -284,11 +305,13 @@ impl AppInstApi for AppInstService {
         let api = &self.0;
         api.check_org_quota::<AppInst>(&key.organization)?;
         let what = format!("AppInst \"{}\"", key.key_string());
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
         let create = api.write(&what, || async {
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut inst = req.clone();
             inst.crm_override = 0;
             let mut w = Write::default();
-            self.prepare(&mut inst, &mut w).await?;
+            self.prepare(&mut inst, &mut w, attempt).await?;
             inst.request(TrackedState::CreateRequested);
             inst.created_at = now();
             inst.updated_at = inst.created_at;

@@ -85,11 +85,15 @@ impl Api {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<i64>>>,
     {
-        for _ in 0..RETRIES {
+        for lost in 0..RETRIES {
             if let Some(rev) = attempt().await? {
                 self.cache.wait_for(rev).await;
                 return Ok(rev);
             }
+            // Callers that lost the same race (all taking the lowest free port, say) would meet again
+            // at once: each waits a random while, up to 2, 4, ... 64 ms, before it reads afresh.
+            let max = std::time::Duration::from_millis(2 << lost.min(5));
+            tokio::time::sleep(edge_common::notify_client::jitter(max)).await;
         }
         Err(CtrlError::Conflict(what.to_string()))
     }
