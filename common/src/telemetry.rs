@@ -19,6 +19,13 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// JSON lines when `json` (a binary's `--log-json`), else human-readable.
+    pub fn json(json: bool) -> Self {
+        if json { Self::Json } else { Self::Human }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("setting up the OTLP exporter for {endpoint}: {source}")]

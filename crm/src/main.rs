@@ -71,14 +71,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init(
-        "crm",
-        if args.log_json {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        },
-    )?;
+    let _telemetry = telemetry::init("crm", LogFormat::json(args.log_json))?;
     let agent = args
         .agent
         .agent(edge_proto::edge::ClientType::Crm)

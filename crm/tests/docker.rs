@@ -226,9 +226,8 @@ async fn a_crm_killed_mid_create_finishes_with_exactly_one_container() {
     assert_eq!(get_until_ok(cloud.public_addr("w").await).await, "survivor");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
-    let mut cloud = Cloud::start().await;
+/// Cloudlet `berlin` with its CRM, cluster `c1`, App `web` answering "steady", and READY instances `insts`.
+async fn steady(cloud: &Cloud, insts: &[&str]) -> CrmProcess {
     let crm = cloud.onboard("berlin", vec![]).await;
     cloud.cluster("c1", "berlin").await;
     cloud
@@ -236,7 +235,16 @@ async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
         .create_app(web_app("web", "steady"))
         .await
         .unwrap();
-    cloud.app_inst_ready("w", "web", "c1").await;
+    for inst in insts {
+        cloud.app_inst_ready(inst, "web", "c1").await;
+    }
+    crm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_keep_running_while_the_controller_is_down_and_states_resync() {
+    let mut cloud = Cloud::start().await;
+    let crm = steady(&cloud, &["w"]).await;
     let addr = cloud.public_addr("w").await;
     assert_eq!(get_until_ok(addr).await, "steady");
 
@@ -292,14 +300,7 @@ fn get_on(mut conn: std::net::TcpStream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lb_outlives_crm_crashes_and_comes_back_with_its_routes() {
     let mut cloud = Cloud::start().await;
-    let crm = cloud.onboard("berlin", vec![]).await;
-    cloud.cluster("c1", "berlin").await;
-    cloud
-        .apps()
-        .create_app(web_app("web", "steady"))
-        .await
-        .unwrap();
-    cloud.app_inst_ready("w", "web", "c1").await;
+    let crm = steady(&cloud, &["w"]).await;
     let addr = cloud.public_addr("w").await;
     assert_eq!(get_until_ok(addr).await, "steady");
     let lb = cloud.lb_pid("berlin").expect("the CRM started its LB");
@@ -479,16 +480,7 @@ async fn clusters_reach_neither_each_other_nor_the_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_restarted_while_partitioned_keeps_its_apps_and_converges_when_it_heals() {
     let cloud = Cloud::start().await;
-    let crm = cloud.onboard("berlin", vec![]).await;
-    cloud.cluster("c1", "berlin").await;
-    cloud
-        .apps()
-        .create_app(web_app("web", "steady"))
-        .await
-        .unwrap();
-    for inst in ["w1", "w2"] {
-        cloud.app_inst_ready(inst, "web", "c1").await;
-    }
+    let crm = steady(&cloud, &["w1", "w2"]).await;
     let (w1, w2) = (cloud.public_addr("w1").await, cloud.public_addr("w2").await);
 
     // From now on the CRM reaches its controller only through a link the test can cut.

@@ -70,14 +70,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init(
-        "dme",
-        if args.log_json {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        },
-    )?;
+    let _telemetry = telemetry::init("dme", LogFormat::json(args.log_json))?;
     let mut cfg = Config::local(&args.region, &args.controller_notify);
     cfg.grpc_addr = args.grpc_addr;
     cfg.rest_addr = args.rest_addr;

@@ -62,14 +62,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init(
-        "master-controller",
-        if args.log_json {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        },
-    )?;
+    let _telemetry = telemetry::init("master-controller", LogFormat::json(args.log_json))?;
     let mut cfg = Config::local(&args.database_url, &args.vault_addr, &args.vault_token);
     cfg.http_addr = args.http_addr;
     cfg.tls = args.tls_cert.zip(args.tls_key);

@@ -81,14 +81,7 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init(
-        "regional-controller",
-        if args.log_json {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        },
-    )?;
+    let _telemetry = telemetry::init("regional-controller", LogFormat::json(args.log_json))?;
     let mut config = Config::local(&args.region, "");
     config.etcd_endpoints = args.etcd;
     config.api_addr = args.api_addr;

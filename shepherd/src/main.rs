@@ -107,14 +107,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init(
-        "shepherd",
-        if args.log_json {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        },
-    )?;
+    let _telemetry = telemetry::init("shepherd", LogFormat::json(args.log_json))?;
     let agent = args
         .agent
         .agent(ClientType::Shepherd)

@@ -44,14 +44,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init(
-        "edge-lb",
-        if args.log_json {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        },
-    )?;
+    let _telemetry = telemetry::init("edge-lb", LogFormat::json(args.log_json))?;
     server::run(ServerConfig {
         dir: args.dir,
         public_addr: args.public_addr,
