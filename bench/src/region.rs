@@ -53,8 +53,7 @@ impl Region {
             .connect()
             .await?;
         api.flavors().create_flavor(flavor("small")).await?;
-        let pid = std::process::id();
-        let public_ip = std::net::IpAddr::from([127, 3, (pid >> 8) as u8, pid as u8 | 1]);
+        let public_ip = testenv::loopback_ip();
         let mut c = cloudlet("op", "c1");
         c.public_addr = public_ip.to_string();
         let mut s = api.cloudlets().create_cloudlet(c).await?.into_inner();

@@ -421,8 +421,14 @@ async fn clusters_reach_neither_each_other_nor_the_host() {
     std::thread::spawn(move || {
         use std::io::{Read, Write};
         for mut c in host.incoming().flatten() {
-            let mut request = [0u8; 1024];
-            let _ = c.read(&mut request);
+            // The whole request first: closing on unread bytes would reset the connection.
+            let (mut request, mut buf) = (Vec::new(), [0u8; 1024]);
+            while !request.ends_with(b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
             let _ = c.write_all(b"HTTP/1.0 200 OK\r\n\r\nhost");
         }
     });

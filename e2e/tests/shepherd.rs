@@ -62,13 +62,7 @@ impl Region {
             .create_flavor(flavor("small"))
             .await
             .unwrap();
-        let pid = std::process::id();
-        let public_ip = IpAddr::from([
-            127,
-            2 + (pid >> 16) as u8 % 250,
-            (pid >> 8) as u8,
-            pid as u8 | 1,
-        ]);
+        let public_ip = testenv::loopback_ip();
         let mut c = cloudlet("tmus", "berlin");
         c.public_addr = public_ip.to_string();
         let mut s = CloudletApiClient::new(channel.clone())
@@ -516,7 +510,7 @@ async fn an_app_is_measured_checked_and_alerted_on() {
     assert!(mem > 0, "a running httpd uses memory: {v}");
     let accepts = wait_for("the LB connection counted", Duration::from_secs(30), async || {
         let rows = region
-            .rows("metrics", "SELECT accepts FROM \"appinst-connections\" WHERE app = 'web' AND port = '10000' ORDER BY time DESC LIMIT 1")
+            .rows("metrics", &format!("SELECT accepts FROM \"appinst-connections\" WHERE app = 'web' AND port = '{}' ORDER BY time DESC LIMIT 1", public.port()))
             .await;
         rows.first().and_then(|r| r[1].as_i64()).filter(|n| *n >= 1)
     })

@@ -19,6 +19,14 @@ pub(crate) fn require(bin: &'static str) -> Result<PathBuf> {
         .ok_or(Error::Missing(bin))
 }
 
+/// A loopback address of this process's own (`127.<10 + pid / 65536>.<pid / 256 % 256>.<pid % 256>`), for
+/// servers that listen on fixed ports (a cloudlet's LB from 10000 on): tests running at once, and the
+/// servers one test leaves stopping, never share it. Unique for every pid below 2^22 (Linux's maximum).
+pub fn loopback_ip() -> std::net::IpAddr {
+    let pid = std::process::id();
+    std::net::IpAddr::from([127, 10 + (pid >> 16) as u8, (pid >> 8) as u8, pid as u8])
+}
+
 /// A free TCP port on 127.0.0.1 (bound once and released, so the server can take it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -60,13 +60,7 @@ impl Cloud {
             .connect()
             .await
             .unwrap();
-        let pid = std::process::id();
-        let public_ip = IpAddr::from([
-            127,
-            1 + (pid >> 16) as u8 % 250,
-            (pid >> 8) as u8,
-            pid as u8 | 1,
-        ]);
+        let public_ip = testenv::loopback_ip();
         let dir = tempfile::tempdir().unwrap();
         let platform_args = ["--platform", "docker", "--docker-host", &docker.host]
             .map(String::from)

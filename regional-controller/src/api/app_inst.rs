@@ -209,8 +209,8 @@ impl AppInstService {
 
     /// Picks the lowest free public ports of the configured range on the cloudlet (TCP and UDP counted
     /// separately; a range gets a contiguous block) and holds them in the same write. After `attempt`
-    /// lost races it picks at random among the lowest `4 × attempt` free ones instead: callers created
-    /// at once would otherwise all want the same port again.
+    /// lost races (two or more) it picks at random among the lowest `attempt²` free ones instead:
+    /// callers created at once would otherwise all want the same port again.
     async fn allocate_ports(
         &self,
         w: &mut Write,
@@ -236,11 +236,7 @@ impl AppInstService {
             let n = validate::port_count(p);
             let free = (i32::from(lo)..=i32::from(hi) - n + 1)
                 .filter(|s| (*s..*s + n).all(|port| !held.contains(&(proto.clone(), port))));
-            let skip = if attempt == 0 {
-                0
-            } else {
-                random_below(4 * attempt)
-            };
+            let skip = random_below(attempt * attempt);
             // The `skip`-th free start, or the last free one when there are fewer.
             let start = free
                 .take(skip + 1)
