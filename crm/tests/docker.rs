@@ -564,3 +564,22 @@ async fn a_crm_restarted_while_partitioned_keeps_its_apps_and_converges_when_it_
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_named_by_an_earlier_release_is_adopted_by_its_labels() {
+    let cloud = Cloud::start().await;
+    let made = cloud
+        .docker
+        .cli()
+        .args(["network", "create"])
+        .args(["--label", "edge.managed=true"])
+        .args(["--label", "edge.cloudlet=tmus/berlin"])
+        .args(["--label", "edge.clusterinst=acme/c1"])
+        .arg("edge-acme.c1-1234abcd")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let _crm = steady(&cloud, &["w"]).await;
+    assert_eq!(cloud.networks("c1").len(), 1, "a second network was made");
+    assert_eq!(get_until_ok(cloud.public_addr("w").await).await, "steady");
+}

@@ -100,6 +100,43 @@ impl DockerPlatform {
         resource_name(&format!("edge-{:08x}", fnv1a(&self.cloudlet)), key)
     }
 
+    /// The engine's name of this cloudlet's object `key` (`kind`: [`LABEL_CLUSTER`] for a network,
+    /// [`LABEL_APPINST`] for a container): the one whose labels say so (it may carry an earlier release's
+    /// name), else the name for a new one.
+    async fn name_of(&self, kind: &str, key: &str) -> Result<String> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_CLOUDLET}={}", self.cloudlet),
+                format!("{kind}={key}"),
+            ],
+        )]);
+        let found = if kind == LABEL_CLUSTER {
+            let opts = ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build();
+            self.docker
+                .list_networks(Some(opts))
+                .await
+                .map_err(|e| engine_error("listing networks", e))?
+                .into_iter()
+                .find_map(|n| n.name)
+        } else {
+            let opts = ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build();
+            self.docker
+                .list_containers(Some(opts))
+                .await
+                .map_err(|e| engine_error("listing containers", e))?
+                .into_iter()
+                .find_map(|c| c.names?.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+        };
+        Ok(found.unwrap_or_else(|| self.name(key)))
+    }
+
     /// Fails unless `labels` mark the object as this cloudlet's `kind` `key`.
     fn ours(
         &self,
@@ -374,7 +411,7 @@ impl ClusterOps for DockerPlatform {
     }
 
     async fn delete_cluster(&self, key: &str) -> Result<()> {
-        let name = self.name(key);
+        let name = self.name_of(LABEL_CLUSTER, key).await?;
         if self.check_network(&name, key).await? {
             match self.docker.remove_network(&name).await {
                 Ok(()) => {}
@@ -405,7 +442,11 @@ impl ClusterOps for DockerPlatform {
             else {
                 continue;
             };
-            if let Some(o) = self.inspect_app(&self.name(&key), &key).await? {
+            let name = c.names.as_ref().and_then(|n| n.first()).map_or_else(
+                || self.name(&key),
+                |n| n.trim_start_matches('/').to_string(),
+            );
+            if let Some(o) = self.inspect_app(&name, &key).await? {
                 out.push(o);
             }
         }
@@ -421,7 +462,7 @@ impl ClusterOps for DockerPlatform {
         progress: &dyn Progress,
     ) -> Result<ObservedAppInst> {
         let key = inst.key_string();
-        let name = self.name(&key);
+        let name = self.name_of(LABEL_APPINST, &key).await?;
         if let Some(o) = self.inspect_app(&name, &key).await? {
             if o.running {
                 return Ok(o);
@@ -439,7 +480,7 @@ impl ClusterOps for DockerPlatform {
                 engine_error("inspecting image", e)
             });
         }
-        let network = self.name(&cluster.key_string());
+        let network = self.name_of(LABEL_CLUSTER, &cluster.key_string()).await?;
         let host_config = HostConfig {
             init: Some(true),
             network_mode: Some(network.clone()),
@@ -487,7 +528,7 @@ impl ClusterOps for DockerPlatform {
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {
-        let name = self.name(key);
+        let name = self.name_of(LABEL_APPINST, key).await?;
         if self.inspect_app(&name, key).await?.is_none() {
             return Ok(());
         }
