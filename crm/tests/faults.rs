@@ -1,4 +1,4 @@
-//! Fault injection: the controller or the CRM is killed at a random point of CreateClusterInst →
+//! Fault injection: the controller or the CRM is killed right after a client call chosen by the seed in CreateClusterInst →
 //! CreateAppInst → DeleteAppInst → DeleteClusterInst on the docker platform, and restarted. A client that
 //! retries as users do (call again; a CREATE_ERROR is retried by creating again) must see every operation
 //! complete, with no orphan (container, network, LB route, etcd key) and no duplicate container.
@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -62,10 +64,16 @@ async fn state_of(
     Ok(first)
 }
 
-/// Drives the object to `want` as a user's retrying client does; returns how many calls it made.
-async fn converge(ch: &Channel, cluster: bool, name: &str, app: &str, want: Want) -> u32 {
+/// Drives the object to `want` as a user's retrying client does, counting its calls in `issued`.
+async fn converge(
+    ch: &Channel,
+    issued: &AtomicU32,
+    cluster: bool,
+    name: &str,
+    app: &str,
+    want: Want,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut calls = 0;
     let mut last = None;
     let mut last_err = None;
     let in_progress = [
@@ -96,8 +104,8 @@ async fn converge(ch: &Channel, cluster: bool, name: &str, app: &str, want: Want
             }
         };
         let create = match (want, state) {
-            (Want::Present, Some(s)) if s == TrackedState::Ready as i32 => return calls,
-            (Want::Absent, None) => return calls,
+            (Want::Present, Some(s)) if s == TrackedState::Ready as i32 => return,
+            (Want::Absent, None) => return,
             (_, Some(s)) if in_progress.contains(&s) => {
                 // Someone is working on it: follow, by asking again.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -108,7 +116,7 @@ async fn converge(ch: &Channel, cluster: bool, name: &str, app: &str, want: Want
             (Want::Present, Some(s)) => s == TrackedState::CreateError as i32,
             (Want::Absent, Some(_)) => false,
         };
-        calls += 1;
+        issued.fetch_add(1, Ordering::Relaxed);
         let stream = match (cluster, create) {
             (true, true) => {
                 ch.clusters()
@@ -158,7 +166,9 @@ fn cluster_of(inst: &str) -> String {
 struct Outcome {
     seed: u64,
     victim: &'static str,
-    kill_at_ms: u64,
+    /// the victim died once this many calls had gone out
+    killed_after_call: u32,
+    /// from the kill until the outage was seen and the victim restarted
     down_ms: u64,
     /// from the kill until the whole sequence completed
     recovery_ms: u64,
@@ -224,34 +234,64 @@ async fn one_seed(cloud: &mut Cloud, crm: &mut Option<CrmProcess>, seed: u64) ->
     } else {
         "crm"
     };
-    let kill_at = Duration::from_millis(rng.below(1500));
-    let down = Duration::from_millis(rng.below(2000));
+    let kill_after = 1 + rng.below(4) as u32;
     let (inst, cluster) = (format!("a{seed}"), format!("c{seed}"));
 
     let ch = cloud.channel.clone();
     let docker = cloud.docker.host.clone();
-    let (i, c) = (inst.clone(), cluster.clone());
+    let issued = Arc::new(AtomicU32::new(0));
+    let (i, c, n) = (inst.clone(), cluster.clone(), issued.clone());
     let run = tokio::spawn(async move {
-        let mut calls = converge(&ch, true, &c, "", Want::Present).await;
-        calls += converge(&ch, false, &i, "web", Want::Present).await;
+        converge(&ch, &n, true, &c, "", Want::Present).await;
+        converge(&ch, &n, false, &i, "web", Want::Present).await;
         let running = containers_of(&docker, &i);
-        calls += converge(&ch, false, &i, "", Want::Absent).await;
-        calls += converge(&ch, true, &c, "", Want::Absent).await;
-        (calls, running)
+        converge(&ch, &n, false, &i, "", Want::Absent).await;
+        converge(&ch, &n, true, &c, "", Want::Absent).await;
+        running
     });
-    // The fault schedule: a kill at a random point, a random outage, a restart.
-    tokio::time::sleep(kill_at).await;
+    // The fault: the victim dies as soon as the client's `kill_after`-th call has gone out, and comes
+    // back once its absence is seen (the controller's port refuses; the controller lost the CRM).
+    testenv::wait_for(
+        &format!("call {kill_after} to go out"),
+        Duration::from_secs(120),
+        async || (issued.load(Ordering::Relaxed) >= kill_after).then_some(()),
+    )
+    .await;
     let killed = Instant::now();
     if victim == "controller" {
         cloud.stop_controller();
-        tokio::time::sleep(down).await;
+        let api = cloud.config.api_addr;
+        testenv::wait_for(
+            "the controller's port to refuse",
+            Duration::from_secs(30),
+            async || {
+                tokio::net::TcpStream::connect(api)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
         cloud.restart_controller().await;
     } else {
         drop(crm.take());
-        tokio::time::sleep(down).await;
+        let http = cloud.config.http_addr;
+        testenv::wait_for(
+            "the controller to lose the CRM",
+            Duration::from_secs(30),
+            async || {
+                let crms = testenv::metric(
+                    http,
+                    "controller_notify_clients{client_type=\"CLIENT_TYPE_CRM\"}",
+                );
+                (crms == 0.0).then_some(())
+            },
+        )
+        .await;
         *crm = Some(cloud.start_crm("berlin"));
     }
-    let (calls, running) = run.await.expect("the retrying client");
+    let down = killed.elapsed();
+    let running = run.await.expect("the retrying client");
     let recovery = killed.elapsed();
     // Deletes completed: nothing of the seed may remain. Asynchronous cleanup gets 30 s.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -265,10 +305,10 @@ async fn one_seed(cloud: &mut Cloud, crm: &mut Option<CrmProcess>, seed: u64) ->
     Outcome {
         seed,
         victim,
-        kill_at_ms: kill_at.as_millis() as u64,
+        killed_after_call: kill_after,
         down_ms: down.as_millis() as u64,
         recovery_ms: recovery.as_millis() as u64,
-        calls,
+        calls: issued.load(Ordering::Relaxed),
         duplicates: running.saturating_sub(1),
         orphans,
     }
@@ -291,10 +331,10 @@ async fn operations_complete_without_orphans_when_the_controller_or_the_crm_is_k
     for seed in seeds {
         let o = one_seed(&mut cloud, &mut crm, seed).await;
         println!(
-            "seed {:>3}: killed the {:<10} at {:>4} ms for {:>4} ms; done {:>5} ms later, {} calls, {} duplicates, orphans {:?}",
+            "seed {:>3}: killed the {:<10} after call {} for {:>4} ms; done {:>5} ms later, {} calls, {} duplicates, orphans {:?}",
             o.seed,
             o.victim,
-            o.kill_at_ms,
+            o.killed_after_call,
             o.down_ms,
             o.recovery_ms,
             o.calls,
