@@ -1,5 +1,6 @@
-//! Fault injection: the controller or the CRM is killed right after a client call chosen by the seed in CreateClusterInst →
-//! CreateAppInst → DeleteAppInst → DeleteClusterInst on the docker platform, and restarted. A client that
+//! Fault injection: the controller or the CRM is killed right after a client call chosen by the seed in
+//! CreateClusterInst → CreateAppInst → DeleteAppInst → DeleteClusterInst on the docker platform, and
+//! restarted once its absence is seen. A client that
 //! retries as users do (call again; a CREATE_ERROR is retried by creating again) must see every operation
 //! complete, with no orphan (container, network, LB route, etcd key) and no duplicate container.
 //!
