@@ -75,6 +75,15 @@ pub fn app(org: &str, name: &str, ports: &str) -> App {
     }
 }
 
+/// App `acme/<name>` serving `greeting` over HTTP on port 80 with busybox httpd.
+pub fn web_app(name: &str, greeting: &str) -> App {
+    let mut a = app("acme", name, "tcp:80");
+    a.command =
+        "mkdir -p /www && echo $GREETING > /www/index.html && exec httpd -f -p 80 -h /www".into();
+    a.env.insert("GREETING".into(), greeting.into());
+    a
+}
+
 pub fn cluster(org: &str, name: &str, cloudlet_org: &str, cloudlet_name: &str) -> ClusterInst {
     ClusterInst {
         key: Some(ClusterInstKey {

@@ -9,6 +9,7 @@
 //!
 //! Binaries come from `infra/install.sh`; a missing one fails with a message naming that script.
 
+mod component;
 mod docker;
 mod etcd;
 pub mod fixtures;
@@ -21,6 +22,7 @@ mod process;
 mod proxy;
 mod smtp;
 
+pub use component::{Component, workspace_binary};
 pub use docker::Docker;
 pub use etcd::Etcd;
 pub use influx::Influx;
@@ -38,6 +40,10 @@ pub enum Error {
         "`{0}` not found in PATH: run `sudo infra/install.sh` to install the servers the tests need"
     )]
     Missing(&'static str),
+    #[error(
+        "`{0}` is not built next to this test: run `cargo build --bins` (the workspace test run builds it)"
+    )]
+    NotBuilt(&'static str),
     #[error("{server}: {what}: {source}")]
     Io {
         server: &'static str,

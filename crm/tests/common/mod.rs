@@ -242,16 +242,6 @@ impl Cloud {
     }
 }
 
-/// An App serving `greeting` over HTTP on port 80 with busybox httpd.
-pub fn web_app(name: &str, greeting: &str) -> App {
-    let mut a = app("acme", name, "tcp:80");
-    a.image_path = IMAGE.into();
-    a.command =
-        "mkdir -p /www && echo $GREETING > /www/index.html && exec httpd -f -p 80 -h /www".into();
-    a.env.insert("GREETING".into(), greeting.into());
-    a
-}
-
 /// GETs `/` until it answers 200 (up to 10 s).
 pub async fn get_until_ok(addr: SocketAddr) -> String {
     testenv::wait_for(
