@@ -41,6 +41,9 @@ pub const METHODS: &[&str] = &[
     "DeleteAppInst",
     "ShowAppInst",
     "ShowAlert",
+    "RunCommand",
+    "RunConsole",
+    "ShowLogs",
     "CreateAlertPolicy",
     "UpdateAlertPolicy",
     "DeleteAlertPolicy",
@@ -99,6 +102,7 @@ pub async fn call(channel: Channel, method: &str, json: &str) -> anyhow::Result<
     use app_inst_api_client::AppInstApiClient as I;
     use cloudlet_api_client::CloudletApiClient as C;
     use cluster_inst_api_client::ClusterInstApiClient as K;
+    use exec_api_client::ExecApiClient as E;
     use flavor_api_client::FlavorApiClient as F;
     use operator_code_api_client::OperatorCodeApiClient as O;
     match method {
@@ -129,6 +133,9 @@ pub async fn call(channel: Channel, method: &str, json: &str) -> anyhow::Result<
         "DeleteAppInst" => stream!(I, delete_app_inst, AppInst),
         "ShowAppInst" => stream!(I, show_app_inst, AppInst),
         "ShowAlert" => stream!(L, show_alert, Alert),
+        "RunCommand" => unary!(E, run_command, ExecRequest),
+        "RunConsole" => unary!(E, run_console, ExecRequest),
+        "ShowLogs" => unary!(E, show_logs, ExecRequest),
         "CreateAlertPolicy" => unary!(P, create_alert_policy, AlertPolicy),
         "UpdateAlertPolicy" => unary!(P, update_alert_policy, AlertPolicyUpdate),
         "DeleteAlertPolicy" => unary!(P, delete_alert_policy, AlertPolicy),

@@ -61,6 +61,27 @@ enum Command {
         #[command(flatten)]
         mc: McArgs,
     },
+    /// An app instance's output (a VM instance's console log) through the master controller, read on its
+    /// cloudlet, e.g. `edgectl --region local logs --org demo --name hello --tail 50 --since 10m`.
+    Logs {
+        /// Organization of the app instance.
+        #[arg(long)]
+        org: String,
+        /// Name of the app instance.
+        #[arg(long)]
+        name: String,
+        /// The last this many lines (0: the last 1000).
+        #[arg(long, default_value_t = 0)]
+        tail: i32,
+        /// Only lines since a duration ago (30s, 5m, 3h) or an RFC 3339 time (containers).
+        #[arg(long, default_value = "")]
+        since: String,
+        /// Prefix each line with its time (containers).
+        #[arg(long)]
+        timestamps: bool,
+        #[command(flatten)]
+        mc: McArgs,
+    },
     /// The region's PKI in Vault/OpenBao (infra: needs a Vault token allowed to manage PKI mounts).
     Pki {
         #[arg(long, env = "VAULT_ADDR")]
@@ -263,6 +284,25 @@ async fn main() -> anyhow::Result<()> {
                 "table" => print!("{}", edgectl::metrics::render(&reply)),
                 other => anyhow::bail!("-o {other}: one of table, json"),
             }
+            Ok(())
+        }
+        Command::Logs {
+            org,
+            name,
+            tail,
+            since,
+            timestamps,
+            mc,
+        } => {
+            let body = serde_json::json!({
+                "Region": args.region,
+                "ExecRequest": {
+                    "app_inst_key": {"organization": org, "name": name},
+                    "log": {"tail": tail, "since": since, "timestamps": timestamps},
+                },
+            });
+            let reply = mc.post("/api/v1/auth/ctrl/ShowLogs", body).await?;
+            print!("{}", reply["output"].as_str().unwrap_or_default());
             Ok(())
         }
         Command::Pki {

@@ -6,7 +6,7 @@
 
 use edge_proto::edge::{
     Alert, AlertPolicy, AlertPolicyKey, App, AppInst, AppInstKey, AppKey, Cloudlet, CloudletInfo,
-    CloudletKey, ClusterInst, ClusterInstKey, Flavor, FlavorKey, OperatorCode,
+    CloudletKey, ClusterInst, ClusterInstKey, ExecRequest, Flavor, FlavorKey, OperatorCode,
 };
 
 /// An object (or a key) with a kind name and a canonical key string.
@@ -99,6 +99,14 @@ impl Keyed for CloudletInfo {
     const KIND: &'static str = "CloudletInfo";
     fn key_string(&self) -> String {
         self.key.clone().unwrap_or_default().key_string()
+    }
+}
+
+/// An ExecRequest is keyed by the id the controller gives it.
+impl Keyed for ExecRequest {
+    const KIND: &'static str = "ExecRequest";
+    fn key_string(&self) -> String {
+        self.id.clone()
     }
 }
 

@@ -41,6 +41,7 @@ pub fn object_id(o: &change::Object) -> String {
         change::Object::OperatorCode(x) => format!("OperatorCode/{}", x.key_string()),
         change::Object::Alert(x) => format!("Alert/{}", x.key_string()),
         change::Object::AlertPolicy(x) => format!("AlertPolicy/{}", x.key_string()),
+        change::Object::ExecRequest(x) => format!("ExecRequest/{}", x.key_string()),
     }
 }
 

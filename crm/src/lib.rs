@@ -6,6 +6,7 @@
 //! balancer ([`lb`]). When the controller is unreachable it keeps everything running and keeps
 //! reconciling against the cached state.
 
+mod exec;
 pub mod lb;
 pub mod mirror;
 pub mod notify;
@@ -193,6 +194,11 @@ impl Crm {
         ready.set(true);
         let ops_server = ops::serve(cfg.http_addr, registry, ready).await?;
 
+        let exec = Arc::new(exec::Exec {
+            platform: platform.clone(),
+            mirror: mirror.clone(),
+            reporter: reporter.clone(),
+        });
         let reconciler = Arc::new(reconcile::Reconciler::new(
             cfg.cloudlet.clone(),
             mirror.clone(),
@@ -207,6 +213,7 @@ impl Crm {
             reporter,
             resync,
             connected,
+            exec,
         });
         let agent = edge_common::notify_client::CloudletAgent {
             client_type: edge_proto::edge::ClientType::Crm,

@@ -58,7 +58,8 @@ impl Desired {
             change::Object::OperatorCode(_)
             | change::Object::CloudletInfo(_)
             | change::Object::Alert(_)
-            | change::Object::AlertPolicy(_) => {}
+            | change::Object::AlertPolicy(_)
+            | change::Object::ExecRequest(_) => {}
         }
         self.revision = self.revision.max(revision);
     }

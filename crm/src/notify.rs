@@ -1,5 +1,5 @@
 //! The CRM's side of notify: the [`Sink`] that writes what the controller sends into the persisted
-//! mirror and wakes the reconciler after each sync.
+//! mirror and wakes the reconciler after each sync, and hands ExecRequests to [`Exec`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use edge_proto::edge::{ChangeAction, change};
 use prometheus::IntGauge;
 use tokio::sync::Notify;
 
+use crate::exec::Exec;
 use crate::mirror::Mirror;
 use crate::report::Reporter;
 
@@ -19,10 +20,17 @@ pub struct CrmSink {
     /// wakes the reconciler for a full pass after a (re)sync
     pub resync: Arc<Notify>,
     pub connected: IntGauge,
+    pub exec: Arc<Exec>,
 }
 
 impl Sink for CrmSink {
     fn apply(&self, action: ChangeAction, revision: i64, object: change::Object) {
+        if let change::Object::ExecRequest(r) = object {
+            if action == ChangeAction::Update {
+                self.exec.answer(r);
+            }
+            return;
+        }
         self.mirror.update(|d| d.apply(action, revision, object));
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use edge_proto::edge::*;
+use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_answer_through_the_shared_lb_and_deletes_clean_up() {
@@ -602,4 +603,110 @@ async fn a_network_named_by_an_earlier_release_is_adopted_by_its_labels() {
     let _crm = steady(&cloud, &["w"]).await;
     assert_eq!(cloud.networks("c1").len(), 1, "a second network was made");
     assert_eq!(get_until_ok(cloud.public_addr("w").await).await, "steady");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_logs_reads_an_instances_output_on_its_cloudlet_and_refuses_bad_requests() {
+    let cloud = Cloud::start().await;
+    let crm = steady(&cloud, &["w"]).await;
+    let logs = |log: ShowLog| {
+        let cloud = &cloud;
+        async move { cloud.exec().show_logs(logs_of("acme", "w", log)).await }
+    };
+    let out = testenv::wait_for("the app's output", Duration::from_secs(30), async || {
+        let r = logs(ShowLog::default()).await.unwrap().into_inner();
+        r.output.contains("serving steady").then_some(r)
+    })
+    .await;
+    assert!(out.answered && out.err.is_empty(), "{out:?}");
+    // One line, with its time.
+    let last = logs(ShowLog {
+        tail: 1,
+        timestamps: true,
+        since: "10m".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .output;
+    assert_eq!(last.lines().count(), 1, "{last:?}");
+    assert!(
+        last.starts_with("20") && last.contains("serving steady"),
+        "{last:?}"
+    );
+
+    // Bad requests name what is wrong.
+    let follow = ShowLog {
+        follow: true,
+        ..Default::default()
+    };
+    assert_code(logs(follow).await, Code::InvalidArgument, "log.follow");
+    let since = ShowLog {
+        since: "yesterday".into(),
+        ..Default::default()
+    };
+    assert_code(
+        logs(since).await,
+        Code::InvalidArgument,
+        "log.since \"yesterday\"",
+    );
+    let missing = cloud
+        .exec()
+        .show_logs(logs_of("acme", "nosuch", ShowLog::default()))
+        .await;
+    assert_code(missing, Code::NotFound, "AppInst \"acme/nosuch\"");
+    let mut other = logs_of("acme", "w", ShowLog::default());
+    other.container_id = "someone-else".into();
+    assert_code(
+        cloud.exec().show_logs(other).await,
+        Code::FailedPrecondition,
+        "container \"someone-else\" is not part of AppInst \"acme/w\"",
+    );
+    let long = ExecRequest {
+        timeout: 61_000_000_000,
+        ..logs_of("acme", "w", ShowLog::default())
+    };
+    assert_code(
+        cloud.exec().show_logs(long).await,
+        Code::InvalidArgument,
+        "timeout",
+    );
+    assert_code(
+        cloud
+            .exec()
+            .run_command(logs_of("acme", "w", ShowLog::default()))
+            .await,
+        Code::Unimplemented,
+        "ShowLogs",
+    );
+
+    // Every request went with its answer: nothing is left in etcd.
+    let mut etcd = etcd_client::Client::connect([cloud.etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let prefix = format!("/edge/{REGION}/ExecRequest/");
+    let left = etcd
+        .get(
+            prefix.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0, "{:?}", left.kvs());
+
+    // Without its CRM the cloudlet cannot be read: a clear error, not a wait.
+    drop(crm);
+    testenv::wait_for(
+        "ShowLogs to say the CRM is away",
+        Duration::from_secs(30),
+        async || match logs(ShowLog::default()).await {
+            Err(s) if s.code() == Code::Unavailable => {
+                assert!(s.message().contains("not connected"), "{s:?}");
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
 }

@@ -84,6 +84,15 @@ async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_
     let addr = cloud.public_addr("v1").await;
     assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
     assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
+    // Its owner reads the VM's serial console through the API.
+    let console = cloud
+        .exec()
+        .show_logs(logs_of("acme", "v1", ShowLog::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .output;
+    assert!(console.contains("edge-vm: booted"), "{console}");
 
     // Power off, on and reboot through UpdateAppInst, as MobiledgeX's PowerState.
     let power = async |p: PowerState| {

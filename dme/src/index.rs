@@ -179,7 +179,8 @@ impl Sink for Index {
                 change::Object::Flavor(_)
                 | change::Object::ClusterInst(_)
                 | change::Object::Alert(_)
-                | change::Object::AlertPolicy(_) => {}
+                | change::Object::AlertPolicy(_)
+                | change::Object::ExecRequest(_) => {}
             }
         }
         let _ = self.changed.send(());

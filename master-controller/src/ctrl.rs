@@ -31,6 +31,8 @@ enum Authz {
     Manage(&'static str),
     /// Show filtered to the orgs where the caller may view the resource
     View(&'static str),
+    /// `view` of the resource on the object's org (ShowLogs: one instance's logs)
+    ViewOne(&'static str),
     /// ShowCloudlet: owners see theirs in full, other viewers every cloudlet with public fields only
     ShowCloudlets,
     /// ShowAlert: alerts of the caller's apps, and of the cloudlets it operates
@@ -59,6 +61,7 @@ enum Kind {
     AppInst,
     Alert,
     AlertPolicy,
+    ExecRequest,
 }
 
 /// Another organization a request names besides its own: each must pass its check too.
@@ -149,6 +152,10 @@ fn parse_object(kind: Kind, obj: &Value, path: &str) -> Result<Typed> {
         Kind::App => {
             let (a, v) = typed::<App>(obj, path)?;
             (v, org(&a.key, |k| &k.organization), vec![])
+        }
+        Kind::ExecRequest => {
+            let (r, v) = typed::<ExecRequest>(obj, path)?;
+            (v, org(&r.app_inst_key, |k| &k.organization), vec![])
         }
         Kind::AppInst => {
             let (i, v) = typed::<AppInst>(obj, path)?;
@@ -484,6 +491,7 @@ pub async fn forward(
         }
         match spec.authz {
             Authz::Anyone | Authz::ShowCloudlets | Authz::ShowAlerts | Authz::View(_) => {}
+            Authz::ViewOne(res) => require(&c, res, VIEW, org)?,
             Authz::Manage(res) => {
                 let scope = if res == rbac::FLAVORS { "" } else { org };
                 require(&c, res, MANAGE, scope)?;
@@ -598,6 +606,9 @@ const SPECS: &[Spec] = specs![
     "DeleteAppInst", AppInst, "AppInst", "", Authz::Manage(APPINSTS), None;
     "ShowAppInst", AppInst, "AppInst", "", Authz::View(APPINSTS), None;
     "ShowAlert", Alert, "Alert", "", Authz::ShowAlerts, None;
+    "RunCommand", ExecRequest, "ExecRequest", "", Authz::Manage(APPINSTS), None;
+    "RunConsole", ExecRequest, "ExecRequest", "", Authz::Manage(APPINSTS), None;
+    "ShowLogs", ExecRequest, "ExecRequest", "", Authz::ViewOne(APPINSTS), None;
     "CreateAlertPolicy", AlertPolicy, "AlertPolicy", "", Authz::Manage(APPS), Some("developer");
     "UpdateAlertPolicy", AlertPolicy, "AlertPolicy", "alert_policy", Authz::Manage(APPS), None;
     "DeleteAlertPolicy", AlertPolicy, "AlertPolicy", "", Authz::Manage(APPS), None;
@@ -641,6 +652,7 @@ async fn call_controller(
     use app_inst_api_client::AppInstApiClient as I;
     use cloudlet_api_client::CloudletApiClient as C;
     use cluster_inst_api_client::ClusterInstApiClient as K;
+    use exec_api_client::ExecApiClient as E;
     use flavor_api_client::FlavorApiClient as F;
     use operator_code_api_client::OperatorCodeApiClient as O;
     match method {
@@ -671,6 +683,9 @@ async fn call_controller(
         "DeleteAppInst" => s!(I, delete_app_inst),
         "ShowAppInst" => s!(I, show_app_inst),
         "ShowAlert" => s!(L, show_alert),
+        "RunCommand" => u!(E, run_command),
+        "RunConsole" => u!(E, run_console),
+        "ShowLogs" => u!(E, show_logs),
         "CreateAlertPolicy" => u!(P, create_alert_policy),
         "UpdateAlertPolicy" => u!(P, update_alert_policy),
         "DeleteAlertPolicy" => u!(P, delete_alert_policy),

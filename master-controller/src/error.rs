@@ -97,6 +97,7 @@ pub fn from_status(s: &tonic::Status) -> ApiError {
         Unauthenticated => StatusCode::UNAUTHORIZED,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Unimplemented => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, s.message())

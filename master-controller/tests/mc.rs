@@ -695,6 +695,17 @@ async fn create_app_inst_progress_streams_incrementally() {
         "not incremental: {lines:?}"
     );
 
+    // The instance's logs, read on its cloudlet: for its owner only.
+    let g1 = json!({"app_inst_key": {"organization": "dev", "name": "g1"}, "log": {"tail": 1}});
+    let (s, b) = dev.ctrl("ShowLogs", "A", "ExecRequest", g1.clone()).await;
+    assert_eq!(
+        (s, b["output"].as_str()),
+        (200, Some("simulated app dev/g1 serving\n")),
+        "{b}"
+    );
+    let (s, b) = op.ctrl("ShowLogs", "A", "ExecRequest", g1).await;
+    assert_eq!(s, 403, "{b}");
+
     // A failure after the stream started ends it with a result line.
     let (s, b) = dev
         .ctrl(

@@ -25,8 +25,9 @@ use edge_proto::edge::{
     alert_api_server::AlertApiServer, alert_policy_api_server::AlertPolicyApiServer,
     app_api_server::AppApiServer, app_inst_api_server::AppInstApiServer,
     certificates_server::CertificatesServer, cloudlet_api_server::CloudletApiServer,
-    cluster_inst_api_server::ClusterInstApiServer, flavor_api_server::FlavorApiServer,
-    notify_server::NotifyServer, operator_code_api_server::OperatorCodeApiServer,
+    cluster_inst_api_server::ClusterInstApiServer, exec_api_server::ExecApiServer,
+    flavor_api_server::FlavorApiServer, notify_server::NotifyServer,
+    operator_code_api_server::OperatorCodeApiServer,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -245,6 +246,7 @@ impl Controller {
                 api.clone()
             ))))
             .add_service(limit!(AppApiServer::new(api::AppService(api.clone()))))
+            .add_service(limit!(ExecApiServer::new(api::ExecService(api.clone()))))
             .add_service(limit!(AlertApiServer::new(api::AlertService(api.clone()))))
             .add_service(limit!(AlertPolicyApiServer::new(api::AlertPolicyService(
                 api.clone()

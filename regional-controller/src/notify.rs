@@ -63,6 +63,7 @@ fn kind_name(k: ObjectKind) -> Option<&'static str> {
         ObjectKind::AppInst => "AppInst",
         ObjectKind::Alert => "Alert",
         ObjectKind::AlertPolicy => "AlertPolicy",
+        ObjectKind::ExecRequest => "ExecRequest",
         ObjectKind::Unknown => return None,
     })
 }
@@ -78,7 +79,14 @@ impl NotifyService {
         }
         let kind = hello.client_type();
         let default_kinds: &[&'static str] = match kind {
-            ClientType::Crm => &["Flavor", "Cloudlet", "ClusterInst", "App", "AppInst"],
+            ClientType::Crm => &[
+                "Flavor",
+                "Cloudlet",
+                "ClusterInst",
+                "App",
+                "AppInst",
+                "ExecRequest",
+            ],
             ClientType::Shepherd => &[
                 "Flavor",
                 "Cloudlet",
@@ -471,6 +479,8 @@ impl Session {
             Any::CloudletInfo(c) => on_mine(&c.key),
             Any::ClusterInst(c) => on_mine(&c.cloudlet_key),
             Any::AppInst(i) => on_mine(&i.cloudlet_key),
+            // only while it waits for the CRM's answer
+            Any::ExecRequest(r) => on_mine(&r.cloudlet_key) && !r.answered,
             Any::App(a) => cache
                 .list::<AppInst>()
                 .iter()
@@ -517,6 +527,7 @@ impl Session {
             (ClientType::Crm, Msg::AppInstInfo(info)) => {
                 api.apply_app_inst_info(cloudlet, info).await
             }
+            (ClientType::Crm, Msg::ExecReply(reply)) => api.apply_exec_reply(cloudlet, reply).await,
             (ClientType::Shepherd, Msg::AppInstInfo(info)) => {
                 api.apply_app_inst_health(cloudlet, info).await
             }

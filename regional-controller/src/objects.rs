@@ -3,8 +3,8 @@
 use edge_common::Keyed;
 use edge_proto::edge::change::Object as AnyObject;
 use edge_proto::edge::{
-    Alert, AlertPolicy, App, AppInst, Cloudlet, CloudletInfo, ClusterInst, Flavor, OperatorCode,
-    TrackedState,
+    Alert, AlertPolicy, App, AppInst, Cloudlet, CloudletInfo, ClusterInst, ExecRequest, Flavor,
+    OperatorCode, TrackedState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,6 +49,7 @@ object!(App);
 object!(AppInst);
 object!(Alert);
 object!(AlertPolicy);
+object!(ExecRequest);
 
 fn refs_of(o: &AnyObject) -> Vec<(&'static str, String)> {
     let mut refs = Vec::new();
@@ -104,6 +105,7 @@ pub fn kind_of(o: &AnyObject) -> &'static str {
         AnyObject::AppInst(_) => AppInst::KIND,
         AnyObject::Alert(_) => Alert::KIND,
         AnyObject::AlertPolicy(_) => AlertPolicy::KIND,
+        AnyObject::ExecRequest(_) => ExecRequest::KIND,
     }
 }
 
@@ -137,6 +139,7 @@ pub fn decode(kind: &str, value: &[u8]) -> Option<serde_json::Result<AnyObject>>
         "AppInst" => de::<AppInst>(value),
         "Alert" => de::<Alert>(value),
         "AlertPolicy" => de::<AlertPolicy>(value),
+        "ExecRequest" => de::<ExecRequest>(value),
         _ => return None,
     })
 }

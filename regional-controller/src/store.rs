@@ -46,6 +46,11 @@ impl Write {
     pub fn put(&mut self, key: &str, value: impl Into<Vec<u8>>) {
         self.ops.push(TxnOp::put(key, value, None));
     }
+    /// Puts `value` and keeps the lease the key is on (an ExecRequest's).
+    pub fn put_keeping_lease(&mut self, key: &str, value: impl Into<Vec<u8>>) {
+        let opts = etcd_client::PutOptions::new().with_ignore_lease();
+        self.ops.push(TxnOp::put(key, value, Some(opts)));
+    }
     pub fn delete(&mut self, key: &str) {
         self.ops.push(TxnOp::delete(key, None));
     }

@@ -145,7 +145,7 @@ impl Sink for World {
                 }
                 change::Object::Alert(a) => set(&mut s.alerts, delete, a),
                 change::Object::AlertPolicy(p) => set(&mut s.policies, delete, p),
-                change::Object::OperatorCode(_) => {}
+                change::Object::OperatorCode(_) | change::Object::ExecRequest(_) => {}
             }
         }
         for e in events {

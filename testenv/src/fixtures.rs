@@ -79,7 +79,7 @@ pub fn app(org: &str, name: &str, ports: &str) -> App {
 pub fn web_app(name: &str, greeting: &str) -> App {
     let mut a = app("acme", name, "tcp:80");
     a.command =
-        "mkdir -p /www && echo $GREETING > /www/index.html && exec httpd -f -p 80 -h /www".into();
+        "mkdir -p /www && echo $GREETING > /www/index.html && echo serving $GREETING && exec httpd -f -p 80 -h /www".into();
     a.env.insert("GREETING".into(), greeting.into());
     a
 }
@@ -189,6 +189,21 @@ pub trait RegionApi {
     }
     fn app_insts(&self) -> app_inst_api_client::AppInstApiClient<Channel> {
         app_inst_api_client::AppInstApiClient::new(self.channel())
+    }
+    fn exec(&self) -> exec_api_client::ExecApiClient<Channel> {
+        exec_api_client::ExecApiClient::new(self.channel())
+    }
+}
+
+/// A ShowLogs request for AppInst `<org>/<name>` with `log` options.
+pub fn logs_of(org: &str, name: &str, log: ShowLog) -> ExecRequest {
+    ExecRequest {
+        app_inst_key: Some(AppInstKey {
+            organization: org.into(),
+            name: name.into(),
+        }),
+        log: Some(log),
+        ..Default::default()
     }
 }
 

@@ -29,7 +29,7 @@ use tokio_stream::StreamExt;
 
 use super::{
     AppStats, Capacity, ClusterOps, LABEL_APPINST, LABEL_CLOUDLET, LABEL_CLUSTER, LABEL_MANAGED,
-    ObservedAppInst, Platform, PlatformError, Progress, Result, fnv1a, resource_name,
+    LogOptions, ObservedAppInst, Platform, PlatformError, Progress, Result, fnv1a, resource_name,
 };
 use crate::platform::isolation::{Isolation, bridge_name};
 
@@ -525,6 +525,36 @@ impl ClusterOps for DockerPlatform {
                 Err(PlatformError::permanent(why))
             }
         }
+    }
+
+    async fn app_logs(&self, key: &str, container: &str, opts: LogOptions) -> Result<String> {
+        let name = self.name_of(LABEL_APPINST, key).await?;
+        let Some(o) = self.inspect_app(&name, key).await? else {
+            return Err(PlatformError::permanent(format!(
+                "AppInst \"{key}\" has no container on this cloudlet (not deployed yet, or failed)"
+            )));
+        };
+        let id = o.container_ids.first().cloned().unwrap_or_default();
+        if !container.is_empty() && container != name && !id.starts_with(container) {
+            return Err(PlatformError::permanent(format!(
+                "container \"{container}\" is not part of AppInst \"{key}\": its container is \"{name}\""
+            )));
+        }
+        let mut b = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(opts.timestamps)
+            .tail(&opts.tail.to_string());
+        if let Some(since) = opts.since {
+            b = b.since(since.clamp(0, i64::from(i32::MAX)) as i32);
+        }
+        let mut logs = self.docker.logs(&name, Some(b.build()));
+        let mut out = String::new();
+        while let Some(chunk) = logs.next().await {
+            let chunk = chunk.map_err(|e| engine_error("reading container logs", e))?;
+            out.push_str(&chunk.to_string());
+        }
+        Ok(out)
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {

@@ -11,7 +11,10 @@ use std::time::Duration;
 use edge_common::Keyed;
 use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, PlatformFeatures};
 
-use super::{Capacity, ClusterOps, ObservedAppInst, Platform, PlatformError, Progress, Result};
+use super::{
+    Capacity, ClusterOps, LogOptions, ObservedAppInst, Platform, PlatformError, Progress, Result,
+    last_lines,
+};
 
 pub struct FakePlatform {
     delay: Duration,
@@ -130,5 +133,17 @@ impl ClusterOps for FakePlatform {
         tokio::time::sleep(self.delay).await;
         self.apps.lock().expect("fake lock").remove(key);
         Ok(())
+    }
+
+    async fn app_logs(&self, key: &str, _container: &str, opts: LogOptions) -> Result<String> {
+        if !self.apps.lock().expect("fake lock").contains_key(key) {
+            return Err(PlatformError::permanent(format!(
+                "AppInst \"{key}\" has no simulated app (not deployed yet)"
+            )));
+        }
+        Ok(last_lines(
+            &format!("simulated app {key} started\nsimulated app {key} serving\n"),
+            opts.tail,
+        ))
     }
 }

@@ -83,6 +83,27 @@ pub struct AppStats {
     pub net_tx: u64,
 }
 
+/// Which lines of an instance's output ShowLogs returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// the last this many lines
+    pub tail: usize,
+    /// only lines since this unix second (containers)
+    pub since: Option<i64>,
+    /// each line prefixed with its time (containers)
+    pub timestamps: bool,
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
 /// Total capacity of the cloudlet's infrastructure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {
@@ -115,6 +136,9 @@ pub trait ClusterOps: Send + Sync {
     ) -> Result<ObservedAppInst>;
     /// Deletes the app instance's resources if they exist.
     async fn delete_app(&self, key: &str) -> Result<()>;
+    /// What the instance's container (`container`: its name or id; empty: the instance's) wrote to
+    /// stdout and stderr.
+    async fn app_logs(&self, key: &str, container: &str, opts: LogOptions) -> Result<String>;
 }
 
 /// Virtual machines, one per VM AppInst.
@@ -136,6 +160,8 @@ pub trait VmOps: Send + Sync {
     async fn power_off(&self, key: &str) -> Result<()>;
     /// Restarts the VM and waits until it answers again.
     async fn reboot(&self, key: &str, progress: &dyn Progress) -> Result<()>;
+    /// The last `tail` lines of the VM's serial console (since its last boot).
+    async fn console_log(&self, key: &str, tail: usize) -> Result<String>;
 }
 
 /// A cloudlet's infrastructure.

@@ -623,6 +623,18 @@ impl VmOps for VmPlatform {
         self.wait_ready(&dir, &spec).await
     }
 
+    async fn console_log(&self, key: &str, tail: usize) -> Result<String> {
+        match std::fs::read(self.vm_dir(key).join("console.log")) {
+            Ok(bytes) => Ok(super::last_lines(&String::from_utf8_lossy(&bytes), tail)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(PlatformError::permanent(format!(
+                    "AppInst \"{key}\" has no VM on this cloudlet (not created yet, or failed)"
+                )))
+            }
+            Err(e) => Err(err("reading the console log", e)),
+        }
+    }
+
     async fn delete_vm(&self, key: &str) -> Result<()> {
         let dir = self.vm_dir(key);
         self.stop(&dir).await;

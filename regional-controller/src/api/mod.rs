@@ -10,6 +10,7 @@ mod app;
 mod app_inst;
 mod cloudlet;
 mod cluster_inst;
+mod exec;
 mod flavor;
 mod operator_code;
 
@@ -32,6 +33,7 @@ pub use app_inst::AppInstService;
 pub use app_inst::held_ports;
 pub use cloudlet::CloudletService;
 pub use cluster_inst::ClusterInstService;
+pub use exec::ExecService;
 pub use flavor::FlavorService;
 pub use operator_code::OperatorCodeService;
 

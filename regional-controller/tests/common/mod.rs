@@ -337,6 +337,7 @@ pub fn name_of(o: &change::Object) -> String {
         change::Object::AlertPolicy(x) => {
             format!("AlertPolicy {}", x.key.clone().unwrap_or_default().name)
         }
+        change::Object::ExecRequest(x) => format!("ExecRequest {}", x.id),
     }
 }
 
