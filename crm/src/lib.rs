@@ -77,6 +77,9 @@ pub struct Config {
     pub lb_binary: PathBuf,
     /// Where a load balancer the CRM starts serves its `/metrics`.
     pub lb_http_addr: SocketAddr,
+    /// Addresses for the load balancers of clusters with dedicated IP access (none: such clusters are
+    /// refused).
+    pub dedicated_ips: Vec<IpAddr>,
     /// mTLS to the controller (the region's CA and the controller's certificate name, both given at
     /// onboarding); `None` dials plaintext and signs the hello (a controller without PKI).
     pub tls: Option<ControllerTls>,
@@ -106,6 +109,7 @@ impl Config {
             public_addr: [127, 0, 0, 1].into(),
             lb_binary: lb::default_binary(),
             lb_http_addr: ([127, 0, 0, 1], 0).into(),
+            dedicated_ips: Vec::new(),
             tls: None,
         }
     }
@@ -194,6 +198,11 @@ impl Crm {
         ready.set(true);
         let ops_server = ops::serve(cfg.http_addr, registry, ready).await?;
 
+        let dedicated = lb::dedicated::Dedicated::new(
+            cfg.lb_binary.clone(),
+            &cfg.state_dir,
+            cfg.dedicated_ips.clone(),
+        )?;
         let exec = Arc::new(exec::Exec {
             platform: platform.clone(),
             mirror: mirror.clone(),
@@ -203,7 +212,10 @@ impl Crm {
             cfg.cloudlet.clone(),
             mirror.clone(),
             platform,
-            lb.clone(),
+            lb::Lbs {
+                shared: lb.clone(),
+                dedicated,
+            },
             reporter.clone(),
             resync.clone(),
             passes,

@@ -63,6 +63,11 @@ struct Args {
     /// HTTP address of the load balancer's /metrics (`crm_lb_*`, read by Shepherd) and /healthz.
     #[arg(long, env = "EDGE_LB_HTTP_ADDR", default_value = "127.0.0.1:36102")]
     lb_http_addr: SocketAddr,
+    /// Addresses this host can give clusters with dedicated IP access, comma separated: each such cluster
+    /// gets its own load balancer on one (its /metrics on <address>:36102). None: such clusters are
+    /// refused.
+    #[arg(long, env = "EDGE_DEDICATED_IPS", value_delimiter = ',')]
+    dedicated_ips: Vec<IpAddr>,
     /// Log as JSON lines.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -99,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         public_addr: args.public_addr,
         lb_binary: args.lb_binary.unwrap_or_else(crm::lb::default_binary),
         lb_http_addr: args.lb_http_addr,
+        dedicated_ips: args.dedicated_ips,
         tls: agent.tls,
     })
     .await?;

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use edge_common::Keyed;
 use edge_proto::edge::{
     App, AppInst, AppInstInfo, AppInstRuntime, CloudletInfo, CloudletKey, CloudletState,
-    ClusterInst, ClusterInstInfo, FlavorInfo, IpAccess, LProto, PowerState, ResourceUsage,
-    TrackedState, notify_up,
+    ClusterInst, ClusterInstInfo, FlavorInfo, IpAccess, LProto, PlatformFeatures, PowerState,
+    ResourceUsage, TrackedState, notify_up,
 };
 use tokio::sync::Notify;
 
+use crate::lb::Lbs;
 use crate::lb::client::LbClient;
 use crate::lb::{Proto, RouteKey, RouteSpec};
 use crate::mirror::{Desired, Mirror};
@@ -32,7 +33,7 @@ pub struct Reconciler {
     pub cloudlet: CloudletKey,
     pub mirror: Arc<Mirror>,
     pub platform: Arc<dyn Platform>,
-    pub lb: Arc<LbClient>,
+    pub lbs: Lbs,
     pub reporter: Arc<Reporter>,
     pub resync: Arc<Notify>,
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
@@ -87,7 +88,7 @@ impl Reconciler {
         cloudlet: CloudletKey,
         mirror: Arc<Mirror>,
         platform: Arc<dyn Platform>,
-        lb: Arc<LbClient>,
+        lbs: Lbs,
         reporter: Arc<Reporter>,
         resync: Arc<Notify>,
         passes: prometheus::IntCounter,
@@ -96,7 +97,7 @@ impl Reconciler {
             cloudlet,
             mirror,
             platform,
-            lb,
+            lbs,
             reporter,
             resync,
             backoff: Mutex::default(),
@@ -169,6 +170,12 @@ impl Reconciler {
                 errors,
                 status,
                 updated_at,
+                allocated_ip: self
+                    .lbs
+                    .dedicated
+                    .address(key)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
             }),
             Kind::App => notify_up::Msg::AppInstInfo(AppInstInfo {
                 key: Some(edge_proto::edge::AppInstKey {
@@ -318,18 +325,25 @@ impl Reconciler {
                 }
             }
         }
-        match self.lb.routes().await {
-            Ok(routes) => {
-                for r in routes {
-                    if d.app_insts
-                        .get(&r.owner)
-                        .is_none_or(|i| is_delete(i.state()))
-                    {
-                        self.remove_route(r.key).await;
+        for key in self.lbs.dedicated.clusters() {
+            if !d.clusters.contains_key(&key) {
+                self.lbs.dedicated.release(&key);
+            }
+        }
+        for lb in self.lbs.all() {
+            match lb.routes().await {
+                Ok(routes) => {
+                    for r in routes {
+                        if d.app_insts
+                            .get(&r.owner)
+                            .is_none_or(|i| is_delete(i.state()))
+                        {
+                            remove_route(&lb, r.key).await;
+                        }
                     }
                 }
+                Err(e) => tracing::warn!(error = %e, "cannot list a load balancer's routes"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list the load balancer's routes"),
         }
         // Reports the controller did not store (a failed write, a lost message) go out again.
         for (key, c) in &d.clusters {
@@ -365,7 +379,12 @@ impl Reconciler {
                     disk: f.disk,
                 })
                 .collect(),
-            features: Some(self.platform.features()),
+            features: Some(PlatformFeatures {
+                // a cluster's own address comes from the CRM's --dedicated-ips
+                supports_dedicated_ips: self.platform.features().supports_dedicated_ips
+                    && self.lbs.dedicated.enabled(),
+                ..self.platform.features()
+            }),
             resources: vec![
                 ResourceUsage {
                     name: "vCPUs".into(),
@@ -411,7 +430,12 @@ impl Reconciler {
         {
             return;
         }
+        let dedicated = c.ip_access == IpAccess::Dedicated as i32;
         if exists.contains(&key) {
+            if dedicated && let Err(e) = self.lbs.dedicated.ensure(&key) {
+                tracing::warn!(key, error = %e, "a dedicated cluster has no load balancer address");
+                return;
+            }
             // Docker clusters have nothing to update in place.
             self.report(
                 Kind::Cluster,
@@ -433,6 +457,17 @@ impl Reconciler {
                 TrackedState::CreateError,
                 Vec::new(),
                 vec![msg],
+                None,
+            );
+            return;
+        }
+        if dedicated && let Err(e) = self.lbs.dedicated.ensure(&key) {
+            self.report(
+                Kind::Cluster,
+                &key,
+                TrackedState::CreateError,
+                Vec::new(),
+                vec![e.to_string()],
                 None,
             );
             return;
@@ -468,6 +503,7 @@ impl Reconciler {
             }
             self.succeeded(&key);
         }
+        self.lbs.dedicated.release(&key);
         self.report(
             Kind::Cluster,
             &key,
@@ -756,8 +792,8 @@ impl Reconciler {
         false
     }
 
-    /// Adds the LB routes of a running app instance (VMs and shared-access clusters) and reports it
-    /// READY.
+    /// Adds the LB routes of a running app instance (on the cluster's dedicated LB, or the shared one)
+    /// and reports it READY.
     async fn publish(
         &self,
         inst: &AppInst,
@@ -767,9 +803,13 @@ impl Reconciler {
         error_state: TrackedState,
     ) {
         let key = inst.key_string();
-        if cluster.is_none_or(|c| c.ip_access == IpAccess::Shared as i32)
-            && let Some(ip) = o.backend
-        {
+        let lb = match cluster {
+            Some(c) if c.ip_access == IpAccess::Dedicated as i32 => {
+                self.lbs.dedicated.get(&c.key_string())
+            }
+            _ => Some(self.lbs.shared.clone()),
+        };
+        if let (Some(lb), Some(ip)) = (lb, o.backend) {
             for p in &inst.mapped_ports {
                 let proto = if p.proto == LProto::Udp as i32 {
                     Proto::Udp
@@ -798,7 +838,7 @@ impl Reconciler {
                         backend: SocketAddr::new(ip, port),
                         owner: key.clone(),
                     };
-                    if let Err(e) = self.lb.ensure(route).await {
+                    if let Err(e) = lb.ensure(route).await {
                         self.report(
                             Kind::App,
                             &key,
@@ -825,22 +865,24 @@ impl Reconciler {
         );
     }
 
-    /// Removes the routes of `owner`; a route the LB cannot remove now goes at a later pass.
+    /// Removes the routes of `owner` from every LB; a route an LB cannot remove now goes at a later pass.
     async fn remove_routes(&self, owner: &str) {
-        match self.lb.routes().await {
-            Ok(routes) => {
-                for r in routes.into_iter().filter(|r| r.owner == owner) {
-                    self.remove_route(r.key).await;
+        for lb in self.lbs.all() {
+            match lb.routes().await {
+                Ok(routes) => {
+                    for r in routes.into_iter().filter(|r| r.owner == owner) {
+                        remove_route(&lb, r.key).await;
+                    }
                 }
+                Err(e) => tracing::warn!(owner, error = %e, "cannot list a load balancer's routes"),
             }
-            Err(e) => tracing::warn!(owner, error = %e, "cannot list the load balancer's routes"),
         }
     }
+}
 
-    async fn remove_route(&self, key: RouteKey) {
-        if let Err(e) = self.lb.remove(key).await {
-            tracing::warn!(route = %key, error = %e, "removing a load balancer route failed");
-        }
+async fn remove_route(lb: &LbClient, key: RouteKey) {
+    if let Err(e) = lb.remove(key).await {
+        tracing::warn!(route = %key, error = %e, "removing a load balancer route failed");
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -709,4 +710,103 @@ async fn show_logs_reads_an_instances_output_on_its_cloudlet_and_refuses_bad_req
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_cluster_has_its_own_lb_on_its_own_address_until_it_is_deleted() {
+    let mut cloud = Cloud::start().await;
+    let own = testenv::loopback_ip_nth(1);
+    cloud
+        .platform_args
+        .extend(["--dedicated-ips".into(), own.to_string()]);
+    let crm = cloud.onboard("berlin", vec![]).await;
+    let dedicated = |name: &str| {
+        let mut c = cluster("acme", name, "tmus", "berlin");
+        c.ip_access = IpAccess::Dedicated as i32;
+        c
+    };
+    let create = async |c: ClusterInst| {
+        let mut s = cloud.clusters().create_cluster_inst(c).await?.into_inner();
+        drain(&mut s).await
+    };
+    let p = create(dedicated("d1")).await.unwrap();
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
+    let shown = show(
+        cloud
+            .clusters()
+            .show_cluster_inst(cluster("acme", "d1", "", "")),
+    )
+    .await;
+    assert_eq!(shown[0].allocated_ip, own.to_string());
+
+    // Its app keeps its own port number, on the cluster's address; the shared LB knows nothing of it.
+    let mut app = web_app("web", "own");
+    app.access_ports = "tcp:8080".into();
+    app.command = app.command.replace("-p 80 ", "-p 8080 ");
+    cloud.apps().create_app(app).await.unwrap();
+    cloud.app_inst_ready("w", "web", "d1").await;
+    let inst = show(
+        cloud
+            .app_insts()
+            .show_app_inst(app_inst("acme", "w", "", "")),
+    )
+    .await;
+    assert_eq!(inst[0].uri, own.to_string());
+    assert_eq!(inst[0].mapped_ports[0].public_port, 8080);
+    let addr = SocketAddr::new(own, 8080);
+    assert_eq!(get_until_ok(addr).await, "own");
+    let shared = std::fs::read_to_string(cloud.dir.path().join("berlin-state/lb/routes.json"))
+        .unwrap_or_default();
+    assert!(!shared.contains("acme/w"), "{shared}");
+
+    // The only address is taken: a second dedicated cluster fails, naming why.
+    assert_code(
+        create(dedicated("d2")).await,
+        Code::FailedPrecondition,
+        "no dedicated address is free: all 1 of the cloudlet's --dedicated-ips are in use",
+    );
+
+    // A restarted CRM adopts the cluster's LB and address; the app answers throughout.
+    drop(crm);
+    let crm = cloud.start_crm("berlin");
+    assert_eq!(get_until_ok(addr).await, "own");
+    testenv::wait_for(
+        "the restarted CRM to reconcile",
+        Duration::from_secs(30),
+        async || (testenv::metric(crm.http, "crm_reconcile_passes_total") >= 2.0).then_some(()),
+    )
+    .await;
+    let shown = show(
+        cloud
+            .clusters()
+            .show_cluster_inst(cluster("acme", "d1", "", "")),
+    )
+    .await;
+    assert_eq!(shown[0].allocated_ip, own.to_string());
+
+    // Deleted, the cluster's LB goes with its address, which the next dedicated cluster gets.
+    for (kind, name) in [("app", "w"), ("cluster", "d1"), ("cluster", "d2")] {
+        let mut s = if kind == "app" {
+            cloud
+                .app_insts()
+                .delete_app_inst(app_inst("acme", name, "", ""))
+                .await
+        } else {
+            cloud
+                .clusters()
+                .delete_cluster_inst(cluster("acme", name, "", ""))
+                .await
+        }
+        .unwrap()
+        .into_inner();
+        drain(&mut s).await.unwrap();
+    }
+    testenv::wait_for(
+        "the dedicated LB to stop listening",
+        Duration::from_secs(30),
+        async || std::net::TcpStream::connect(addr).is_err().then_some(()),
+    )
+    .await;
+    let p = create(dedicated("d3")).await.unwrap();
+    assert_eq!(p.last().unwrap().state, TrackedState::Ready as i32, "{p:?}");
 }

@@ -72,14 +72,19 @@ impl Api {
         info: ClusterInstInfo,
     ) -> Result<()> {
         let key = info.key.clone().unwrap_or_default().key_string();
+        let ip = info.allocated_ip.clone();
         let report = Report {
             state: info.state(),
             errors: info.errors,
             status: info.status,
             stamp: info.updated_at,
         };
-        self.apply_report::<ClusterInst>(cloudlet, &key, report, |_| {})
-            .await
+        self.apply_report::<ClusterInst>(cloudlet, &key, report, |c| {
+            if !ip.is_empty() {
+                c.allocated_ip = ip.clone();
+            }
+        })
+        .await
     }
 
     pub async fn apply_app_inst_info(

@@ -29,7 +29,7 @@ pub use influx::Influx;
 pub use load::WriteLoad;
 pub use openbao::OpenBao;
 pub use postgres::Postgres;
-pub use process::{free_port, http_get, loopback_ip, metric};
+pub use process::{free_port, http_get, loopback_ip, loopback_ip_nth, metric};
 pub use proxy::Proxy;
 pub use smtp::Smtp;
 

@@ -23,8 +23,20 @@ pub(crate) fn require(bin: &'static str) -> Result<PathBuf> {
 /// servers that listen on fixed ports (a cloudlet's LB from 10000 on): tests running at once, and the
 /// servers one test leaves stopping, never share it. Unique for every pid below 2^22 (Linux's maximum).
 pub fn loopback_ip() -> std::net::IpAddr {
+    loopback_ip_nth(0)
+}
+
+/// The `n`-th (0, 1 or 2) of this process's own loopback addresses: [`loopback_ip`] with 64 × `n` added
+/// to its second byte.
+pub fn loopback_ip_nth(n: u8) -> std::net::IpAddr {
+    assert!(n < 3, "a process has 3 loopback addresses of its own");
     let pid = std::process::id();
-    std::net::IpAddr::from([127, 10 + (pid >> 16) as u8, (pid >> 8) as u8, pid as u8])
+    std::net::IpAddr::from([
+        127,
+        10 + 64 * n + (pid >> 16) as u8,
+        (pid >> 8) as u8,
+        pid as u8,
+    ])
 }
 
 /// A free TCP port on 127.0.0.1 (bound once and released, so the server can take it).

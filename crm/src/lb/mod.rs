@@ -12,11 +12,13 @@
 //! The LB exits when its socket is removed (the state dir was deleted: nobody can program it any more).
 
 pub mod client;
+pub mod dedicated;
 pub mod proxy;
 pub mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,26 @@ impl std::fmt::Display for RouteKey {
             Proto::Udp => "udp",
         };
         write!(f, "{p}:{}", self.port)
+    }
+}
+
+/// The cloudlet's load balancers: the shared one, and those of clusters with dedicated IP access.
+pub struct Lbs {
+    pub shared: Arc<client::LbClient>,
+    pub dedicated: dedicated::Dedicated,
+}
+
+impl Lbs {
+    /// The shared LB and every dedicated one.
+    pub fn all(&self) -> Vec<Arc<client::LbClient>> {
+        std::iter::once(self.shared.clone())
+            .chain(
+                self.dedicated
+                    .clusters()
+                    .iter()
+                    .filter_map(|c| self.dedicated.get(c)),
+            )
+            .collect()
     }
 }
 

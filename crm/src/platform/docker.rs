@@ -334,6 +334,7 @@ impl Platform for DockerPlatform {
         PlatformFeatures {
             supports_docker_clusters: true,
             supports_shared_root_lb: true,
+            supports_dedicated_ips: true,
             ..Default::default()
         }
     }

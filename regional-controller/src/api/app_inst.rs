@@ -192,11 +192,15 @@ impl AppInstService {
                 .and_then(|c| c.key.clone())
                 .unwrap_or_default()
                 .name;
-            inst.uri = format!(
-                "{}.{}",
-                cname.to_ascii_lowercase().replace('_', "-"),
-                cloudlet.root_lb_fqdn
-            );
+            // The address of the cluster's own LB, or a name under the cloudlet's for DNS.
+            inst.uri = match cluster.as_ref().map(|c| c.allocated_ip.as_str()) {
+                Some(ip) if !ip.is_empty() => ip.to_string(),
+                _ => format!(
+                    "{}.{}",
+                    cname.to_ascii_lowercase().replace('_', "-"),
+                    cloudlet.root_lb_fqdn
+                ),
+            };
         }
         inst.mapped_ports = ports;
 

@@ -124,6 +124,8 @@ impl ClusterInstApi for ClusterInstService {
     ) -> Result<Response<ProgressStream>, Status> {
         let mut c = req.into_inner();
         c.crm_override = 0;
+        // the CRM gives the address
+        c.allocated_ip.clear();
         normalize(&mut c)?;
         self.check_cloudlet(&c)?;
         self.0

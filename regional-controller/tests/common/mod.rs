@@ -215,7 +215,7 @@ impl TestCrm {
             state: state as i32,
             status: status.iter().map(|s| s.to_string()).collect(),
             errors: errors.iter().map(|s| s.to_string()).collect(),
-            updated_at: 0,
+            ..Default::default()
         };
         self.send(notify_up::Msg::ClusterInstInfo(info)).await;
     }
