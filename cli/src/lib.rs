@@ -1,11 +1,16 @@
 //! edgectl: command-line client of the edge platform.
 //!
-//! Today it talks to a regional controller directly (`--controller`, the `--region-direct` mode of the
-//! architecture): `edgectl ctrl <Method> '<json>'` calls one controller method with its request as JSON
-//! (the objects' JSON form, as stored in etcd) and prints the replies as JSON lines. Through the master
-//! controller it reads metrics ([`metrics`]); the rest of the MC mode is still to come.
+//! Through the master controller (the default): contexts saved by `edgectl login` ([`config`]), the
+//! MC's REST API ([`mc`]), object kinds, arguments, files and tables ([`objects`]), and the object
+//! commands with `apply` ([`ops`]); metrics ([`metrics`]). Directly to a regional controller
+//! (`--controller`, the `--region-direct` mode of the architecture): `edgectl ctrl <Method> '<json>'`
+//! calls one controller method with its request as JSON and prints the replies as JSON lines ([`call`]).
 
+pub mod config;
+pub mod mc;
 pub mod metrics;
+pub mod objects;
+pub mod ops;
 
 use edge_proto::edge::*;
 use serde::Serialize;

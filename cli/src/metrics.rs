@@ -20,7 +20,7 @@ pub struct Query {
 }
 
 impl Query {
-    /// The request path and body, in MobiledgeX's shape.
+    /// The request path (under `/api/v1`) and body, in MobiledgeX's shape.
     pub fn request(&self) -> anyhow::Result<(String, Value)> {
         let body = match self.target.as_str() {
             "app" => json!({"Region": self.region, "Selector": self.selector, "Limit": self.last,
@@ -35,7 +35,7 @@ impl Query {
             }
             other => anyhow::bail!("metrics of \"{other}\": one of app, cluster, cloudlet"),
         };
-        Ok((format!("/api/v1/auth/metrics/{}", self.target), body))
+        Ok((format!("/auth/metrics/{}", self.target), body))
     }
 }
 
