@@ -97,7 +97,10 @@ pub async fn change(
         (None, Some(mut s)) => {
             let mut wrapped = json!({ "state": s.take() });
             names(kind.name, &mut wrapped);
-            format!("{what}: {}", wrapped["state"].as_str().unwrap_or("done"))
+            match wrapped["state"].as_str() {
+                Some("NOT_PRESENT") => format!("{what}: deleted"),
+                state => format!("{what}: {}", state.unwrap_or("done")),
+            }
         }
         (None, None) => format!("{what}: done"),
     };
