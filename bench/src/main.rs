@@ -1,12 +1,14 @@
 //! `edge-bench`: speed measured against baselines of the same run.
 //!
-//! `dme` (the default): starts a real etcd (testenv), the regional controller, a fake-platform CRM with
-//! one app instance and a DME, all on loopback, plus an echo server. Then it times sequential calls
-//! (latency percentiles) and concurrent calls (throughput) of each, bounded in count and time, and prints
-//! the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
+//! `dme` (the default): writes a region of `--app-insts` instances of one App on `--cloudlets` cloudlets
+//! into a real etcd (testenv), starts the regional controller and a DME on it, plus an echo server, all on
+//! loopback. Then it times sequential FindCloudlet calls from points all over Europe (latency
+//! percentiles) and concurrent ones (throughput), bounded in count and time, against the echo, and
+//! prints the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
 //! a VM AppInst against a bare qemu boot ([`vm`]). `lb`: the shared root LB against direct connections
 //! ([`lb`]). `restart`: a controller restarting on a region of 100,000 AppInsts ([`restart`]).
 
+mod bulk;
 mod lb;
 mod region;
 mod restart;
@@ -21,7 +23,6 @@ use edge_proto::bench::echo_client::EchoClient;
 use edge_proto::bench::echo_server::{Echo, EchoServer};
 use edge_proto::dme::match_engine_api_client::MatchEngineApiClient;
 use edge_proto::dme::{FindCloudletRequest, Loc};
-use testenv::fixtures::*;
 use tonic::transport::Channel;
 
 /// Benchmarks that print ratios against baselines measured in the same run.
@@ -60,6 +61,15 @@ struct Args {
     /// Upper bound on each measurement, seconds.
     #[arg(long, default_value_t = 30)]
     max_secs: u64,
+    /// Instances of the App in the region.
+    #[arg(long, default_value_t = 10_000)]
+    app_insts: usize,
+    /// Cloudlets they are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    cloudlets: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 struct EchoService;
@@ -156,35 +166,46 @@ async fn dme(args: Args) -> anyhow::Result<()> {
             .serve_with_incoming(edge_common::grpc_incoming(l, running)),
     );
 
-    // A region: etcd, controller, one fake cloudlet with a READY app instance, a DME.
-    eprintln!("starting etcd, controller, CRM (fake platform) and DME on loopback ...");
-    let region = region::Region::game().await?;
-    let (api, ctrl) = (&region.api, &region.ctrl);
-    drain(
-        &mut api
-            .app_insts()
-            .create_app_inst(app_inst("dev", "g1", "game", "k1"))
-            .await?
-            .into_inner(),
+    // The region, written straight into etcd; then the controller and a DME that loads it.
+    eprintln!(
+        "writing {} app instances on {} cloudlets into etcd ...",
+        args.app_insts, args.cloudlets
+    );
+    let etcd = testenv::Etcd::start().await?;
+    bulk::write_region(
+        &etcd.url,
+        region::REGION,
+        args.app_insts,
+        args.cloudlets,
+        true,
     )
     .await?;
+    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
+        region::REGION,
+        &etcd.url,
+    ))
+    .await?;
+    let loading = Instant::now();
     let dme = dme::Dme::start(dme::Config::local(
         region::REGION,
         &ctrl.notify_addr.to_string(),
     ))
     .await?;
     let mut sdk = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr)).await?;
-    let mut registered = false;
-    for _ in 0..100 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
         if sdk.register("dev", "game", "1.0", None).await.is_ok()
-            && sdk.find_cloudlet("", 1.0, 1.0).await?.is_some()
+            && sdk.find_cloudlet("", 52.5, 13.4).await?.is_some()
         {
-            registered = true;
             break;
         }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the DME never saw the app instances"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::ensure!(registered, "the DME never saw the app instance");
+    eprintln!("DME ready in {:.1} s", loading.elapsed().as_secs_f64());
     let cookie = sdk.session_cookie().to_string();
 
     let echo = EchoClient::new(channel(echo_addr).await?);
@@ -200,13 +221,17 @@ async fn dme(args: Args) -> anyhow::Result<()> {
     })
     .await;
     let dme_api = MatchEngineApiClient::new(channel(dme.grpc_addr).await?);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let find = measure(&args, move || {
         let mut c = dme_api.clone();
+        // Clients all over the region's area, in a fixed order.
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (latitude, longitude) = bulk::position(n.wrapping_mul(7919) % 10_000, 10_000);
         let req = FindCloudletRequest {
             session_cookie: cookie.clone(),
             gps_location: Some(Loc {
-                latitude: 52.5,
-                longitude: 13.4,
+                latitude,
+                longitude,
                 ..Default::default()
             }),
             ..Default::default()
@@ -227,11 +252,25 @@ async fn dme(args: Args) -> anyhow::Result<()> {
             m.p50, m.p99, m.per_sec
         );
     }
-    println!(
-        "ratio FindCloudlet/echo: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+    let (p50, p99, throughput) = (
         find.p50.as_secs_f64() / base.p50.as_secs_f64(),
         find.p99.as_secs_f64() / base.p99.as_secs_f64(),
-        find.per_sec / base.per_sec
+        find.per_sec / base.per_sec,
     );
+    println!(
+        "{} app instances on {} cloudlets; FindCloudlet/echo: p50 {p50:.2}x, p99 {p99:.2}x (target <= 2), throughput {throughput:.2}x",
+        args.app_insts, args.cloudlets
+    );
+    if let Some(path) = &args.json {
+        let m = |m: &Measured| serde_json::json!({"p50_ms": m.p50.as_secs_f64() * 1e3, "p99_ms": m.p99.as_secs_f64() * 1e3, "calls_per_s": m.per_sec});
+        let report = serde_json::json!({
+            "bench": "dme", "app_insts": args.app_insts, "cloudlets": args.cloudlets,
+            "echo": m(&base), "find_cloudlet": m(&find),
+            "ratio_p50": p50, "ratio_p99": p99, "ratio_throughput": throughput, "target": 0.6,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    println!("ratio={throughput:.3} target=0.6");
+    drop((dme, ctrl, etcd));
     Ok(())
 }

@@ -90,7 +90,7 @@ impl Region {
         })
     }
 
-    /// On the fake platform: the region of the dme and shepherd benchmarks, with `dev/game` on `dev/k1`.
+    /// On the fake platform: the region of the shepherd benchmark, with `dev/game` on `dev/k1`.
     pub async fn game() -> anyhow::Result<Self> {
         let r = Self::start(crm::PlatformKind::Fake {
             delay: Duration::ZERO,

@@ -158,7 +158,7 @@ impl MatchEngine {
     pub fn find(&self, app: &AppKey, carrier: &str, loc: &Loc) -> FindCloudletReply {
         let found = self
             .index
-            .candidates(app, carrier, loc.latitude, loc.longitude)
+            .candidates(app, carrier, loc.latitude, loc.longitude, 1)
             .into_iter()
             .next();
         self.metrics
@@ -475,9 +475,14 @@ impl MatchEngineApi for MatchEngineService {
             let mut cloudlets: Vec<CloudletLocation> = Vec::new();
             for c in self
                 .index
-                .candidates(&s.app, &req.carrier_name, loc.latitude, loc.longitude)
+                .candidates(
+                    &s.app,
+                    &req.carrier_name,
+                    loc.latitude,
+                    loc.longitude,
+                    limit,
+                )
                 .iter()
-                .take(limit)
             {
                 let ck = c.cloudlet.key.clone().unwrap_or_default();
                 let found = self.found(c, &loc);

@@ -228,6 +228,7 @@ impl EventSession {
             &self.carrier,
             self.location.latitude,
             self.location.longitude,
+            1,
         );
         let best = best.first()?;
         if best.inst.key_string() == self.current {
@@ -265,7 +266,7 @@ impl EventSession {
                 if let Some(best) = self
                     .engine
                     .index
-                    .candidates(&self.app, &self.carrier, loc.latitude, loc.longitude)
+                    .candidates(&self.app, &self.carrier, loc.latitude, loc.longitude, 1)
                     .first()
                 {
                     e.new_cloudlet = Some(self.engine.found(best, &loc));

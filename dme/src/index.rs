@@ -1,8 +1,13 @@
 //! The DME's in-memory view of its region, fed by notify: Apps, AppInsts, Cloudlets, CloudletInfos and
 //! OperatorCodes. Every lookup is served from here; the DME keeps answering while the controller is down.
+//!
+//! FindCloudlet looks only at the App's own instances: the index keeps the usable ones of each App (READY,
+//! healthy, on a cloudlet that is READY) as a flat list of positions, built on the first lookup after a
+//! change that may alter it, and picks the closest few in one pass without cloning or allocating per
+//! instance.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use edge_common::Keyed;
 use edge_common::notify_client::Sink;
@@ -19,6 +24,8 @@ const EARTH_RADIUS_KM: f64 = 6371.0;
 struct State {
     apps: HashMap<String, App>,
     insts: HashMap<String, AppInst>,
+    /// AppInst keys of each App key
+    by_app: HashMap<String, BTreeSet<String>>,
     cloudlets: HashMap<String, Cloudlet>,
     infos: HashMap<String, CloudletInfo>,
     operator_codes: HashMap<String, OperatorCode>,
@@ -32,8 +39,20 @@ pub struct Candidate {
     pub distance_km: f64,
 }
 
+/// A usable instance of an App, as FindCloudlet ranks it.
+struct Usable {
+    inst: String,
+    cloudlet: String,
+    operator: String,
+    lat: f64,
+    lon: f64,
+    cos_lat: f64,
+}
+
 pub struct Index {
     state: RwLock<State>,
+    /// usable instances per App key; an entry goes whenever something it depends on changes
+    usable: Mutex<HashMap<String, Arc<Vec<Usable>>>>,
     /// Fires on every change (edge-event streams re-evaluate their instance).
     changed: broadcast::Sender<()>,
 }
@@ -42,6 +61,7 @@ impl Default for Index {
     fn default() -> Self {
         Self {
             state: RwLock::default(),
+            usable: Mutex::default(),
             changed: broadcast::channel(64).0,
         }
     }
@@ -89,42 +109,90 @@ impl Index {
             .unwrap_or_else(|| carrier.to_string())
     }
 
-    /// Usable instances of `app`, closest first: READY, healthy (or not yet checked), on a cloudlet whose
-    /// CRM reports READY, run by `carrier` (any operator when empty). Ties go by AppInst key.
-    pub fn candidates(&self, app: &AppKey, carrier: &str, lat: f64, lon: f64) -> Vec<Candidate> {
-        let st = self.state.read().expect("index lock");
-        let operator = (!carrier.is_empty()).then(|| Self::operator_of(&st, carrier));
-        let mut out: Vec<Candidate> = st
-            .insts
-            .values()
-            .filter(|i| i.app_key.as_ref() == Some(app))
-            .filter(|i| i.state == TrackedState::Ready as i32)
-            .filter(|i| matches!(i.health_check(), HealthCheck::Ok | HealthCheck::Unknown))
-            .filter_map(|i| {
+    /// The usable instances of `app` (built now if a change dropped them).
+    fn usable_of(&self, st: &State, app: &str) -> Arc<Vec<Usable>> {
+        if let Some(u) = self.usable.lock().expect("usable lock").get(app) {
+            return u.clone();
+        }
+        let list: Vec<Usable> = st
+            .by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| {
+                let i = st.insts.get(k)?;
+                if i.state != TrackedState::Ready as i32
+                    || !matches!(i.health_check(), HealthCheck::Ok | HealthCheck::Unknown)
+                {
+                    return None;
+                }
                 let ck = i.cloudlet_key.clone().unwrap_or_default();
-                if operator.as_ref().is_some_and(|o| *o != ck.organization) {
+                let cloudlet = ck.key_string();
+                if st.infos.get(&cloudlet)?.state != CloudletState::Ready as i32 {
                     return None;
                 }
-                let info = st.infos.get(&ck.key_string())?;
-                if info.state != CloudletState::Ready as i32 {
-                    return None;
-                }
-                let cloudlet = st.cloudlets.get(&ck.key_string())?.clone();
-                let loc = cloudlet.location.unwrap_or_default();
-                let distance_km = distance_km(lat, lon, loc.latitude, loc.longitude);
-                Some(Candidate {
-                    inst: i.clone(),
+                let loc = st.cloudlets.get(&cloudlet)?.location.unwrap_or_default();
+                Some(Usable {
+                    inst: k.clone(),
                     cloudlet,
-                    distance_km,
+                    operator: ck.organization,
+                    lat: loc.latitude.to_radians(),
+                    lon: loc.longitude.to_radians(),
+                    cos_lat: loc.latitude.to_radians().cos(),
                 })
             })
             .collect();
-        out.sort_by(|a, b| {
-            a.distance_km
-                .total_cmp(&b.distance_km)
-                .then_with(|| a.inst.key_string().cmp(&b.inst.key_string()))
-        });
-        out
+        let list = Arc::new(list);
+        self.usable
+            .lock()
+            .expect("usable lock")
+            .insert(app.to_string(), list.clone());
+        list
+    }
+
+    /// The `limit` closest usable instances of `app` for a client at (`lat`, `lon`), closest first:
+    /// READY, healthy (or not yet checked), on a cloudlet whose CRM reports READY, run by `carrier` (any
+    /// operator when empty). Ties go by AppInst key.
+    pub fn candidates(
+        &self,
+        app: &AppKey,
+        carrier: &str,
+        lat: f64,
+        lon: f64,
+        limit: usize,
+    ) -> Vec<Candidate> {
+        let st = self.state.read().expect("index lock");
+        let operator = (!carrier.is_empty()).then(|| Self::operator_of(&st, carrier));
+        let usable = self.usable_of(&st, &app.key_string());
+        // Rank by the haversine's inner term, which grows with the distance: the trigonometry of the
+        // client's side is done once, the instance's cosine is kept.
+        let (lat, lon) = (lat.to_radians(), lon.to_radians());
+        let cos_client = lat.cos();
+        let mut best: Vec<(f64, &Usable)> = Vec::with_capacity(limit.min(usable.len()) + 1);
+        for u in usable.iter() {
+            if operator.as_ref().is_some_and(|o| *o != u.operator) {
+                continue;
+            }
+            let a = ((u.lat - lat) / 2.0).sin().powi(2)
+                + cos_client * u.cos_lat * ((u.lon - lon) / 2.0).sin().powi(2);
+            let before =
+                |(b, v): &(f64, &Usable)| a.total_cmp(b).then_with(|| u.inst.cmp(&v.inst)).is_lt();
+            if best.len() == limit && !best.last().is_some_and(before) {
+                continue;
+            }
+            let at = best.iter().position(before).unwrap_or(best.len());
+            best.insert(at, (a, u));
+            best.truncate(limit);
+        }
+        best.into_iter()
+            .filter_map(|(a, u)| {
+                Some(Candidate {
+                    inst: st.insts.get(&u.inst)?.clone(),
+                    cloudlet: st.cloudlets.get(&u.cloudlet)?.clone(),
+                    distance_km: 2.0 * EARTH_RADIUS_KM * a.sqrt().atan2((1.0 - a).sqrt()),
+                })
+            })
+            .collect()
     }
 
     /// Whether the AppInst `key` is still usable, and if not, why (for edge events).
@@ -170,11 +238,37 @@ impl Sink for Index {
         }
         {
             let mut st = self.state.write().expect("index lock");
+            let mut usable = self.usable.lock().expect("usable lock");
             match object {
-                change::Object::App(a) => set(&mut st.apps, action, a),
-                change::Object::AppInst(i) => set(&mut st.insts, action, i),
-                change::Object::Cloudlet(c) => set(&mut st.cloudlets, action, c),
-                change::Object::CloudletInfo(c) => set(&mut st.infos, action, c),
+                change::Object::App(a) => {
+                    usable.remove(&a.key_string());
+                    set(&mut st.apps, action, a)
+                }
+                change::Object::AppInst(i) => {
+                    let (app, key) = (
+                        i.app_key.clone().unwrap_or_default().key_string(),
+                        i.key_string(),
+                    );
+                    // The instance may have moved to another App: forget it under the old one.
+                    if let Some(old) = st.insts.get(&key).and_then(|o| o.app_key.clone()) {
+                        let old = old.key_string();
+                        st.by_app.entry(old.clone()).or_default().remove(&key);
+                        usable.remove(&old);
+                    }
+                    if action != ChangeAction::Delete {
+                        st.by_app.entry(app.clone()).or_default().insert(key);
+                    }
+                    usable.remove(&app);
+                    set(&mut st.insts, action, i)
+                }
+                change::Object::Cloudlet(c) => {
+                    usable.clear();
+                    set(&mut st.cloudlets, action, c)
+                }
+                change::Object::CloudletInfo(c) => {
+                    usable.clear();
+                    set(&mut st.infos, action, c)
+                }
                 change::Object::OperatorCode(o) => set(&mut st.operator_codes, action, o),
                 change::Object::Flavor(_)
                 | change::Object::ClusterInst(_)
@@ -192,6 +286,13 @@ impl Sink for Index {
             let kept = |kind: &str, k: &String| keep.contains(&format!("{kind}/{k}"));
             st.apps.retain(|k, _| kept("App", k));
             st.insts.retain(|k, _| kept("AppInst", k));
+            let mut by_app: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for (k, i) in &st.insts {
+                let app = i.app_key.clone().unwrap_or_default().key_string();
+                by_app.entry(app).or_default().insert(k.clone());
+            }
+            st.by_app = by_app;
+            self.usable.lock().expect("usable lock").clear();
             st.cloudlets.retain(|k, _| kept("Cloudlet", k));
             st.infos.retain(|k, _| kept("CloudletInfo", k));
             st.operator_codes.retain(|k, _| kept("OperatorCode", k));
@@ -250,7 +351,7 @@ mod tests {
             index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
         }
         let best = |i: &Index| {
-            i.candidates(&app, "", 0.0, 0.0)
+            i.candidates(&app, "", 0.0, 0.0, 1)
                 .first()
                 .map(|c| c.inst.key_string())
         };
@@ -273,7 +374,102 @@ mod tests {
         assert_eq!(best(&index).as_deref(), Some("acme/far"));
         update(&|i| i.state = TrackedState::Ready as i32);
         assert_eq!(best(&index).as_deref(), Some("acme/near"));
-        assert_eq!(index.candidates(&app, "other-operator", 0.0, 0.0).len(), 0);
+        assert_eq!(
+            index.candidates(&app, "other-operator", 0.0, 0.0, 3).len(),
+            0
+        );
+    }
+
+    #[test]
+    fn the_closest_few_of_many_come_first_as_a_full_sort_would_order_them() {
+        let index = Index::default();
+        let app = AppKey {
+            organization: "acme".into(),
+            name: "game".into(),
+            version: "1.0".into(),
+        };
+        // 2,000 instances on 200 cloudlets spread over Europe (a fixed pseudo-random pattern), ten per
+        // cloudlet so that ties are broken by key.
+        let mut x: u64 = 42;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f64 / 10_000.0
+        };
+        let mut places = Vec::new();
+        for c in 0..200 {
+            let key = CloudletKey {
+                organization: "op".into(),
+                name: format!("c{c}"),
+            };
+            let (lat, lon) = (35.0 + 25.0 * next(), -10.0 + 40.0 * next());
+            places.push((key.key_string(), lat, lon));
+            let location = Some(Loc {
+                latitude: lat,
+                longitude: lon,
+            });
+            let cloudlet = Cloudlet {
+                key: Some(key.clone()),
+                location,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::Cloudlet(cloudlet));
+            let info = CloudletInfo {
+                key: Some(key.clone()),
+                state: CloudletState::Ready as i32,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
+            for n in 0..10 {
+                let inst = AppInst {
+                    key: Some(AppInstKey {
+                        organization: "acme".into(),
+                        name: format!("i{c}-{n}"),
+                    }),
+                    app_key: Some(app.clone()),
+                    cloudlet_key: Some(key.clone()),
+                    state: TrackedState::Ready as i32,
+                    ..Default::default()
+                };
+                index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
+            }
+        }
+        for (lat, lon) in [(52.5, 13.4), (40.4, -3.7), (59.3, 18.1)] {
+            let mut all: Vec<(f64, String)> = index
+                .state
+                .read()
+                .unwrap()
+                .insts
+                .values()
+                .map(|i| {
+                    let ck = i.cloudlet_key.clone().unwrap().key_string();
+                    let (_, clat, clon) = places.iter().find(|p| p.0 == ck).unwrap();
+                    (distance_km(lat, lon, *clat, *clon), i.key_string())
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            let got: Vec<String> = index
+                .candidates(&app, "", lat, lon, 5)
+                .iter()
+                .map(|c| c.inst.key_string())
+                .collect();
+            let want: Vec<String> = all.iter().take(5).map(|(_, k)| k.clone()).collect();
+            assert_eq!(got, want, "client at {lat},{lon}");
+            let d = index.candidates(&app, "", lat, lon, 1)[0].distance_km;
+            assert!((d - all[0].0).abs() < 1e-6, "{d} vs {}", all[0].0);
+        }
+        // A deleted instance is no candidate any more.
+        let first = index.candidates(&app, "", 52.5, 13.4, 1)[0].inst.clone();
+        index.apply(
+            ChangeAction::Delete,
+            2,
+            change::Object::AppInst(first.clone()),
+        );
+        assert_ne!(
+            index.candidates(&app, "", 52.5, 13.4, 1)[0].inst.key,
+            first.key
+        );
     }
 
     #[test]

@@ -17,14 +17,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use e2e::{Mc, Region, answers, dme_finds, docker_ids};
 use edge_proto::edge::TrackedState;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use testenv::fixtures::*;
-use testenv::{Component, free_port, http_get, wait_for};
+use testenv::{http_get, wait_for};
 
-const REGION: &str = "EU";
-const PASSWORD: &str = "Faults-Passw0rd!";
 const VICTIMS: [&str; 4] = ["controller", "crm", "dme", "mc"];
 
 /// A small deterministic generator (xorshift64*), so a seed replays the same schedule.
@@ -42,372 +40,46 @@ impl Rng {
     }
 }
 
-fn addr() -> SocketAddr {
-    ([127, 0, 0, 1], free_port()).into()
-}
-
-fn answers(addr: SocketAddr, path: &str) -> bool {
-    matches!(http_get(addr, path), Some((200, _)))
-}
-
-/// A user of the MC's REST API.
-#[derive(Clone)]
-struct Mc {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Mc {
-    /// POSTs `body` to `/api/v1<path>`: the reply's JSON documents (one per line for streamed calls), or
-    /// why the call failed (unreachable, an error status, or an error line ending the stream).
-    async fn post(&self, path: &str, body: Value) -> Result<Vec<Value>, String> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
-        let status = r.status();
-        let text = r.text().await.map_err(|e| format!("{path}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{path}: {status}: {text}"));
-        }
-        let lines: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        match lines.last() {
-            Some(l) if l.get("result").is_some() => Err(format!("{path}: {l}")),
-            _ => Ok(lines),
-        }
-    }
-
-    async fn ctrl(&self, method: &str, kind: &str, obj: Value) -> Result<Vec<Value>, String> {
-        self.post(
-            &format!("/auth/ctrl/{method}"),
-            json!({"Region": REGION, kind: obj}),
-        )
-        .await
-    }
-
-    async fn login(base: &str, user: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let r: Value = http
-            .post(format!("{base}/login"))
-            .json(&json!({"username": user, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = r["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("login of {user}: {r}"))
-            .to_string();
-        Self {
-            http,
-            base: base.into(),
-            token,
-        }
-    }
-}
-
-/// Command-line arguments from one line of text (no argument here contains a space).
-fn args(line: String) -> Vec<String> {
-    line.split_whitespace().map(String::from).collect()
-}
-
-/// The region: real servers, and the platform's binaries as processes.
-struct Region {
-    etcd: testenv::Etcd,
-    docker: testenv::Docker,
-    _pg: testenv::Postgres,
-    _bao: testenv::OpenBao,
-    dir: tempfile::TempDir,
-    ctrl: Component,
-    crm: Component,
-    dme: Component,
-    mc: Component,
-    ctrl_http: SocketAddr,
-    crm_http: SocketAddr,
-    dme_grpc: SocketAddr,
-    dme_http: SocketAddr,
-    mc_http: SocketAddr,
-    dev: Mc,
-}
-
-impl Region {
-    async fn start() -> Self {
-        let (etcd, docker, pg, bao) = tokio::join!(
-            testenv::Etcd::start(),
-            testenv::Docker::start(),
-            testenv::Postgres::start(),
-            testenv::OpenBao::start()
-        );
-        let (etcd, docker, pg, bao) = (etcd.unwrap(), docker.unwrap(), pg.unwrap(), bao.unwrap());
-        docker.busybox_image(&web_app("", "").image_path).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let log = |name: &str| dir.path().join(format!("{name}.log"));
-        let no_env = [("", ""); 0];
-
-        let (api, notify, ctrl_http) = (addr(), addr(), addr());
-        let ctrl = Component::start(
-            "regional-controller",
-            args(format!(
-                "--region {REGION} --etcd {} --insecure-plaintext --api-addr {api} --notify-addr {notify} \
-                 --http-addr {ctrl_http} --lifecycle-timeout-secs 60 --offline-after-secs 3",
-                etcd.url
-            )),
-            no_env,
-            &log("controller"),
-            || answers(ctrl_http, "/readyz"),
-        )
-        .await
-        .unwrap();
-        let (dme_grpc, dme_rest, dme_http) = (addr(), addr(), addr());
-        let dme = Component::start(
-            "dme",
-            args(format!(
-                "--region {REGION} --controller-notify {notify} --grpc-addr {dme_grpc} --rest-addr {dme_rest} \
-                 --http-addr {dme_http} --carrier tmus --public-plaintext --insecure-plaintext"
-            )),
-            no_env,
-            &log("dme"),
-            || answers(dme_http, "/readyz"),
-        )
-        .await
-        .unwrap();
-        let mc_http = addr();
-        let mc = Component::start(
-            "master-controller",
-            args(format!("--http-addr {mc_http} --admin-password {PASSWORD}")),
-            [
-                ("DATABASE_URL", pg.url.as_str()),
-                ("VAULT_ADDR", bao.addr.as_str()),
-                ("VAULT_TOKEN", bao.token.as_str()),
-            ],
-            &log("mc"),
-            || answers(mc_http, "/readyz"),
-        )
-        .await
-        .unwrap();
-
-        // Tenancy through the MC: the admin registers the region and a flavor; a developer and an
-        // operator each create their organization.
-        let base = format!("http://{mc_http}/api/v1");
-        let admin = Mc::login(&base, "mexadmin").await;
-        admin
-            .post(
-                "/auth/controller/create",
-                json!({"Region": REGION, "Address": api.to_string()}),
-            )
-            .await
-            .unwrap();
-        admin
-            .ctrl("CreateFlavor", "Flavor", json!(flavor("small")))
-            .await
-            .unwrap();
-        let mut users = Vec::new();
-        for (user, org, kind) in [("dev", "acme", "developer"), ("op", "tmus", "operator")] {
-            let anonymous = Mc {
-                token: String::new(),
-                ..admin.clone()
-            };
-            anonymous
-                .post(
-                    "/usercreate",
-                    json!({"Name": user, "Email": format!("{user}@example.com"), "Passhash": PASSWORD}),
-                )
+/// Kills `victim` with SIGKILL, waits until its absence is seen (for the CRM: until the controller has
+/// lost it), and starts it again.
+async fn crash_and_restart(region: &mut Region, victim: &str) {
+    let ready = |addr: SocketAddr, path: &'static str| move || answers(addr, path);
+    let restarted = match victim {
+        "controller" => {
+            region.ctrl.kill();
+            region
+                .ctrl
+                .restart(ready(region.ctrl_http, "/readyz"))
                 .await
-                .unwrap();
-            let u = Mc::login(&base, user).await;
-            u.post("/auth/org/create", json!({"Name": org, "Type": kind}))
-                .await
-                .unwrap();
-            users.push(u);
         }
-        let (dev, op) = (users.remove(0), users.remove(0));
-        dev.ctrl("CreateApp", "App", json!(web_app("web", "hi")))
-            .await
-            .unwrap();
-
-        // The operator onboards cloudlet tmus/berlin. Its LB serves on this test's own loopback address,
-        // which is also the name clients are given.
-        let public_ip = testenv::loopback_ip();
-        let key_file = dir.path().join("berlin.key");
-        let crm_http = addr();
-        let crm_args = args(format!(
-            "--region {REGION} --cloudlet-org tmus --cloudlet-name berlin --controller-notify {notify} \
-             --insecure-plaintext --platform docker --docker-host {} --http-addr {crm_http} \
-             --public-addr {public_ip} --lb-http-addr {} --access-key {} --state-dir {}",
-            docker.host,
-            addr(),
-            key_file.display(),
-            dir.path().join("crm").display()
-        ));
-        let mut c = cloudlet("tmus", "berlin");
-        c.public_addr = public_ip.to_string();
-        c.root_lb_fqdn = public_ip.to_string();
-        // The first streamed line carries the CRM's key; the stream ends once the CRM has brought the
-        // cloudlet up.
-        let r = op
-            .http
-            .post(format!("{base}/auth/ctrl/CreateCloudlet"))
-            .bearer_auth(&op.token)
-            .json(&json!({"Region": REGION, "Cloudlet": c}))
-            .send()
-            .await
-            .unwrap();
-        let mut body = r.bytes_stream();
-        let mut text = Vec::new();
-        while !text.contains(&b'\n') {
-            text.extend_from_slice(&body.next().await.expect("a first line").unwrap());
-        }
-        let first: Value =
-            serde_json::from_slice(text.split(|b| *b == b'\n').next().unwrap()).unwrap();
-        let key = first["data"]["access"]["access_private_key"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access key in {first}"));
-        std::fs::write(&key_file, key).unwrap();
-        let crm = Component::start("crm", crm_args, no_env, &log("crm"), || {
-            answers(crm_http, "/healthz")
-        })
-        .await
-        .unwrap();
-        while let Some(chunk) = body.next().await {
-            text.extend_from_slice(&chunk.unwrap());
-        }
-        let shown = op
-            .ctrl(
-                "ShowCloudlet",
-                "Cloudlet",
-                json!(cloudlet("tmus", "berlin")),
+        "crm" => {
+            let crm = region.crms.get_mut("berlin").expect("the CRM of berlin");
+            crm.process.kill();
+            let http = region.ctrl_http;
+            wait_for(
+                "the controller to lose the CRM",
+                Duration::from_secs(30),
+                async || {
+                    let crms = testenv::metric(
+                        http,
+                        "controller_notify_clients{client_type=\"CLIENT_TYPE_CRM\"}",
+                    );
+                    (crms == 0.0).then_some(())
+                },
             )
-            .await
-            .unwrap();
-        assert_eq!(
-            shown[0]["data"]["state"],
-            TrackedState::Ready as i32,
-            "the cloudlet did not come up: {}",
-            String::from_utf8_lossy(&text)
-        );
-        Self {
-            etcd,
-            docker,
-            _pg: pg,
-            _bao: bao,
-            dir,
-            ctrl,
-            crm,
-            dme,
-            mc,
-            ctrl_http,
-            crm_http,
-            dme_grpc,
-            dme_http,
-            mc_http,
-            dev,
+            .await;
+            crm.process.restart(ready(crm.http, "/healthz")).await
         }
-    }
-
-    /// Kills `victim` with SIGKILL, waits until its absence is seen (for the CRM: until the controller
-    /// has lost it), and starts it again.
-    async fn crash_and_restart(&mut self, victim: &str) {
-        let ready = |addr: SocketAddr, path: &'static str| move || answers(addr, path);
-        let restarted = match victim {
-            "controller" => {
-                self.ctrl.kill();
-                self.ctrl.restart(ready(self.ctrl_http, "/readyz")).await
-            }
-            "crm" => {
-                self.crm.kill();
-                let http = self.ctrl_http;
-                wait_for(
-                    "the controller to lose the CRM",
-                    Duration::from_secs(30),
-                    async || {
-                        let crms = testenv::metric(
-                            http,
-                            "controller_notify_clients{client_type=\"CLIENT_TYPE_CRM\"}",
-                        );
-                        (crms == 0.0).then_some(())
-                    },
-                )
-                .await;
-                self.crm.restart(ready(self.crm_http, "/healthz")).await
-            }
-            "dme" => {
-                self.dme.kill();
-                self.dme.restart(ready(self.dme_http, "/readyz")).await
-            }
-            _ => {
-                self.mc.kill();
-                self.mc.restart(ready(self.mc_http, "/readyz")).await
-            }
-        };
-        restarted.unwrap_or_else(|e| panic!("restarting the {victim}: {e}"));
-    }
-
-    /// What is left of AppInst `acme/<inst>` and ClusterInst `acme/<cluster>`: containers, networks,
-    /// LB routes, etcd keys.
-    async fn leftovers(&self, inst: &str, cluster: &str) -> Vec<String> {
-        let mut found = Vec::new();
-        for c in docker_ids(
-            &self.docker.host,
-            "ps -aq",
-            &format!("edge.appinst=acme/{inst}"),
-        ) {
-            found.push(format!("container {c}"));
+        "dme" => {
+            region.dme.kill();
+            region.dme.restart(ready(region.dme_http, "/readyz")).await
         }
-        let label = format!("edge.clusterinst=acme/{cluster}");
-        for n in docker_ids(&self.docker.host, "network ls -q", &label) {
-            found.push(format!("network {n}"));
+        _ => {
+            region.mc.kill();
+            region.mc.restart(ready(region.mc_http, "/readyz")).await
         }
-        let routes =
-            std::fs::read_to_string(self.dir.path().join("crm/lb/routes.json")).unwrap_or_default();
-        if routes.contains(&format!("\"acme/{inst}\"")) {
-            found.push(format!("LB route of acme/{inst}"));
-        }
-        let mut etcd = etcd_client::Client::connect([self.etcd.url.as_str()], None)
-            .await
-            .unwrap();
-        let kvs = etcd
-            .get("/", Some(etcd_client::GetOptions::new().with_prefix()))
-            .await
-            .unwrap();
-        let mine = |s: &str| {
-            s.ends_with(&format!("acme/{inst}")) || s.ends_with(&format!("acme/{cluster}"))
-        };
-        for kv in kvs.kvs() {
-            let (k, v) = (kv.key_str().unwrap_or(""), kv.value_str().unwrap_or(""));
-            if mine(k) || mine(v.trim_matches('"')) {
-                found.push(format!("etcd key {k}"));
-            }
-        }
-        found
-    }
-}
-
-/// Ids of the docker objects listed by `docker <list> --filter label=<label>` on the engine at `host`.
-fn docker_ids(host: &str, list: &str, label: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .env("DOCKER_HOST", host)
-        .args(list.split_whitespace())
-        .args(["--filter", &format!("label={label}")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect()
+    };
+    restarted.unwrap_or_else(|e| panic!("restarting the {victim}: {e}"));
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -488,22 +160,6 @@ async fn converge(mc: &Mc, issued: &AtomicU32, o: &Object, want: Want) {
     }
 }
 
-/// What a mobile client gets from the DME for App `acme/web`: the address of port 80 of the closest
-/// instance, or `None`.
-async fn dme_finds(dme: SocketAddr) -> Result<Option<SocketAddr>, String> {
-    let mut c = dme_client::DmeClient::connect(&format!("http://{dme}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    c.register("acme", "web", "1.0", None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let found = c
-        .find_cloudlet("", 52.52, 13.40)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(found.and_then(|f| f.address(80)?.parse().ok()))
-}
-
 /// Polls the DME, as a retrying client, until the app is found and answers "hi" through the LB
 /// (`present`) or is no longer found.
 async fn dme_converge(dme: SocketAddr, issued: &AtomicU32, present: bool) {
@@ -514,7 +170,7 @@ async fn dme_converge(dme: SocketAddr, issued: &AtomicU32, present: bool) {
         "the DME to stop finding acme/web"
     };
     wait_for(what, Duration::from_secs(120), async || {
-        match dme_finds(dme).await {
+        match dme_finds(dme, "web", 52.52, 13.40).await {
             Ok(Some(addr)) if present => {
                 matches!(http_get(addr, "/"), Some((200, b)) if b.trim() == "hi").then_some(())
             }
@@ -581,20 +237,13 @@ async fn one_seed(region: &mut Region, seed: u64) -> Outcome {
         )
         .await;
         let killed = Instant::now();
-        region.crash_and_restart(victim).await;
+        crash_and_restart(region, victim).await;
         (killed, killed.elapsed())
     };
     let (running, (killed, down)) = tokio::join!(run, fault);
     let recovery = killed.elapsed();
     // The deletes completed: nothing of the seed may remain. Asynchronous cleanup gets 30 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let orphans = loop {
-        let now = region.leftovers(&inst, &cl).await;
-        if now.is_empty() || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let orphans = region.leftovers_after_cleanup(&inst, &cl).await;
     Outcome {
         seed,
         victim,
@@ -618,6 +267,12 @@ async fn operations_complete_without_orphans_when_any_component_is_killed() {
     let first = var("EDGE_FAULT_FIRST_SEED", 0);
     let seeds = first..first + var("EDGE_FAULT_SEEDS", 4);
     let mut region = Region::start().await;
+    region.onboard("berlin", 0, 52.52, 13.40).await;
+    region
+        .dev
+        .ctrl("CreateApp", "App", json!(web_app("web", "hi")))
+        .await
+        .unwrap();
     let mut outcomes = Vec::new();
     for seed in seeds {
         let o = one_seed(&mut region, seed).await;
