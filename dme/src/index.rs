@@ -20,6 +20,24 @@ use tokio::sync::broadcast;
 /// Mean earth radius used for great-circle distances, km.
 const EARTH_RADIUS_KM: f64 = 6371.0;
 
+/// Operators that are public clouds (MobiledgeX's `cloudcommon` names): their instances are candidates
+/// for clients of any carrier, `PUBLIC_CLOUD_PADDING_KM` farther than they are unless the client asked
+/// for that cloud, so that a cellular operator's instance at a similar distance wins.
+const PUBLIC_CLOUDS: [&str; 3] = ["gcp", "azure", "aws"];
+const PUBLIC_CLOUD_PADDING_KM: f64 = 100.0;
+
+/// The haversine's inner term of a great-circle distance (the ranking key of candidates).
+fn inner_term(km: f64) -> f64 {
+    (km.min(std::f64::consts::PI * EARTH_RADIUS_KM) / (2.0 * EARTH_RADIUS_KM))
+        .sin()
+        .powi(2)
+}
+
+/// The great-circle distance of a haversine inner term.
+fn km_of(a: f64) -> f64 {
+    2.0 * EARTH_RADIUS_KM * a.sqrt().atan2((1.0 - a).sqrt())
+}
+
 #[derive(Default)]
 struct State {
     apps: HashMap<String, App>,
@@ -44,6 +62,7 @@ struct Usable {
     inst: String,
     cloudlet: String,
     operator: String,
+    public_cloud: bool,
     lat: f64,
     lon: f64,
     cos_lat: f64,
@@ -72,8 +91,7 @@ pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
     let dp = (lat2 - lat1).to_radians();
     let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * a.sqrt().atan2((1.0 - a).sqrt())
+    km_of((dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2))
 }
 
 impl Index {
@@ -135,6 +153,7 @@ impl Index {
                 Some(Usable {
                     inst: k.clone(),
                     cloudlet,
+                    public_cloud: PUBLIC_CLOUDS.contains(&ck.organization.as_str()),
                     operator: ck.organization,
                     lat: loc.latitude.to_radians(),
                     lon: loc.longitude.to_radians(),
@@ -152,7 +171,8 @@ impl Index {
 
     /// The `limit` closest usable instances of `app` for a client at (`lat`, `lon`), closest first:
     /// READY, healthy (or not yet checked), on a cloudlet whose CRM reports READY, run by `carrier` (any
-    /// operator when empty). Ties go by AppInst key.
+    /// operator when empty) or by a public cloud (farther by the padding unless it is the carrier asked
+    /// for). Ties go by AppInst key.
     pub fn candidates(
         &self,
         app: &AppKey,
@@ -170,11 +190,15 @@ impl Index {
         let cos_client = lat.cos();
         let mut best: Vec<(f64, &Usable)> = Vec::with_capacity(limit.min(usable.len()) + 1);
         for u in usable.iter() {
-            if operator.as_ref().is_some_and(|o| *o != u.operator) {
+            let other = operator.as_ref().is_some_and(|o| *o != u.operator);
+            if other && !u.public_cloud {
                 continue;
             }
-            let a = ((u.lat - lat) / 2.0).sin().powi(2)
+            let mut a = ((u.lat - lat) / 2.0).sin().powi(2)
                 + cos_client * u.cos_lat * ((u.lon - lon) / 2.0).sin().powi(2);
+            if other {
+                a = inner_term(km_of(a) + PUBLIC_CLOUD_PADDING_KM);
+            }
             let before =
                 |(b, v): &(f64, &Usable)| a.total_cmp(b).then_with(|| u.inst.cmp(&v.inst)).is_lt();
             if best.len() == limit && !best.last().is_some_and(before) {
@@ -189,7 +213,7 @@ impl Index {
                 Some(Candidate {
                     inst: st.insts.get(&u.inst)?.clone(),
                     cloudlet: st.cloudlets.get(&u.cloudlet)?.clone(),
-                    distance_km: 2.0 * EARTH_RADIUS_KM * a.sqrt().atan2((1.0 - a).sqrt()),
+                    distance_km: km_of(a),
                 })
             })
             .collect()
@@ -470,6 +494,71 @@ mod tests {
             index.candidates(&app, "", 52.5, 13.4, 1)[0].inst.key,
             first.key
         );
+    }
+
+    #[test]
+    fn public_clouds_serve_every_carrier_a_hundred_km_farther() {
+        let index = Index::default();
+        let app = AppKey {
+            organization: "acme".into(),
+            name: "game".into(),
+            version: "1.0".into(),
+        };
+        // Berlin: the operator "tmus" 50 km away, azure at the client's door.
+        for (org, lat) in [("tmus", 52.97), ("azure", 52.52)] {
+            let key = CloudletKey {
+                organization: org.into(),
+                name: "c".into(),
+            };
+            let location = Some(Loc {
+                latitude: lat,
+                longitude: 13.4,
+            });
+            let cloudlet = Cloudlet {
+                key: Some(key.clone()),
+                location,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::Cloudlet(cloudlet));
+            let info = CloudletInfo {
+                key: Some(key.clone()),
+                state: CloudletState::Ready as i32,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
+            let inst = AppInst {
+                key: Some(AppInstKey {
+                    organization: "acme".into(),
+                    name: org.into(),
+                }),
+                app_key: Some(app.clone()),
+                cloudlet_key: Some(key),
+                state: TrackedState::Ready as i32,
+                ..Default::default()
+            };
+            index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
+        }
+        let found = |carrier: &str| {
+            index
+                .candidates(&app, carrier, 52.52, 13.4, 3)
+                .iter()
+                .map(|c| (c.inst.key_string(), c.distance_km.round()))
+                .collect::<Vec<_>>()
+        };
+        // No carrier: the plain distances.
+        assert_eq!(
+            found(""),
+            [("acme/azure".into(), 0.0), ("acme/tmus".into(), 50.0)]
+        );
+        // The operator's clients: its own instance wins, azure comes 100 km farther.
+        assert_eq!(
+            found("tmus"),
+            [("acme/tmus".into(), 50.0), ("acme/azure".into(), 100.0)]
+        );
+        // Azure's clients: azure as it is; another operator is not a candidate.
+        assert_eq!(found("azure"), [("acme/azure".into(), 0.0)]);
+        // A carrier nobody knows: only the public cloud, padded.
+        assert_eq!(found("nobody"), [("acme/azure".into(), 100.0)]);
     }
 
     #[test]
