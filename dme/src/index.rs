@@ -2,11 +2,11 @@
 //! OperatorCodes. Every lookup is served from here; the DME keeps answering while the controller is down.
 //!
 //! FindCloudlet looks only at the App's own instances: the index keeps the usable ones of each App (READY,
-//! healthy, on a cloudlet that is READY) as a flat list of positions, built on the first lookup after a
-//! change that may alter it, and picks the closest few in one pass without cloning or allocating per
-//! instance.
+//! healthy, on a cloudlet that is READY) grouped by cloudlet with its position, built on the first lookup
+//! after a change that may alter it, and picks the closest few in one pass over those cloudlets without
+//! cloning or allocating per instance.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use edge_common::Keyed;
@@ -57,9 +57,11 @@ pub struct Candidate {
     pub distance_km: f64,
 }
 
-/// A usable instance of an App, as FindCloudlet ranks it.
-struct Usable {
-    inst: String,
+/// A cloudlet with usable instances of an App, as FindCloudlet ranks them (instances on one cloudlet
+/// share its distance).
+struct Site {
+    /// the usable instances' keys, sorted
+    insts: Vec<String>,
     cloudlet: String,
     operator: String,
     public_cloud: bool,
@@ -70,8 +72,9 @@ struct Usable {
 
 pub struct Index {
     state: RwLock<State>,
-    /// usable instances per App key; an entry goes whenever something it depends on changes
-    usable: Mutex<HashMap<String, Arc<Vec<Usable>>>>,
+    /// cloudlets with usable instances, per App key; an entry goes whenever something it depends on
+    /// changes
+    usable: Mutex<HashMap<String, Arc<Vec<Site>>>>,
     /// Fires on every change (edge-event streams re-evaluate their instance).
     changed: broadcast::Sender<()>,
 }
@@ -128,40 +131,44 @@ impl Index {
     }
 
     /// The usable instances of `app` (built now if a change dropped them).
-    fn usable_of(&self, st: &State, app: &str) -> Arc<Vec<Usable>> {
+    fn usable_of(&self, st: &State, app: &str) -> Arc<Vec<Site>> {
         if let Some(u) = self.usable.lock().expect("usable lock").get(app) {
             return u.clone();
         }
-        let list: Vec<Usable> = st
-            .by_app
-            .get(app)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| {
-                let i = st.insts.get(k)?;
-                if i.state != TrackedState::Ready as i32
-                    || !matches!(i.health_check(), HealthCheck::Ok | HealthCheck::Unknown)
-                {
-                    return None;
-                }
-                let ck = i.cloudlet_key.clone().unwrap_or_default();
-                let cloudlet = ck.key_string();
-                if st.infos.get(&cloudlet)?.state != CloudletState::Ready as i32 {
-                    return None;
-                }
-                let loc = st.cloudlets.get(&cloudlet)?.location.unwrap_or_default();
-                Some(Usable {
-                    inst: k.clone(),
-                    cloudlet,
-                    public_cloud: PUBLIC_CLOUDS.contains(&ck.organization.as_str()),
-                    operator: ck.organization,
-                    lat: loc.latitude.to_radians(),
-                    lon: loc.longitude.to_radians(),
-                    cos_lat: loc.latitude.to_radians().cos(),
-                })
-            })
-            .collect();
-        let list = Arc::new(list);
+        let mut sites: BTreeMap<String, Site> = BTreeMap::new();
+        // by_app is ordered: each site's instances come sorted.
+        for k in st.by_app.get(app).into_iter().flatten() {
+            let Some(i) = st.insts.get(k) else { continue };
+            if i.state != TrackedState::Ready as i32
+                || !matches!(i.health_check(), HealthCheck::Ok | HealthCheck::Unknown)
+            {
+                continue;
+            }
+            let ck = i.cloudlet_key.clone().unwrap_or_default();
+            let cloudlet = ck.key_string();
+            if let Some(site) = sites.get_mut(&cloudlet) {
+                site.insts.push(k.clone());
+                continue;
+            }
+            if st.infos.get(&cloudlet).map(|i| i.state) != Some(CloudletState::Ready as i32) {
+                continue;
+            }
+            let Some(c) = st.cloudlets.get(&cloudlet) else {
+                continue;
+            };
+            let loc = c.location.unwrap_or_default();
+            let site = Site {
+                insts: vec![k.clone()],
+                cloudlet: cloudlet.clone(),
+                public_cloud: PUBLIC_CLOUDS.contains(&ck.organization.as_str()),
+                operator: ck.organization,
+                lat: loc.latitude.to_radians(),
+                lon: loc.longitude.to_radians(),
+                cos_lat: loc.latitude.to_radians().cos(),
+            };
+            sites.insert(cloudlet, site);
+        }
+        let list = Arc::new(sites.into_values().collect::<Vec<_>>());
         self.usable
             .lock()
             .expect("usable lock")
@@ -183,36 +190,40 @@ impl Index {
     ) -> Vec<Candidate> {
         let st = self.state.read().expect("index lock");
         let operator = (!carrier.is_empty()).then(|| Self::operator_of(&st, carrier));
-        let usable = self.usable_of(&st, &app.key_string());
+        let sites = self.usable_of(&st, &app.key_string());
         // Rank by the haversine's inner term, which grows with the distance: the trigonometry of the
-        // client's side is done once, the instance's cosine is kept.
+        // client's side is done once, the cloudlet's cosine is kept.
         let (lat, lon) = (lat.to_radians(), lon.to_radians());
         let cos_client = lat.cos();
-        let mut best: Vec<(f64, &Usable)> = Vec::with_capacity(limit.min(usable.len()) + 1);
-        for u in usable.iter() {
-            let other = operator.as_ref().is_some_and(|o| *o != u.operator);
-            if other && !u.public_cloud {
+        let mut best: Vec<(f64, &str, &Site)> = Vec::with_capacity(limit + 1);
+        for site in sites.iter() {
+            let other = operator.as_ref().is_some_and(|o| *o != site.operator);
+            if other && !site.public_cloud {
                 continue;
             }
-            let mut a = ((u.lat - lat) / 2.0).sin().powi(2)
-                + cos_client * u.cos_lat * ((u.lon - lon) / 2.0).sin().powi(2);
+            let mut a = ((site.lat - lat) / 2.0).sin().powi(2)
+                + cos_client * site.cos_lat * ((site.lon - lon) / 2.0).sin().powi(2);
             if other {
                 a = inner_term(km_of(a) + PUBLIC_CLOUD_PADDING_KM);
             }
-            let before =
-                |(b, v): &(f64, &Usable)| a.total_cmp(b).then_with(|| u.inst.cmp(&v.inst)).is_lt();
-            if best.len() == limit && !best.last().is_some_and(before) {
-                continue;
+            // The site's instances in key order, until one no longer makes the cut (nor will the rest).
+            for inst in &site.insts {
+                let before = |(b, k, _): &(f64, &str, &Site)| {
+                    a.total_cmp(b).then_with(|| inst.as_str().cmp(k)).is_lt()
+                };
+                if best.len() == limit && !best.last().is_some_and(before) {
+                    break;
+                }
+                let at = best.iter().position(before).unwrap_or(best.len());
+                best.insert(at, (a, inst, site));
+                best.truncate(limit);
             }
-            let at = best.iter().position(before).unwrap_or(best.len());
-            best.insert(at, (a, u));
-            best.truncate(limit);
         }
         best.into_iter()
-            .filter_map(|(a, u)| {
+            .filter_map(|(a, inst, site)| {
                 Some(Candidate {
-                    inst: st.insts.get(&u.inst)?.clone(),
-                    cloudlet: st.cloudlets.get(&u.cloudlet)?.clone(),
+                    inst: st.insts.get(inst)?.clone(),
+                    cloudlet: st.cloudlets.get(&site.cloudlet)?.clone(),
                     distance_km: km_of(a),
                 })
             })

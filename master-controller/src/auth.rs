@@ -58,10 +58,25 @@ pub fn verify(secret: &str, hash: &str) -> bool {
     })
 }
 
-/// [`hash`] on a blocking thread: argon2 takes tens of milliseconds and must not stall the async workers.
+/// Argon2 runs at most once per core at a time. Each run takes tens of milliseconds of CPU and 19 MiB of
+/// memory (the default parameters); a burst of logins would otherwise spread over many blocking threads,
+/// each keeping its freed 19 MiB in its own allocator arena, and the MC's memory would grow with the
+/// largest burst it ever saw. Waiting for a permit costs the burst's last callers some latency instead.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+});
+
+/// Runs `f` (an argon2 computation) on a blocking thread, once a [`HASHING`] permit is free: argon2 must
+/// not stall the async workers.
+async fn argon2_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _permit = HASHING.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// [`hash`] on a blocking thread.
 pub async fn hash_async(secret: &str) -> String {
     let secret = secret.to_string();
-    tokio::task::spawn_blocking(move || hash(&secret))
+    argon2_blocking(move || hash(&secret))
         .await
         .expect("argon2 hashing does not panic")
 }
@@ -69,7 +84,7 @@ pub async fn hash_async(secret: &str) -> String {
 /// [`verify`] on a blocking thread.
 pub async fn verify_async(secret: &str, hash: &str) -> bool {
     let (secret, hash) = (secret.to_string(), hash.to_string());
-    tokio::task::spawn_blocking(move || verify(&secret, &hash))
+    argon2_blocking(move || verify(&secret, &hash))
         .await
         .unwrap_or(false)
 }
