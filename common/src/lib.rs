@@ -12,6 +12,17 @@ pub mod vault;
 pub use keys::{Keyed, store_key, store_prefix};
 
 /// Current time in unix milliseconds.
+/// Waits for SIGINT or SIGTERM (what a terminal's Ctrl-C and a service manager's stop send), and says
+/// which came.
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT")?,
+        _ = term.recv() => "SIGTERM",
+    })
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

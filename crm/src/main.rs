@@ -108,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
         tls: agent.tls,
     })
     .await?;
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down; apps and routes of this cloudlet stay as they are");
+    let signal = edge_common::shutdown_signal().await?;
+    tracing::info!(
+        signal,
+        "shutting down; apps and routes of this cloudlet stay as they are"
+    );
     Ok(())
 }

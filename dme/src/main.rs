@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("no VAULT_ADDR/VAULT_TOKEN: cookies are signed with a per-process key");
     }
     let _dme = Dme::start(cfg).await?;
-    tokio::signal::ctrl_c().await?;
+    let signal = edge_common::shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
     Ok(())
 }

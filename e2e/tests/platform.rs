@@ -234,3 +234,18 @@ async fn two_regions_keep_their_objects_apart() {
         "{nowhere}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_component_stops_on_sigterm_as_a_service_manager_stops_it() {
+    let mut region = Region::start().await;
+    region.onboard("berlin", 0, 52.52, 13.40).await;
+    let within = Duration::from_secs(10);
+    assert!(region.mc.terminate(within), "the MC ignored SIGTERM");
+    assert!(region.dme.terminate(within), "the DME ignored SIGTERM");
+    let crm = region.crms.get_mut("berlin").unwrap();
+    assert!(crm.process.terminate(within), "the CRM ignored SIGTERM");
+    assert!(
+        region.ctrl.terminate(within),
+        "the controller ignored SIGTERM"
+    );
+}

@@ -247,7 +247,10 @@ impl MasterController {
                 }))
                 .configure(handlers::routes)
         })
-        .workers(2);
+        .workers(2)
+        // Signals are the binary's to handle (actix's own handler took SIGTERM and left the process
+        // running).
+        .disable_signals();
         let server = match &cfg.tls {
             Some((cert, key)) => server
                 .bind_rustls_0_23(cfg.http_addr, edge_common::pki::server_config(cert, key)?)?,

@@ -75,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
         from: args.smtp_from,
     });
     let mc = MasterController::start(cfg).await?;
-    tokio::signal::ctrl_c().await?;
+    let signal = edge_common::shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
     mc.stop().await;
     Ok(())
 }

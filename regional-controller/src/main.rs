@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     let _controller = Controller::start(config).await?;
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
+    let signal = edge_common::shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
     Ok(())
 }

@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         resource_alert_percent: args.resource_alert_percent,
     })
     .await?;
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
+    let signal = edge_common::shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
     Ok(())
 }

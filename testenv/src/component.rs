@@ -72,6 +72,12 @@ impl Component {
         }
     }
 
+    /// Sends SIGTERM, as a service manager stops a server, and waits up to `within` for the process to
+    /// exit; whether it did (else it is killed).
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        self.process.take().is_none_or(|mut p| p.stop(within))
+    }
+
     /// Starts the process again with the same command line (after [`Component::kill`]) and waits for
     /// `ready`.
     pub async fn restart(&mut self, ready: impl FnMut() -> bool) -> Result<()> {

@@ -185,7 +185,7 @@ impl Drop for Docker {
             }
         }
         if let Some(mut p) = self.process.take() {
-            p.stop(Duration::from_secs(15));
+            let _ = p.stop(Duration::from_secs(15));
         }
         // dockerd leaves its default netns bind-mounted; unmount so the dir can be removed.
         let netns = self.dir.path().join("exec/netns/default");

@@ -182,10 +182,10 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
-    /// Asks the process to stop and waits up to `grace`, then kills it.
-    pub fn stop(&mut self, grace: Duration) {
+    /// Asks the process to stop and waits up to `grace`, then kills it; whether it stopped by itself.
+    pub fn stop(&mut self, grace: Duration) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+            return true;
         }
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: plain syscall on our own child's pid, which has not been reaped yet.
@@ -196,11 +196,12 @@ impl ServerProcess {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
+        false
     }
 }
 
@@ -213,7 +214,7 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        self.stop(Duration::from_secs(10));
+        let _ = self.stop(Duration::from_secs(10));
     }
 }
 
