@@ -7,7 +7,10 @@
 //! prints the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
 //! a VM AppInst against a bare qemu boot ([`vm`]). `lb`: the shared root LB against direct connections
 //! ([`lb`]). `restart`: a controller restarting on a region of 100,000 AppInsts ([`restart`]).
+//! `controller` and `mc`: the controller's creates against raw etcd, the MC against the controller
+//! ([`api`]).
 
+mod api;
 mod bulk;
 mod lb;
 mod region;
@@ -45,13 +48,18 @@ enum Bench {
     Lb(lb::Args),
     /// Restart-to-ready and memory of a controller on a large region written straight into etcd.
     Restart(restart::Args),
+    /// CreateFlavor and CreateApp through the controller's API against raw etcd transactions.
+    Controller(api::ControllerArgs),
+    /// ShowAppInst through the MC against the controller directly; the MC's memory around logins.
+    Mc(api::McArgs),
     /// (internal) the Shepherd process the `shepherd` benchmark measures.
     #[command(hide = true)]
     ShepherdChild(shepherd::Child),
 }
 
-#[derive(Parser, Debug)]
-struct Args {
+/// How hard [`measure`] drives a call.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Load {
     /// Calls per measurement (sequential and concurrent each).
     #[arg(long, default_value_t = 2000)]
     calls: usize,
@@ -61,6 +69,12 @@ struct Args {
     /// Upper bound on each measurement, seconds.
     #[arg(long, default_value_t = 30)]
     max_secs: u64,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    load: Load,
     /// Instances of the App in the region.
     #[arg(long, default_value_t = 10_000)]
     app_insts: usize,
@@ -85,13 +99,34 @@ impl Echo for EchoService {
 }
 
 /// Latencies of sequential calls and throughput of concurrent ones.
-struct Measured {
-    p50: Duration,
-    p99: Duration,
-    per_sec: f64,
+pub struct Measured {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub per_sec: f64,
 }
 
-async fn measure<F, Fut>(args: &Args, call: F) -> Measured
+impl Measured {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"p50_ms": self.p50.as_secs_f64() * 1e3, "p99_ms": self.p99.as_secs_f64() * 1e3,
+                           "calls_per_s": self.per_sec})
+    }
+}
+
+/// Prints the measurements as a table.
+pub fn print_table(rows: &[(&str, &Measured)]) {
+    println!(
+        "{:<24} {:>10} {:>10} {:>12}",
+        "call", "p50", "p99", "calls/s"
+    );
+    for (name, m) in rows {
+        println!(
+            "{name:<24} {:>10.1?} {:>10.1?} {:>12.0}",
+            m.p50, m.p99, m.per_sec
+        );
+    }
+}
+
+pub async fn measure<F, Fut>(args: &Load, call: F) -> Measured
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -151,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Vm(a)) => vm::run(a).await,
         Some(Bench::Lb(a)) => lb::run(a).await,
         Some(Bench::Restart(a)) => restart::run(a).await,
+        Some(Bench::Controller(a)) => api::controller(a).await,
+        Some(Bench::Mc(a)) => api::mc(a).await,
         Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,
     }
 }
@@ -209,7 +246,7 @@ async fn dme(args: Args) -> anyhow::Result<()> {
     let cookie = sdk.session_cookie().to_string();
 
     let echo = EchoClient::new(channel(echo_addr).await?);
-    let base = measure(&args, move || {
+    let base = measure(&args.load, move || {
         let mut c = echo.clone();
         async move {
             c.echo(EchoMessage {
@@ -222,7 +259,7 @@ async fn dme(args: Args) -> anyhow::Result<()> {
     .await;
     let dme_api = MatchEngineApiClient::new(channel(dme.grpc_addr).await?);
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let find = measure(&args, move || {
+    let find = measure(&args.load, move || {
         let mut c = dme_api.clone();
         // Clients all over the region's area, in a fixed order.
         let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -242,16 +279,7 @@ async fn dme(args: Args) -> anyhow::Result<()> {
     })
     .await;
 
-    println!(
-        "{:<16} {:>10} {:>10} {:>12}",
-        "call", "p50", "p99", "calls/s"
-    );
-    for (name, m) in [("grpc echo", &base), ("FindCloudlet", &find)] {
-        println!(
-            "{name:<16} {:>10.1?} {:>10.1?} {:>12.0}",
-            m.p50, m.p99, m.per_sec
-        );
-    }
+    print_table(&[("grpc echo", &base), ("FindCloudlet", &find)]);
     let (p50, p99, throughput) = (
         find.p50.as_secs_f64() / base.p50.as_secs_f64(),
         find.p99.as_secs_f64() / base.p99.as_secs_f64(),

@@ -5,9 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Argon2, Params, Version};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -42,26 +41,79 @@ pub fn check_password(username: &str, password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn hash(secret: &str) -> String {
-    let salt = edge_common::vault::random_bytes(16);
-    let hash: PasswordHash = Argon2::default()
-        .hash_password_with_salt(secret.as_bytes(), &salt)
-        .expect("argon2 hashing cannot fail");
-    hash.to_string()
+thread_local! {
+    /// The working memory of this thread's argon2 runs (19 MiB at the default parameters), used again by
+    /// every run instead of allocated and freed each time.
+    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-pub fn verify(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &h)
+/// The raw argon2 output of `secret` and `salt` into `out`, in this thread's working memory.
+fn argon2_raw(
+    params: &Params,
+    alg: argon2::Algorithm,
+    version: Version,
+    secret: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> bool {
+    let argon = Argon2::new(alg, version, params.clone());
+    MEMORY.with_borrow_mut(|m| {
+        let n = params.block_count();
+        if m.len() < n {
+            m.resize(n, argon2::Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(secret, salt, out, &mut m[..n])
             .is_ok()
     })
 }
 
-/// Argon2 runs on a few threads of its own (one per core), never on the async workers. Each run takes
-/// tens of milliseconds of CPU and 19 MiB of memory (the default parameters); on tokio's blocking pool a
-/// burst of logins spread over many threads, each keeping its freed 19 MiB in its own allocator arena:
-/// 300 logins took the MC from 69 MiB to 556 MiB. On these threads the same memory is used again.
+/// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of `secret` with a fresh salt.
+pub fn hash(secret: &str) -> String {
+    let params = Params::default();
+    let (alg, version) = (argon2::Algorithm::default(), Version::default());
+    let salt = edge_common::vault::random_bytes(16);
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    assert!(
+        argon2_raw(&params, alg, version, secret.as_bytes(), &salt, &mut out),
+        "argon2 hashing cannot fail with the default parameters"
+    );
+    PasswordHash {
+        algorithm: alg.ident(),
+        version: Some(version.into()),
+        params: ParamsString::try_from(&params).expect("default parameters encode"),
+        salt: Some(Salt::new(&salt).expect("a 16-byte salt")),
+        hash: Some(Output::new(&out).expect("a 32-byte output")),
+    }
+    .to_string()
+}
+
+/// Whether `secret` matches the PHC string `hash` (compared in constant time).
+pub fn verify(secret: &str, hash: &str) -> bool {
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&h.salt, &h.hash) else {
+        return false;
+    };
+    let (Ok(alg), Ok(params)) = (
+        argon2::Algorithm::try_from(h.algorithm.as_str()),
+        Params::try_from(&h),
+    ) else {
+        return false;
+    };
+    let Ok(version) = h.version.map_or(Ok(Version::default()), Version::try_from) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.as_bytes().len()];
+    argon2_raw(&params, alg, version, secret.as_bytes(), salt, &mut out)
+        && Output::new(&out).is_ok_and(|o| o == *expected)
+}
+
+/// Argon2 runs on a few threads of its own (one per core), never on the async workers, each with its own
+/// working memory ([`MEMORY`]). Each run takes tens of milliseconds of CPU and 19 MiB of memory (the default
+/// parameters); allocated per run on tokio's blocking pool, a burst of logins left each thread's freed
+/// 19 MiB in its own allocator arena: 300 logins took the MC from 69 MiB to 556 MiB.
 type Job = Box<dyn FnOnce() + Send>;
 
 static HASHERS: std::sync::LazyLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
@@ -229,7 +281,7 @@ impl Throttle {
 
     fn limit(&self, key: &str) -> usize {
         if key.starts_with("ip:") {
-            self.max_failures * 4
+            self.max_failures.saturating_mul(4)
         } else {
             self.max_failures
         }
@@ -325,6 +377,18 @@ mod tests {
         assert!(check_password("alice", "Correct-Horse-9").is_ok());
         let h = hash("Correct-Horse-9");
         assert!(verify("Correct-Horse-9", &h) && !verify("wrong", &h));
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        // Hashes stored by the argon2 crate's own hasher (before the working memory was reused) verify.
+        use argon2::password_hash::PasswordHasher;
+        let stored = Argon2::default()
+            .hash_password_with_salt(b"Correct-Horse-9", b"0123456789abcdef")
+            .unwrap()
+            .to_string();
+        assert!(verify("Correct-Horse-9", &stored) && !verify("Correct-Horse-8", &stored));
+        assert!(
+            !verify("x", "not a PHC string")
+                && !verify("x", "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ")
+        );
         let t = Tokens::new(b"k".to_vec(), Duration::from_secs(60));
         let user = Account {
             name: "alice",

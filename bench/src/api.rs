@@ -1,0 +1,269 @@
+//! `edge-bench controller`: creates through the regional controller's API against raw etcd transactions
+//! of the same size on the same etcd. `edge-bench mc`: ShowAppInst of a region's instances through the
+//! master controller against the same call directly on the controller, and the MC's memory around a burst
+//! of logins.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use edge_proto::edge::app_inst_api_client::AppInstApiClient;
+use edge_proto::edge::{AppInst, flavor_api_client::FlavorApiClient};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use serde_json::json;
+use testenv::fixtures::*;
+use tonic::transport::Channel;
+
+use crate::{Load, Measured, measure, print_table};
+
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct McArgs {
+    #[command(flatten)]
+    load: Load,
+    /// App instances ShowAppInst returns.
+    #[arg(long, default_value_t = 1000)]
+    app_insts: usize,
+    /// Logins in the memory measurement (16 at a time).
+    #[arg(long, default_value_t = 1000)]
+    logins: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+const REGION: &str = "bench";
+const PASSWORD: &str = "Bench-Passw0rd!";
+
+fn write_json(path: &Option<std::path::PathBuf>, v: serde_json::Value) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_vec_pretty(&v)?)?;
+    }
+    Ok(())
+}
+
+/// A unique name per call of a measured closure.
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let etcd = testenv::Etcd::start().await?;
+    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
+        REGION, &etcd.url,
+    ))
+    .await?;
+    let api = Channel::from_shared(format!("http://{}", ctrl.api_addr))?
+        .connect()
+        .await?;
+
+    // The baseline: the transaction a create is at its core (the key absent → put the JSON), as large.
+    let kv = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await?
+        .kv_client();
+    let value = serde_json::to_vec(&flavor("f0"))?;
+    let n = counter();
+    let raw = measure(&args.load, move || {
+        let (mut kv, value) = (kv.clone(), value.clone());
+        let key = format!("/raw/{}", n.fetch_add(1, Ordering::Relaxed));
+        async move {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), value, None)]);
+            kv.txn(txn).await.expect("etcd transaction");
+        }
+    })
+    .await;
+    let n = counter();
+    let flavors = FlavorApiClient::new(api.clone());
+    let create_flavor = measure(&args.load, move || {
+        let mut c = flavors.clone();
+        let f = flavor(&format!("f{}", n.fetch_add(1, Ordering::Relaxed)));
+        async move {
+            c.create_flavor(f).await.expect("CreateFlavor");
+        }
+    })
+    .await;
+    api.flavors().create_flavor(flavor("small")).await?;
+    let n = counter();
+    let apps = edge_proto::edge::app_api_client::AppApiClient::new(api.clone());
+    let create_app = measure(&args.load, move || {
+        let mut c = apps.clone();
+        let a = app(
+            "dev",
+            &format!("a{}", n.fetch_add(1, Ordering::Relaxed)),
+            "tcp:80",
+        );
+        async move {
+            c.create_app(a).await.expect("CreateApp");
+        }
+    })
+    .await;
+    print_table(&[
+        ("etcd txn (create)", &raw),
+        ("CreateFlavor", &create_flavor),
+        ("CreateApp", &create_app),
+    ]);
+    let ratio = |m: &Measured| m.per_sec / raw.per_sec;
+    println!(
+        "throughput vs raw etcd: CreateFlavor {:.2}x, CreateApp {:.2}x",
+        ratio(&create_flavor),
+        ratio(&create_app)
+    );
+    write_json(
+        &args.json,
+        json!({"bench": "controller", "etcd_txn": raw.json(), "create_flavor": create_flavor.json(),
+               "create_app": create_app.json(), "ratio_create_flavor": ratio(&create_flavor),
+               "ratio_create_app": ratio(&create_app), "target": 0.4}),
+    )?;
+    println!(
+        "ratio={:.3} target=0.4",
+        ratio(&create_flavor).min(ratio(&create_app))
+    );
+    Ok(())
+}
+
+/// RSS of this process in MiB.
+fn rss_mib() -> u64 {
+    edge_common::process_usage(std::process::id()).map_or(0, |(_, rss)| rss >> 20)
+}
+
+pub async fn mc(args: McArgs) -> anyhow::Result<()> {
+    let (pg, bao, etcd) = tokio::join!(
+        testenv::Postgres::start(),
+        testenv::OpenBao::start(),
+        testenv::Etcd::start()
+    );
+    let (pg, bao, etcd) = (pg?, bao?, etcd?);
+    crate::bulk::write_region(
+        &etcd.url,
+        REGION,
+        args.app_insts,
+        args.app_insts.div_ceil(10),
+        false,
+    )
+    .await?;
+    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
+        REGION, &etcd.url,
+    ))
+    .await?;
+    let mut cfg = master_controller::Config::local(&pg.url, &bao.addr, &bao.token);
+    cfg.admin_password = Some(PASSWORD.into());
+    cfg.bad_auth_delay = std::time::Duration::ZERO;
+    // The login burst below comes from one address and one user: no throttling in a benchmark.
+    cfg.throttle_failures = 1_000_000;
+    let mc = master_controller::MasterController::start(cfg).await?;
+    let base = format!("http://{}/api/v1", mc.addr);
+    // Idle connections are dropped before the MC's keep-alive (5 s) ends them, so that no request goes
+    // out on a connection the server is closing.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    let login = |http: reqwest::Client, base: String| async move {
+        let r: serde_json::Value = http
+            .post(format!("{base}/login"))
+            .json(&json!({"username": "mexadmin", "password": PASSWORD}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(r["token"].as_str().unwrap_or_default().to_string())
+    };
+    let token = login(http.clone(), base.clone()).await?;
+    http.post(format!("{base}/auth/controller/create"))
+        .bearer_auth(&token)
+        .json(&json!({"Region": REGION, "Address": ctrl.api_addr.to_string()}))
+        .send()
+        .await?
+        .error_for_status()?;
+
+    // ShowAppInst of every instance: directly, and through the MC (JSON lines over HTTP).
+    let direct_api = AppInstApiClient::new(
+        Channel::from_shared(format!("http://{}", ctrl.api_addr))?
+            .connect()
+            .await?,
+    );
+    let want = args.app_insts;
+    let direct = measure(&args.load, move || {
+        let mut c = direct_api.clone();
+        async move {
+            let mut s = c
+                .show_app_inst(AppInst::default())
+                .await
+                .expect("ShowAppInst")
+                .into_inner();
+            let mut n = 0;
+            while s.message().await.expect("stream").is_some() {
+                n += 1;
+            }
+            assert_eq!(n, want);
+        }
+    })
+    .await;
+    let (h, b, t) = (http.clone(), base.clone(), token.clone());
+    let through_mc = measure(&args.load, move || {
+        let (h, b, t) = (h.clone(), b.clone(), t.clone());
+        async move {
+            let text = h
+                .post(format!("{b}/auth/ctrl/ShowAppInst"))
+                .bearer_auth(&t)
+                .json(&json!({"Region": REGION, "AppInst": {}}))
+                .send()
+                .await
+                .expect("MC")
+                .text()
+                .await
+                .expect("body");
+            assert_eq!(text.lines().count(), want);
+        }
+    })
+    .await;
+
+    // Memory around a burst of logins, 16 at a time.
+    let before = rss_mib();
+    let started = Instant::now();
+    let done = counter();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, base, done) = (http.clone(), base.clone(), done.clone());
+            tokio::spawn(async move {
+                while done.fetch_add(1, Ordering::Relaxed) < args.logins {
+                    login(http.clone(), base.clone()).await.expect("login");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await?;
+    }
+    let logins_s = started.elapsed().as_secs_f64();
+    let after = rss_mib();
+
+    print_table(&[
+        (&format!("ShowAppInst x{want} direct") as &str, &direct),
+        ("ShowAppInst through the MC", &through_mc),
+    ]);
+    let ratio = through_mc.p50.as_secs_f64() / direct.p50.as_secs_f64();
+    println!(
+        "{} logins in {logins_s:.1} s ({:.0}/s); RSS of the MC's process {before} MiB before, {after} MiB after",
+        args.logins,
+        args.logins as f64 / logins_s
+    );
+    write_json(
+        &args.json,
+        json!({"bench": "mc", "app_insts": want, "direct": direct.json(), "through_mc": through_mc.json(),
+               "ratio_p50": ratio, "target": 1.3, "logins": args.logins, "logins_per_s": args.logins as f64 / logins_s,
+               "rss_mib_before_logins": before, "rss_mib_after_logins": after}),
+    )?;
+    println!("ratio={ratio:.3} target=1.3");
+    drop((mc, ctrl));
+    Ok(())
+}
