@@ -351,9 +351,12 @@ async fn stream_reply<T: Serialize + Send + 'static>(
             }
         }
     });
+    // Lines already at hand go out together (a Show's objects); one that comes alone (a progress
+    // message) goes out at once.
     let body = futures::stream::iter(first)
         .chain(rest)
-        .map(Ok::<_, actix_web::Error>);
+        .ready_chunks(256)
+        .map(|lines| Ok::<_, actix_web::Error>(Bytes::from(lines.concat())));
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(body))
