@@ -303,17 +303,37 @@ fn line(v: Value) -> Bytes {
     Bytes::from(s)
 }
 
+/// What a caller may see of each object of a Show: everything (`None`), or what the filter returns
+/// (`None` from it: nothing of that object).
+type Keep = Option<Box<dyn Fn(Value) -> Option<Value> + Send + Sync>>;
+
+/// `{"data": <item>}` and a newline, if `keep` lets the caller see `item`. Unfiltered objects are written
+/// straight from the message, without a JSON tree in between.
+fn data_line<T: Serialize>(item: &T, keep: &Keep) -> Option<Bytes> {
+    match keep {
+        None => {
+            let mut buf = b"{\"data\":".to_vec();
+            serde_json::to_writer(&mut buf, item).ok()?;
+            buf.extend_from_slice(b"}\n");
+            Some(Bytes::from(buf))
+        }
+        Some(k) => {
+            k(serde_json::to_value(item).unwrap_or_default()).map(|v| line(json!({ "data": v })))
+        }
+    }
+}
+
 /// Streams `{"data": ...}` lines; the first message is awaited so an immediate error is a normal reply.
 async fn stream_reply<T: Serialize + Send + 'static>(
     mut s: tonic::Streaming<T>,
-    keep: impl Fn(Value) -> Option<Value> + Send + Sync + 'static,
+    keep: Keep,
 ) -> Result<HttpResponse> {
     let mut first = Vec::new();
     loop {
         match s.message().await {
             Ok(Some(item)) => {
-                if let Some(v) = keep(serde_json::to_value(&item).unwrap_or_default()) {
-                    first.push(line(json!({ "data": v })));
+                if let Some(l) = data_line(&item, &keep) {
+                    first.push(l);
                     break;
                 }
             }
@@ -335,8 +355,8 @@ async fn stream_reply<T: Serialize + Send + 'static>(
             loop {
                 match s.message().await {
                     Ok(Some(item)) => {
-                        if let Some(v) = keep(serde_json::to_value(&item).unwrap_or_default()) {
-                            return Some((line(json!({ "data": v })), (s, false)));
+                        if let Some(l) = data_line(&item, &keep) {
+                            return Some((l, (s, false)));
                         }
                     }
                     Ok(None) => return None,
@@ -514,22 +534,24 @@ pub async fn forward(
         if let Some(kind) = spec.org_kind {
             require_org(&mc, &c, org, kind).await?;
         }
-        let keep: Box<dyn Fn(Value) -> Option<Value> + Send + Sync> = match spec.authz {
+        let keep: Keep = match spec.authz {
             Authz::View(res) => match c.grants.viewable_orgs(res) {
-                None => Box::new(Some),
+                None => None,
                 Some(orgs) if orgs.is_empty() => return Err(ApiError::forbidden()),
-                Some(orgs) => Box::new(move |v: Value| orgs.contains(&org_of(&v)).then_some(v)),
+                Some(orgs) => Some(Box::new(move |v: Value| {
+                    orgs.contains(&org_of(&v)).then_some(v)
+                })),
             },
             Authz::ShowCloudlets => match c.grants.viewable_orgs(CLOUDLETS) {
-                None => Box::new(Some),
+                None => None,
                 Some(orgs) if orgs.is_empty() => return Err(ApiError::forbidden()),
-                Some(orgs) => Box::new(move |v: Value| {
+                Some(orgs) => Some(Box::new(move |v: Value| {
                     Some(if orgs.contains(&org_of(&v)) {
                         v
                     } else {
                         public_cloudlet(v)
                     })
-                }),
+                })),
             },
             Authz::ShowAlerts => {
                 let none = |r| c.grants.viewable_orgs(r).is_some_and(|o| o.is_empty());
@@ -537,12 +559,12 @@ pub async fn forward(
                     return Err(ApiError::forbidden());
                 }
                 let grants = c.grants.clone();
-                Box::new(move |v: Value| {
+                Some(Box::new(move |v: Value| {
                     let labels = serde_json::from_value(v["labels"].clone()).unwrap_or_default();
                     crate::alerts::visible(&grants, &labels).then_some(v)
-                })
+                }))
             }
-            _ => Box::new(Some),
+            _ => None,
         };
         let request = match &update_fields {
             Some(fields) => json!({ spec.update_field: obj.value, "fields": fields }),
@@ -628,7 +650,7 @@ async fn call_controller(
     c: &Caller,
     method: &str,
     obj: Value,
-    keep: Box<dyn Fn(Value) -> Option<Value> + Send + Sync>,
+    keep: Keep,
 ) -> Result<HttpResponse> {
     fn unary<T: Serialize>(
         r: std::result::Result<tonic::Response<T>, Status>,
