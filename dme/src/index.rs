@@ -341,49 +341,57 @@ mod tests {
     use super::*;
     use edge_proto::edge::{AppInstKey, CloudletKey, Loc};
 
-    #[test]
-    fn only_ready_healthy_online_instances_are_candidates() {
-        let index = Index::default();
-        let app = AppKey {
+    fn game() -> AppKey {
+        AppKey {
             organization: "acme".into(),
             name: "game".into(),
             version: "1.0".into(),
+        }
+    }
+
+    /// Cloudlet `<org>/<name>` at (`lat`, `lon`), its CRM READY, with READY instances `acme/<inst>` of
+    /// `acme/game`.
+    fn online(index: &Index, (org, name): (&str, &str), (lat, lon): (f64, f64), insts: &[String]) {
+        let key = CloudletKey {
+            organization: org.into(),
+            name: name.into(),
         };
-        for (name, lat) in [("near", 1.0), ("far", 10.0)] {
-            let key = CloudletKey {
-                organization: "op".into(),
-                name: name.into(),
-            };
-            let location = Some(Loc {
+        let cloudlet = Cloudlet {
+            key: Some(key.clone()),
+            location: Some(Loc {
                 latitude: lat,
-                longitude: 0.0,
-            });
-            index.apply(
-                ChangeAction::Update,
-                1,
-                change::Object::Cloudlet(Cloudlet {
-                    key: Some(key.clone()),
-                    location,
-                    ..Default::default()
-                }),
-            );
-            let info = CloudletInfo {
-                key: Some(key.clone()),
-                state: CloudletState::Ready as i32,
-                ..Default::default()
-            };
-            index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
+                longitude: lon,
+            }),
+            ..Default::default()
+        };
+        index.apply(ChangeAction::Update, 1, change::Object::Cloudlet(cloudlet));
+        let info = CloudletInfo {
+            key: Some(key.clone()),
+            state: CloudletState::Ready as i32,
+            ..Default::default()
+        };
+        index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
+        for inst in insts {
             let inst = AppInst {
                 key: Some(AppInstKey {
                     organization: "acme".into(),
-                    name: name.into(),
+                    name: inst.clone(),
                 }),
-                app_key: Some(app.clone()),
-                cloudlet_key: Some(key),
+                app_key: Some(game()),
+                cloudlet_key: Some(key.clone()),
                 state: TrackedState::Ready as i32,
                 ..Default::default()
             };
             index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
+        }
+    }
+
+    #[test]
+    fn only_ready_healthy_online_instances_are_candidates() {
+        let index = Index::default();
+        let app = game();
+        for (name, lat) in [("near", 1.0), ("far", 10.0)] {
+            online(&index, ("op", name), (lat, 0.0), &[name.to_string()]);
         }
         let best = |i: &Index| {
             i.candidates(&app, "", 0.0, 0.0, 1)
@@ -418,11 +426,7 @@ mod tests {
     #[test]
     fn the_closest_few_of_many_come_first_as_a_full_sort_would_order_them() {
         let index = Index::default();
-        let app = AppKey {
-            organization: "acme".into(),
-            name: "game".into(),
-            version: "1.0".into(),
-        };
+        let app = game();
         // 2,000 instances on 200 cloudlets spread over Europe (a fixed pseudo-random pattern), ten per
         // cloudlet so that ties are broken by key.
         let mut x: u64 = 42;
@@ -434,41 +438,10 @@ mod tests {
         };
         let mut places = Vec::new();
         for c in 0..200 {
-            let key = CloudletKey {
-                organization: "op".into(),
-                name: format!("c{c}"),
-            };
             let (lat, lon) = (35.0 + 25.0 * next(), -10.0 + 40.0 * next());
-            places.push((key.key_string(), lat, lon));
-            let location = Some(Loc {
-                latitude: lat,
-                longitude: lon,
-            });
-            let cloudlet = Cloudlet {
-                key: Some(key.clone()),
-                location,
-                ..Default::default()
-            };
-            index.apply(ChangeAction::Update, 1, change::Object::Cloudlet(cloudlet));
-            let info = CloudletInfo {
-                key: Some(key.clone()),
-                state: CloudletState::Ready as i32,
-                ..Default::default()
-            };
-            index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
-            for n in 0..10 {
-                let inst = AppInst {
-                    key: Some(AppInstKey {
-                        organization: "acme".into(),
-                        name: format!("i{c}-{n}"),
-                    }),
-                    app_key: Some(app.clone()),
-                    cloudlet_key: Some(key.clone()),
-                    state: TrackedState::Ready as i32,
-                    ..Default::default()
-                };
-                index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
-            }
+            places.push((format!("op/c{c}"), lat, lon));
+            let insts: Vec<String> = (0..10).map(|n| format!("i{c}-{n}")).collect();
+            online(&index, ("op", &format!("c{c}")), (lat, lon), &insts);
         }
         for (lat, lon) in [(52.5, 13.4), (40.4, -3.7), (59.3, 18.1)] {
             let mut all: Vec<(f64, String)> = index
@@ -510,44 +483,10 @@ mod tests {
     #[test]
     fn public_clouds_serve_every_carrier_a_hundred_km_farther() {
         let index = Index::default();
-        let app = AppKey {
-            organization: "acme".into(),
-            name: "game".into(),
-            version: "1.0".into(),
-        };
+        let app = game();
         // Berlin: the operator "tmus" 50 km away, azure at the client's door.
         for (org, lat) in [("tmus", 52.97), ("azure", 52.52)] {
-            let key = CloudletKey {
-                organization: org.into(),
-                name: "c".into(),
-            };
-            let location = Some(Loc {
-                latitude: lat,
-                longitude: 13.4,
-            });
-            let cloudlet = Cloudlet {
-                key: Some(key.clone()),
-                location,
-                ..Default::default()
-            };
-            index.apply(ChangeAction::Update, 1, change::Object::Cloudlet(cloudlet));
-            let info = CloudletInfo {
-                key: Some(key.clone()),
-                state: CloudletState::Ready as i32,
-                ..Default::default()
-            };
-            index.apply(ChangeAction::Update, 1, change::Object::CloudletInfo(info));
-            let inst = AppInst {
-                key: Some(AppInstKey {
-                    organization: "acme".into(),
-                    name: org.into(),
-                }),
-                app_key: Some(app.clone()),
-                cloudlet_key: Some(key),
-                state: TrackedState::Ready as i32,
-                ..Default::default()
-            };
-            index.apply(ChangeAction::Update, 1, change::Object::AppInst(inst));
+            online(&index, (org, "c"), (lat, 13.4), &[org.to_string()]);
         }
         let found = |carrier: &str| {
             index
