@@ -102,6 +102,18 @@ pub fn parse_since(s: &str) -> Option<i64> {
     }
 }
 
+/// Most bytes of an ExecRequest's output (an instance's logs) that travel and are stored: the end.
+pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+pub fn tail_bytes(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
 /// FNV-1a of `s`: stable across runs and versions, unlike std's hasher (resource and table names).
 pub fn fnv1a(s: &str) -> u32 {
     s.bytes().fold(0x811c_9dc5_u32, |h, b| {
@@ -231,6 +243,14 @@ impl tokio::io::AsyncWrite for Killable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_tail_of_a_log_is_cut_at_a_character() {
+        assert_eq!(super::tail_bytes("abc", 10), "abc");
+        assert_eq!(super::tail_bytes("abcdef", 3), "def");
+        // "é" is two bytes: a cut inside it moves past it.
+        assert_eq!(super::tail_bytes("aéb", 2), "b");
+    }
+
     #[test]
     fn this_process_has_cpu_time_and_memory() {
         let (_, rss) = super::process_usage(std::process::id()).unwrap();

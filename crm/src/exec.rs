@@ -27,8 +27,11 @@ impl Exec {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            // Only the end of a long log travels (a notify message is at most 4 MiB).
             match me.read(&r).await {
-                Ok(out) => r.output = out,
+                Ok(out) => {
+                    r.output = edge_common::tail_bytes(&out, edge_common::MAX_EXEC_OUTPUT).into()
+                }
                 Err(e) => r.err = e.message,
             }
             r.answered = true;

@@ -27,17 +27,7 @@ pub struct ExecService(pub Api);
 /// How long ShowLogs waits for the cloudlet by default, and at most.
 const DEFAULT_WAIT: Duration = Duration::from_secs(15);
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Most bytes of output stored and returned: the end of the log.
-pub const MAX_OUTPUT: usize = 1 << 20;
-
-/// The last `max` bytes of `s`, cut at a character boundary.
-pub fn tail_bytes(s: &str, max: usize) -> &str {
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
+pub use edge_common::{MAX_EXEC_OUTPUT as MAX_OUTPUT, tail_bytes};
 
 fn validate(r: &ExecRequest) -> Result<Duration> {
     let key = r.app_inst_key.clone().unwrap_or_default();
@@ -199,18 +189,5 @@ impl Api {
         })
         .await
         .map(drop)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tail_of_a_log_is_cut_at_a_character() {
-        assert_eq!(tail_bytes("abc", 10), "abc");
-        assert_eq!(tail_bytes("abcdef", 3), "def");
-        // "é" is two bytes: a cut inside it moves past it.
-        assert_eq!(tail_bytes("aéb", 2), "b");
     }
 }
