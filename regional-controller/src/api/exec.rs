@@ -27,7 +27,7 @@ pub struct ExecService(pub Api);
 /// How long ShowLogs waits for the cloudlet by default, and at most.
 const DEFAULT_WAIT: Duration = Duration::from_secs(15);
 const MAX_WAIT: Duration = Duration::from_secs(60);
-pub use edge_common::{MAX_EXEC_OUTPUT as MAX_OUTPUT, tail_bytes};
+use edge_common::{MAX_EXEC_OUTPUT, tail_bytes};
 
 fn validate(r: &ExecRequest) -> Result<Duration> {
     let key = r.app_inst_key.clone().unwrap_or_default();
@@ -178,7 +178,7 @@ impl Api {
                 return Ok(Some(0));
             }
             let mut answered = cur.obj;
-            answered.output = tail_bytes(&reply.output, MAX_OUTPUT).to_string();
+            answered.output = tail_bytes(&reply.output, MAX_EXEC_OUTPUT).to_string();
             answered.err = tail_bytes(&reply.err, 4096).to_string();
             answered.answered = true;
             let path = self.store.path_of(&answered);
