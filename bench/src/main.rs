@@ -8,9 +8,10 @@
 //! a VM AppInst against a bare qemu boot ([`vm`]). `lb`: the shared root LB against direct connections
 //! ([`lb`]). `restart`: a controller restarting on a region of 100,000 AppInsts ([`restart`]).
 //! `controller` and `mc`: the controller's creates against raw etcd, the MC against the controller
-//! ([`api`]).
+//! ([`api`]). `appinst-docker`: an AppInst on the docker platform against `docker run` ([`appinst`]).
 
 mod api;
+mod appinst;
 mod bulk;
 mod lb;
 mod region;
@@ -48,6 +49,8 @@ enum Bench {
     Lb(lb::Args),
     /// Restart-to-ready and memory of a controller on a large region written straight into etcd.
     Restart(restart::Args),
+    /// CreateAppInst on the docker platform until it answers through the LB, against `docker run`.
+    AppinstDocker(appinst::Args),
     /// CreateFlavor and CreateApp through the controller's API against raw etcd transactions.
     Controller(api::ControllerArgs),
     /// ShowAppInst through the MC against the controller directly; the MC's memory around logins.
@@ -186,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Vm(a)) => vm::run(a).await,
         Some(Bench::Lb(a)) => lb::run(a).await,
         Some(Bench::Restart(a)) => restart::run(a).await,
+        Some(Bench::AppinstDocker(a)) => appinst::run(a).await,
         Some(Bench::Controller(a)) => api::controller(a).await,
         Some(Bench::Mc(a)) => api::mc(a).await,
         Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,

@@ -25,7 +25,7 @@ pub struct Args {
     images: String,
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
@@ -79,7 +79,7 @@ fn bare_qemu(images: &str, dir: &Path, port: u16) -> anyhow::Result<Child> {
 
 /// Waits (at most 120 s) until `addr` answers HTTP 200. Each try gives up after 300 ms: before the guest
 /// listens, qemu holds a forwarded connection open without an answer.
-async fn until_http(addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn until_http(addr: SocketAddr) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {

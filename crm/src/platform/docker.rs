@@ -24,7 +24,7 @@ use bollard::query_parameters::{
     StatsOptionsBuilder,
 };
 use edge_common::Keyed;
-use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, PlatformFeatures};
+use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, LProto, PlatformFeatures};
 use tokio_stream::StreamExt;
 
 use super::{
@@ -516,15 +516,34 @@ impl ClusterOps for DockerPlatform {
             let _ = self.delete_app(&key).await;
             return Err(err);
         }
-        // A command that exits at once is a failed deploy, not a running app.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        match self.inspect_app(&name, &key).await? {
-            Some(o) if o.running => Ok(o),
-            _ => {
+        // A command that exits at once is a failed deploy, not a running app: the container is watched for
+        // half a second, and taken as up as soon as its first TCP port accepts a connection.
+        let first_tcp = inst
+            .mapped_ports
+            .iter()
+            .find(|p| p.proto == LProto::Tcp as i32)
+            .and_then(|p| u16::try_from(p.internal_port).ok());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            let Some(o) = self.inspect_app(&name, &key).await?.filter(|o| o.running) else {
                 let why = self.exit_report(&name).await;
                 let _ = self.delete_app(&key).await;
-                Err(PlatformError::permanent(why))
+                return Err(PlatformError::permanent(why));
+            };
+            let listening = match (o.backend, first_tcp) {
+                (Some(ip), Some(port)) => {
+                    let connect = tokio::net::TcpStream::connect((ip, port));
+                    matches!(
+                        tokio::time::timeout(Duration::from_millis(100), connect).await,
+                        Ok(Ok(_))
+                    )
+                }
+                _ => false,
+            };
+            if listening || tokio::time::Instant::now() >= deadline {
+                return Ok(o);
             }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
