@@ -14,15 +14,12 @@ use serde_json::json;
 use testenv::fixtures::*;
 use tonic::transport::Channel;
 
-use crate::{Load, Measured, measure, print_table};
+use crate::{Load, Measured, measure, print_table, ratio};
 
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
     #[command(flatten)]
     load: Load,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -35,20 +32,10 @@ pub struct McArgs {
     /// Logins in the memory measurement (16 at a time).
     #[arg(long, default_value_t = 1000)]
     logins: usize,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
 }
 
 const REGION: &str = "bench";
 const PASSWORD: &str = "Bench-Passw0rd!";
-
-fn write_json(path: &Option<std::path::PathBuf>, v: serde_json::Value) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        std::fs::write(p, serde_json::to_vec_pretty(&v)?)?;
-    }
-    Ok(())
-}
 
 /// A unique name per call of a measured closure.
 fn counter() -> Arc<AtomicUsize> {
@@ -112,21 +99,18 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         ("CreateFlavor", &create_flavor),
         ("CreateApp", &create_app),
     ]);
-    let ratio = |m: &Measured| m.per_sec / raw.per_sec;
+    let ratio_of = |m: &Measured| m.per_sec / raw.per_sec;
     println!(
         "throughput vs raw etcd: CreateFlavor {:.2}x, CreateApp {:.2}x",
-        ratio(&create_flavor),
-        ratio(&create_app)
+        ratio_of(&create_flavor),
+        ratio_of(&create_app)
     );
-    write_json(
-        &args.json,
-        json!({"bench": "controller", "etcd_txn": raw.json(), "create_flavor": create_flavor.json(),
-               "create_app": create_app.json(), "ratio_create_flavor": ratio(&create_flavor),
-               "ratio_create_app": ratio(&create_app), "target": 0.4}),
-    )?;
-    println!(
-        "ratio={:.3} target=0.4",
-        ratio(&create_flavor).min(ratio(&create_app))
+    ratio(
+        "controller",
+        ratio_of(&create_flavor).min(ratio_of(&create_app)),
+        0.4,
+        json!({"etcd_txn": raw.json(), "create_flavor": create_flavor.json(), "create_app": create_app.json(),
+               "ratio_create_flavor": ratio_of(&create_flavor), "ratio_create_app": ratio_of(&create_app)}),
     );
     Ok(())
 }
@@ -251,19 +235,20 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         (&format!("ShowAppInst x{want} direct") as &str, &direct),
         ("ShowAppInst through the MC", &through_mc),
     ]);
-    let ratio = through_mc.p50.as_secs_f64() / direct.p50.as_secs_f64();
+    let show_ratio = through_mc.p50.as_secs_f64() / direct.p50.as_secs_f64();
     println!(
         "{} logins in {logins_s:.1} s ({:.0}/s); RSS of the MC's process {before} MiB before, {after} MiB after",
         args.logins,
         args.logins as f64 / logins_s
     );
-    write_json(
-        &args.json,
-        json!({"bench": "mc", "app_insts": want, "direct": direct.json(), "through_mc": through_mc.json(),
-               "ratio_p50": ratio, "target": 1.3, "logins": args.logins, "logins_per_s": args.logins as f64 / logins_s,
-               "rss_mib_before_logins": before, "rss_mib_after_logins": after}),
-    )?;
-    println!("ratio={ratio:.3} target=1.3");
+    ratio(
+        "mc",
+        show_ratio,
+        1.3,
+        json!({"app_insts": want, "direct": direct.json(), "through_mc": through_mc.json(), "logins": args.logins,
+               "logins_per_s": args.logins as f64 / logins_s, "rss_mib_before_logins": before,
+               "rss_mib_after_logins": after}),
+    );
     drop((mc, ctrl));
     Ok(())
 }

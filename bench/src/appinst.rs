@@ -15,9 +15,6 @@ pub struct Args {
     /// Runs of each (the median is printed).
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -112,11 +109,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "docker run until it answers: {bare:.2?}; CreateAppInst until it answers through the LB: {platform:.2?} (medians of {})",
         args.runs
     );
-    if let Some(p) = &args.json {
-        let v = serde_json::json!({"bench": "appinst-docker", "bare_s": bare.as_secs_f64(),
-            "platform_s": platform.as_secs_f64(), "ratio": ratio, "target": 1.5});
-        std::fs::write(p, serde_json::to_vec_pretty(&v)?)?;
-    }
-    println!("ratio={ratio:.3} target=1.5");
+    crate::ratio(
+        "appinst-docker",
+        ratio,
+        1.5,
+        serde_json::json!({"bare_s": bare.as_secs_f64(), "platform_s": platform.as_secs_f64()}),
+    );
     Ok(())
 }

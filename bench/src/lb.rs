@@ -200,6 +200,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .args(["-TERM", &s.pid.to_string()])
             .status()?;
     }
-    println!("ratio={:.2} target=0.8", ratios[0]);
+    crate::ratio("lb", ratios[0], 0.8, serde_json::json!({"ratios": ratios}));
     Ok(())
 }

@@ -33,8 +33,28 @@ use tonic::transport::Channel;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    /// Also write each bench's ratio, target and figures as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
     #[command(subcommand)]
     bench: Option<Bench>,
+}
+
+/// What the benches of this run reported ([`ratio`]), for `--json`.
+static REPORTS: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(Vec::new());
+
+/// Prints a bench's last line, `ratio=<x> target=<y>`, and keeps it with its figures for `--json`.
+pub fn ratio(bench: &str, ratio: f64, target: f64, figures: serde_json::Value) {
+    println!("ratio={ratio:.3} target={target}");
+    REPORTS.lock().expect("reports").push(
+        serde_json::json!({"bench": bench, "ratio": ratio, "target": target, "figures": figures}),
+    );
+}
+
+/// A bench's arguments with their defaults.
+fn defaults<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> A {
+    let matches = A::augment_args(clap::Command::new(name)).get_matches_from([name]);
+    A::from_arg_matches(&matches).expect("every argument has a default")
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -55,6 +75,9 @@ enum Bench {
     Controller(api::ControllerArgs),
     /// ShowAppInst through the MC against the controller directly; the MC's memory around logins.
     Mc(api::McArgs),
+    /// Every benchmark in turn with its defaults (vm only where the VM images are installed), then a table
+    /// of the ratios; one that fails is reported and the others still run.
+    All,
     /// (internal) the Shepherd process the `shepherd` benchmark measures.
     #[command(hide = true)]
     ShepherdChild(shepherd::Child),
@@ -84,9 +107,6 @@ struct Args {
     /// Cloudlets they are spread over.
     #[arg(long, default_value_t = 1_000)]
     cloudlets: usize,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
 }
 
 struct EchoService;
@@ -182,8 +202,10 @@ async fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().bench {
+    let cli = Cli::parse();
+    let result = match cli.bench {
         None => dme(Args::parse_from(["dme"])).await,
+        Some(Bench::All) => all().await,
         Some(Bench::Dme(a)) => dme(a).await,
         Some(Bench::Shepherd(a)) => shepherd::run(a).await,
         Some(Bench::Vm(a)) => vm::run(a).await,
@@ -193,7 +215,55 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Controller(a)) => api::controller(a).await,
         Some(Bench::Mc(a)) => api::mc(a).await,
         Some(Bench::ShepherdChild(c)) => shepherd::child(c).await,
+    };
+    if let Some(path) = &cli.json {
+        let reports = REPORTS.lock().expect("reports").clone();
+        std::fs::write(path, serde_json::to_vec_pretty(&reports)?)?;
     }
+    result
+}
+
+/// `edge-bench all`.
+async fn all() -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    macro_rules! run {
+        ($name:literal, $bench:expr) => {
+            println!("\n=== {}", $name);
+            if let Err(e) = $bench.await {
+                println!("{} failed: {e:#}", $name);
+                failed.push($name);
+            }
+        };
+    }
+    run!("dme", dme(defaults("dme")));
+    run!("controller", api::controller(defaults("controller")));
+    run!("mc", api::mc(defaults("mc")));
+    run!("appinst-docker", appinst::run(defaults("appinst-docker")));
+    run!("lb", lb::run(defaults("lb")));
+    run!("restart", restart::run(defaults("restart")));
+    run!("shepherd", shepherd::run(defaults("shepherd")));
+    if std::path::Path::new(testenv::fixtures::VM_IMAGES)
+        .join("SHA256SUMS")
+        .is_file()
+    {
+        run!("vm", vm::run(defaults("vm")));
+    } else {
+        println!(
+            "\nvm: skipped, no VM images in {}",
+            testenv::fixtures::VM_IMAGES
+        );
+    }
+    println!("\n{:<16} {:>8} {:>8}", "bench", "ratio", "target");
+    for r in REPORTS.lock().expect("reports").iter() {
+        println!(
+            "{:<16} {:>8.3} {:>8}",
+            r["bench"].as_str().unwrap_or(""),
+            r["ratio"].as_f64().unwrap_or(0.0),
+            r["target"]
+        );
+    }
+    anyhow::ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
+    Ok(())
 }
 
 async fn dme(args: Args) -> anyhow::Result<()> {
@@ -293,16 +363,29 @@ async fn dme(args: Args) -> anyhow::Result<()> {
         "{} app instances on {} cloudlets; FindCloudlet/echo: p50 {p50:.2}x, p99 {p99:.2}x (target <= 2), throughput {throughput:.2}x",
         args.app_insts, args.cloudlets
     );
-    if let Some(path) = &args.json {
-        let m = |m: &Measured| serde_json::json!({"p50_ms": m.p50.as_secs_f64() * 1e3, "p99_ms": m.p99.as_secs_f64() * 1e3, "calls_per_s": m.per_sec});
-        let report = serde_json::json!({
-            "bench": "dme", "app_insts": args.app_insts, "cloudlets": args.cloudlets,
-            "echo": m(&base), "find_cloudlet": m(&find),
-            "ratio_p50": p50, "ratio_p99": p99, "ratio_throughput": throughput, "target": 0.6,
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-    }
-    println!("ratio={throughput:.3} target=0.6");
+    ratio(
+        "dme",
+        throughput,
+        0.6,
+        serde_json::json!({"app_insts": args.app_insts, "cloudlets": args.cloudlets, "echo": base.json(),
+            "find_cloudlet": find.json(), "ratio_p50": p50, "ratio_p99": p99}),
+    );
     drop((dme, ctrl, etcd));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_bench_of_all_has_defaults() {
+        let dme: super::Args = super::defaults("dme");
+        assert_eq!((dme.app_insts, dme.load.calls), (10_000, 2000));
+        let _: super::api::ControllerArgs = super::defaults("controller");
+        let _: super::api::McArgs = super::defaults("mc");
+        let _: super::appinst::Args = super::defaults("appinst-docker");
+        let _: super::lb::Args = super::defaults("lb");
+        let _: super::restart::Args = super::defaults("restart");
+        let _: super::shepherd::Args = super::defaults("shepherd");
+        let _: super::vm::Args = super::defaults("vm");
+    }
 }

@@ -50,6 +50,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let worst = times.iter().max().copied().unwrap_or_default();
     println!("restart_to_ready_s={:.2} target=30", worst.as_secs_f64());
-    println!("ratio={:.3} target=1", worst.as_secs_f64() / 30.0);
+    crate::ratio(
+        "restart",
+        worst.as_secs_f64() / 30.0,
+        1.0,
+        serde_json::json!({"app_insts": args.app_insts, "cloudlets": args.cloudlets,
+            "restart_to_ready_s": worst.as_secs_f64()}),
+    );
     Ok(())
 }

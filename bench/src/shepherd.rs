@@ -161,9 +161,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             bytes * per_min,
             rounds as f64 * per_min
         );
-        println!(
-            "ratio={:.2} target=1 (the larger of CPU/5 % and RSS/100 MiB)",
-            (cpu_pct / 5.0).max(rss as f64 / (100.0 * (1 << 20) as f64))
+        println!("(ratio: the larger of CPU/5 % and RSS/100 MiB)");
+        crate::ratio(
+            "shepherd",
+            (cpu_pct / 5.0).max(rss as f64 / (100.0 * (1 << 20) as f64)),
+            1.0,
+            serde_json::json!({"instances": n, "cpu_percent": cpu_pct, "rss_bytes": rss,
+                "influx_bytes_per_inst_min": bytes * per_min}),
         );
         Ok(())
     }

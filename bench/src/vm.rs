@@ -200,9 +200,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (n, t) in &parallel {
         println!("  {n} VMs at once            {t:>10.2?}");
     }
-    println!(
-        "ratio={:.2} target=1.3",
-        platform.as_secs_f64() / bare.as_secs_f64()
+    crate::ratio(
+        "vm",
+        platform.as_secs_f64() / bare.as_secs_f64(),
+        1.3,
+        serde_json::json!({"bare_s": bare.as_secs_f64(), "platform_s": platform.as_secs_f64(), "idle_vm_rss_mib": rss}),
     );
     Ok(())
 }
