@@ -3,13 +3,13 @@
 //! prints, apply a directory of YAML, show in every format, apply again, change, tenancy, exit codes,
 //! delete -f.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use edge_proto::edge::CloudletKey;
 use serde_json::Value;
+use testenv::fixtures::onboard_with_edgectl;
 
 const PASSWORD: &str = "Edgectl-Passw0rd!";
 
@@ -166,8 +166,9 @@ async fn a_developer_deploys_with_edgectl_apply_and_sees_only_their_own() {
     );
 
     // The operator onboards a cloudlet; edgectl prints the key its CRM starts with.
-    let mut create = p
-        .edgectl(&[
+    let state = tempfile::tempdir().unwrap();
+    let _crm = onboard_with_edgectl(
+        p.edgectl(&[
             "--context",
             "op",
             "create",
@@ -177,37 +178,25 @@ async fn a_developer_deploys_with_edgectl_apply_and_sees_only_their_own() {
             "location.latitude=52.5",
             "location.longitude=13.4",
             "platform_type=FAKE",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(create.stdout.take().unwrap()).lines();
-    let key = loop {
-        let line = lines.next().expect("the access key line").unwrap();
-        if let Some(k) = line.trim().strip_prefix("access_private_key: ") {
-            break k.to_string();
-        }
-    };
-    let state = tempfile::tempdir().unwrap();
-    let _crm = crm::Crm::start(crm::Config::fake(
-        "EU",
-        CloudletKey {
-            organization: "tmus".into(),
-            name: "berlin".into(),
+        ]),
+        "tmus/berlin",
+        async |key| {
+            crm::Crm::start(crm::Config::fake(
+                "EU",
+                CloudletKey {
+                    organization: "tmus".into(),
+                    name: "berlin".into(),
+                },
+                p.ctrl.notify_addr.to_string(),
+                key,
+                Duration::from_millis(10),
+                state.path().into(),
+            ))
+            .await
+            .unwrap()
         },
-        p.ctrl.notify_addr.to_string(),
-        key,
-        Duration::from_millis(10),
-        state.path().into(),
-    ))
-    .await
-    .unwrap();
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(create.wait().unwrap().success(), "{rest:?}");
-    assert!(
-        rest.last().unwrap().contains("Cloudlet tmus/berlin: READY"),
-        "{rest:?}"
-    );
+    )
+    .await;
 
     // The developer applies a directory: in dependency order, whatever order the files list them.
     let deploy = tempfile::tempdir().unwrap();

@@ -1,8 +1,7 @@
 //! The platform end to end, as its users drive it: every component a process (see [`e2e::Region`]), an
 //! operator and a developer with `edgectl`, mobile clients with the Rust SDK through the DME.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use e2e::{PASSWORD, REGION, Region, addr, controller, reached_through_the_dme};
@@ -54,39 +53,27 @@ async fn a_cloudlet_onboarded_with_edgectl_serves_an_app_applied_from_yaml_and_l
     // The operator onboards the cloudlet; its CRM starts with the key edgectl printed.
     let ip = testenv::loopback_ip().to_string();
     let (public, fqdn) = (format!("public_addr={ip}"), format!("root_lb_fqdn={ip}"));
-    let mut create = edgectl(
-        &region,
-        &[
-            "--context",
-            "op",
-            "create",
-            "cloudlet",
-            "org=tmus",
-            "name=berlin",
-            "platform_type=DOCKER",
-            "location.latitude=52.52",
-            "location.longitude=13.40",
-            &public,
-            &fqdn,
-        ],
+    onboard_with_edgectl(
+        edgectl(
+            &region,
+            &[
+                "--context",
+                "op",
+                "create",
+                "cloudlet",
+                "org=tmus",
+                "name=berlin",
+                "platform_type=DOCKER",
+                "location.latitude=52.52",
+                "location.longitude=13.40",
+                &public,
+                &fqdn,
+            ],
+        ),
+        "tmus/berlin",
+        async |key| region.start_crm("berlin", 0, &key).await,
     )
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut lines = BufReader::new(create.stdout.take().unwrap()).lines();
-    let key = loop {
-        let line = lines.next().expect("the access key").unwrap();
-        if let Some(k) = line.trim().strip_prefix("access_private_key: ") {
-            break k.to_string();
-        }
-    };
-    region.start_crm("berlin", 0, &key).await;
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(create.wait().unwrap().success(), "{rest:?}");
-    assert!(
-        rest.last().unwrap().contains("Cloudlet tmus/berlin: READY"),
-        "{rest:?}"
-    );
+    .await;
 
     // The developer applies a directory of YAML.
     let deploy = tempfile::tempdir().unwrap();

@@ -212,3 +212,35 @@ impl RegionApi for Channel {
         self.clone()
     }
 }
+
+/// Onboards a cloudlet with `edgectl` as an operator does: runs `create` (an `edgectl ... create
+/// cloudlet ...` command), hands the access key it prints to `start_crm` (which starts the cloudlet's
+/// CRM), and checks the command then ends with the cloudlet `org/name` READY. Returns what `start_crm`
+/// returned.
+pub async fn onboard_with_edgectl<T>(
+    mut create: std::process::Command,
+    cloudlet: &str,
+    start_crm: impl AsyncFnOnce(String) -> T,
+) -> T {
+    use std::io::{BufRead, BufReader};
+    let mut child = create
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting edgectl");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let key = loop {
+        let line = lines
+            .next()
+            .expect("the access key line")
+            .expect("edgectl output");
+        if let Some(k) = line.trim().strip_prefix("access_private_key: ") {
+            break k.to_string();
+        }
+    };
+    let started = start_crm(key).await;
+    let rest: Vec<String> = lines.map(|l| l.expect("edgectl output")).collect();
+    assert!(child.wait().expect("edgectl").success(), "{rest:?}");
+    let ready = format!("Cloudlet {cloudlet}: READY");
+    assert!(rest.last().is_some_and(|l| l.contains(&ready)), "{rest:?}");
+    started
+}
