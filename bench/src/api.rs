@@ -12,7 +12,6 @@ use edge_proto::edge::{AppInst, flavor_api_client::FlavorApiClient};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 use testenv::fixtures::*;
-use tonic::transport::Channel;
 
 use crate::{Load, Measured, measure, print_table, ratio};
 
@@ -44,13 +43,7 @@ fn counter() -> Arc<AtomicUsize> {
 
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let etcd = testenv::Etcd::start().await?;
-    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
-        REGION, &etcd.url,
-    ))
-    .await?;
-    let api = Channel::from_shared(format!("http://{}", ctrl.api_addr))?
-        .connect()
-        .await?;
+    let (_ctrl, api) = crate::region::controller(REGION, &etcd.url).await?;
 
     // The baseline: the transaction a create is at its core (the key absent → put the JSON), as large.
     let kv = etcd_client::Client::connect([etcd.url.as_str()], None)
@@ -135,10 +128,7 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         false,
     )
     .await?;
-    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
-        REGION, &etcd.url,
-    ))
-    .await?;
+    let (ctrl, api) = crate::region::controller(REGION, &etcd.url).await?;
     let mut cfg = master_controller::Config::local(&pg.url, &bao.addr, &bao.token);
     cfg.admin_password = Some(PASSWORD.into());
     cfg.bad_auth_delay = std::time::Duration::ZERO;
@@ -170,11 +160,7 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         .error_for_status()?;
 
     // ShowAppInst of every instance: directly, and through the MC (JSON lines over HTTP).
-    let direct_api = AppInstApiClient::new(
-        Channel::from_shared(format!("http://{}", ctrl.api_addr))?
-            .connect()
-            .await?,
-    );
+    let direct_api = AppInstApiClient::new(api);
     let want = args.app_insts;
     let direct = measure(&args.load, move || {
         let mut c = direct_api.clone();

@@ -60,26 +60,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bare = median(bare);
 
     eprintln!("starting etcd, the controller and a docker-platform CRM on loopback ...");
-    let region = Region::start(crm::PlatformKind::Docker {
-        host: docker.host.clone(),
-    })
-    .await?;
     let mut app = app;
     app.key = Some(edge_proto::edge::AppKey {
         organization: "dev".into(),
         name: "web".into(),
         version: "1.0".into(),
     });
-    region.api.apps().create_app(app).await?;
-    drain(
-        &mut region
-            .api
-            .clusters()
-            .create_cluster_inst(cluster("dev", "k1", "op", "c1"))
-            .await?
-            .into_inner(),
-    )
-    .await?;
+    let platform = crm::PlatformKind::Docker {
+        host: docker.host.clone(),
+    };
+    let region = Region::with_app(platform, app).await?;
     let mut platform = Vec::new();
     for run in 0..args.runs {
         let inst = app_inst("dev", &format!("w{run}"), "web", "k1");

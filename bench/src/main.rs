@@ -291,11 +291,7 @@ async fn dme(args: Args) -> anyhow::Result<()> {
         true,
     )
     .await?;
-    let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
-        region::REGION,
-        &etcd.url,
-    ))
-    .await?;
+    let (ctrl, _) = region::controller(region::REGION, &etcd.url).await?;
     let loading = Instant::now();
     let dme = dme::Dme::start(dme::Config::local(
         region::REGION,

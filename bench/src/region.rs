@@ -28,6 +28,18 @@ pub fn lb_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(bin)
 }
 
+/// A regional controller of `region` on the etcd at `etcd`, and a channel to its API.
+pub async fn controller(
+    region: &str,
+    etcd: &str,
+) -> anyhow::Result<(regional_controller::Controller, Channel)> {
+    let ctrl =
+        regional_controller::Controller::start(regional_controller::Config::local(region, etcd))
+            .await?;
+    let api = crate::channel(ctrl.api_addr).await?;
+    Ok((ctrl, api))
+}
+
 pub struct Region {
     pub ctrl: regional_controller::Controller,
     /// loopback address of the cloudlet's load balancer (its own, so a demo region's LB ports do not
@@ -45,13 +57,7 @@ pub struct Region {
 impl Region {
     pub async fn start(platform: crm::PlatformKind) -> anyhow::Result<Self> {
         let etcd = testenv::Etcd::start().await?;
-        let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
-            REGION, &etcd.url,
-        ))
-        .await?;
-        let api = Channel::from_shared(format!("http://{}", ctrl.api_addr))?
-            .connect()
-            .await?;
+        let (ctrl, api) = controller(REGION, &etcd.url).await?;
         api.flavors().create_flavor(flavor("small")).await?;
         let public_ip = testenv::loopback_ip();
         let mut c = cloudlet("op", "c1");
@@ -92,14 +98,19 @@ impl Region {
 
     /// On the fake platform: the region of the shepherd benchmark, with `dev/game` on `dev/k1`.
     pub async fn game() -> anyhow::Result<Self> {
-        let r = Self::start(crm::PlatformKind::Fake {
+        let platform = crm::PlatformKind::Fake {
             delay: Duration::ZERO,
-        })
-        .await?;
-        r.api
-            .apps()
-            .create_app(app("dev", "game", "tcp:80"))
-            .await?;
+        };
+        Self::with_app(platform, app("dev", "game", "tcp:80")).await
+    }
+
+    /// A region on `platform` with App `a` and a READY docker cluster `dev/k1` for its instances.
+    pub async fn with_app(
+        platform: crm::PlatformKind,
+        a: edge_proto::edge::App,
+    ) -> anyhow::Result<Self> {
+        let r = Self::start(platform).await?;
+        r.api.apps().create_app(a).await?;
         drain(
             &mut r
                 .api
