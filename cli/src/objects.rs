@@ -242,26 +242,14 @@ fn enum_number(values: &[(i32, &str)], given: &str) -> Option<i32> {
     let norm = |s: &str| s.replace('_', "").to_ascii_uppercase();
     let g = norm(given);
     // The shared prefix of the names (`IMAGETYPE`), which may be left out.
-    let prefix = {
-        let names: Vec<String> = values.iter().map(|(_, n)| norm(n)).collect();
-        let first = names[0].clone();
-        let mut len = first.len();
-        for n in &names[1..] {
-            len = len.min(
-                first
-                    .bytes()
-                    .zip(n.bytes())
-                    .take_while(|(a, b)| a == b)
-                    .count(),
-            );
-        }
-        first[..len].to_string()
-    };
+    let names: Vec<String> = values.iter().map(|(_, n)| norm(n)).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let prefix = edge_common::common_prefix(&refs);
     values
         .iter()
         .find(|(_, n)| {
             let n = norm(n);
-            n == g || n.strip_prefix(&prefix) == Some(&g)
+            n == g || n.strip_prefix(prefix) == Some(&g)
         })
         .map(|(i, _)| *i)
 }

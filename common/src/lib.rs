@@ -102,6 +102,28 @@ pub fn parse_since(s: &str) -> Option<i64> {
     }
 }
 
+/// The longest prefix every one of `names` starts with (empty when there are none).
+pub fn common_prefix<'a>(names: &[&'a str]) -> &'a str {
+    let Some((first, rest)) = names.split_first() else {
+        return "";
+    };
+    let len = rest.iter().fold(first.len(), |len, n| {
+        len.min(
+            first
+                .bytes()
+                .zip(n.bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    });
+    // A cut inside a character moves back to its start.
+    let len = (0..=len)
+        .rev()
+        .find(|i| first.is_char_boundary(*i))
+        .unwrap_or(0);
+    &first[..len]
+}
+
 /// Most bytes of an ExecRequest's output (an instance's logs) that travel and are stored: the end.
 pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
 
@@ -243,6 +265,18 @@ impl tokio::io::AsyncWrite for Killable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn common_prefixes() {
+        use super::common_prefix;
+        assert_eq!(
+            common_prefix(&["IMAGE_TYPE_DOCKER", "IMAGE_TYPE_QCOW"]),
+            "IMAGE_TYPE_"
+        );
+        assert_eq!(common_prefix(&["A"]), "A");
+        assert_eq!(common_prefix(&[]), "");
+        assert_eq!(common_prefix(&["é1", "é2", "ê"]), "");
+    }
+
     #[test]
     fn the_tail_of_a_log_is_cut_at_a_character() {
         assert_eq!(super::tail_bytes("abc", 10), "abc");

@@ -41,23 +41,12 @@ fn camel(s: &str) -> String {
 
 /// The common prefix of an enum's value names, cut after its last `_`.
 fn common_prefix(e: &EnumDescriptor) -> String {
-    let names: Vec<String> = e.values().map(|v| v.name().to_string()).collect();
-    let Some(first) = names.first() else {
-        return String::new();
-    };
-    let mut len = first.len();
-    for n in &names[1..] {
-        len = len.min(
-            first
-                .bytes()
-                .zip(n.bytes())
-                .take_while(|(a, b)| a == b)
-                .count(),
-        );
-    }
-    first[..len]
+    let values: Vec<_> = e.values().collect();
+    let names: Vec<&str> = values.iter().map(|v| v.name()).collect();
+    let prefix = edge_common::common_prefix(&names);
+    prefix
         .rfind('_')
-        .map(|i| first[..=i].to_string())
+        .map(|i| prefix[..=i].to_string())
         .unwrap_or_default()
 }
 
