@@ -91,16 +91,6 @@ impl Component {
         self.process = Some(p);
         Ok(())
     }
-
-    /// Whether the process is running (started and not killed).
-    pub fn is_running(&self) -> bool {
-        self.process.is_some()
-    }
-
-    /// The last lines of its log.
-    pub fn log_tail(&self) -> String {
-        crate::process::tail(&self.log, 30)
-    }
 }
 
 impl Drop for Component {

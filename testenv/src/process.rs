@@ -173,7 +173,9 @@ impl ServerProcess {
 
     /// The last 20 lines of the server's log.
     pub fn log_tail(&self) -> String {
-        tail(&self.log, 20)
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Kills the process with SIGKILL and reaps it.
@@ -203,13 +205,6 @@ impl ServerProcess {
         self.kill();
         false
     }
-}
-
-/// The last `n` lines of the file at `path` (empty when it cannot be read).
-pub(crate) fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for ServerProcess {
