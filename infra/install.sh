@@ -12,7 +12,7 @@ fi
 # protoc for the gRPC code generation, iproute2 for netns tests.
 APT_PACKAGES=(postgresql etcd-server etcd-client influxdb docker.io nftables busybox-static
   protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv openssl curl
-  cpio kmod e2fsprogs)
+  cpio kmod e2fsprogs docker-registry apache2-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -43,7 +43,7 @@ fi
 
 # The Debian packages start nothing (policy-rc.d above); stop anything a package started earlier anyway so
 # default ports stay free for the demo region.
-for svc in etcd influxdb docker containerd postgresql; do
+for svc in etcd influxdb docker containerd postgresql docker-registry; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

@@ -124,6 +124,13 @@ pub fn common_prefix<'a>(names: &[&'a str]) -> &'a str {
     &first[..len]
 }
 
+/// The registry an image reference names (`host[:port]` before the first `/`, when that part has a `.` or
+/// `:` or is `localhost`, as Docker reads it); `None` for a local or Docker Hub short name.
+pub fn image_registry(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains(['.', ':']) || first == "localhost").then_some(first)
+}
+
 /// Most bytes of an ExecRequest's output (an instance's logs) that travel and are stored: the end.
 pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
 

@@ -65,7 +65,7 @@ impl Desired {
     }
 }
 
-/// Seals App env values at rest.
+/// Seals App env values and registry passwords at rest.
 pub struct Seal(aws_lc_rs::aead::LessSafeKey);
 
 const SEALED: &str = "sealed:";
@@ -124,6 +124,9 @@ impl Seal {
                 for v in a.env.values_mut() {
                     *v = f(v);
                 }
+                if let Some(r) = &mut a.registry_auth {
+                    r.password = f(&r.password);
+                }
                 (k.clone(), a)
             })
             .collect()
@@ -181,7 +184,7 @@ impl Mirror {
             if v.starts_with(SEALED) {
                 seal.open(v).unwrap_or_else(|| {
                     tracing::warn!(
-                        "an App env value of the saved state cannot be opened (access key rotated?)"
+                        "an App secret (env value or registry password) of the saved state cannot be opened (access key rotated?)"
                     );
                     String::new()
                 })

@@ -30,10 +30,16 @@ struct Secure {
 
 impl Secure {
     async fn start(client_cert_ttl: Duration) -> Self {
+        Self::with_registries(client_cert_ttl, Vec::new()).await
+    }
+
+    /// [`Secure::start`] with `registries` as the platform's own image registries.
+    async fn with_registries(client_cert_ttl: Duration, registries: Vec<String>) -> Self {
         let (bao, etcd) = tokio::join!(testenv::OpenBao::start(), testenv::Etcd::start());
         let (bao, etcd) = (bao.unwrap(), etcd.unwrap());
         let vault = VaultPki::new(&bao.addr, &bao.token);
         let mut config = Config::local(REGION, &etcd.url);
+        config.registries = registries;
         config.lifecycle_timeout = Duration::from_secs(2);
         config.heartbeat_interval = Duration::from_secs(1);
         config.pki = Some(PkiConfig {
@@ -136,6 +142,17 @@ impl Secure {
         key: &CloudletKey,
         state: &std::path::Path,
     ) -> crm::Crm {
+        self.start_crm_with(access, key, state, |_| {}).await
+    }
+
+    /// [`Secure::start_crm`] with its configuration changed by `adjust` (platform, addresses).
+    async fn start_crm_with(
+        &self,
+        access: &CloudletAccess,
+        key: &CloudletKey,
+        state: &std::path::Path,
+        adjust: impl FnOnce(&mut crm::Config),
+    ) -> crm::Crm {
         let mut cfg = crm::Config::fake(
             REGION,
             key.clone(),
@@ -148,6 +165,7 @@ impl Secure {
             ca: access.ca_certificate.clone(),
             server_name: access.server_name.clone(),
         });
+        adjust(&mut cfg);
         crm::Crm::start(cfg).await.unwrap()
     }
 
@@ -720,7 +738,8 @@ fn files_text(dir: &std::path::Path) -> String {
         let p = entry.unwrap().path();
         if p.is_dir() {
             out.push_str(&files_text(&p));
-        } else {
+        } else if p.is_file() {
+            // (sockets, such as the LB's, hold nothing)
             out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
         }
     }
@@ -935,4 +954,213 @@ async fn after_a_full_demo_no_secret_is_stored_in_clear() {
         );
     }
     mc.stop().await;
+}
+
+/// The controller's API as the region's admin, for the fixtures' clients.
+struct AdminApi(Channel);
+
+impl testenv::fixtures::RegionApi for AdminApi {
+    fn channel(&self) -> Channel {
+        self.0.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_pulls_images_from_a_private_registry_with_credentials_only_vault_keeps() {
+    use testenv::fixtures::{RegionApi, app_inst, cluster, drain, show, web_app};
+    let (docker, good, bad) = tokio::join!(
+        testenv::Docker::start(),
+        testenv::Registry::start(),
+        testenv::Registry::start()
+    );
+    let (docker, good, bad) = (docker.unwrap(), good.unwrap(), bad.unwrap());
+    let s = Secure::with_registries(
+        Duration::from_secs(3600),
+        vec![good.host.clone(), bad.host.clone()],
+    )
+    .await;
+
+    // The developer's image sits in the registries only (the cloudlet's engine must pull it).
+    docker.busybox_image("edge-busybox:push").unwrap();
+    let image = good
+        .push(&docker, "edge-busybox:push", "acme/web:1.0")
+        .unwrap();
+    let bad_image = bad
+        .push(&docker, "edge-busybox:push", "acme/web:1.0")
+        .unwrap();
+    let rmi = docker
+        .cli()
+        .args(["rmi", "edge-busybox:push", &image, &bad_image])
+        .output()
+        .unwrap();
+    assert!(rmi.status.success(), "{rmi:?}");
+    // Vault has the right credentials for one registry and a wrong password for the other.
+    let kv = s.vault.kv("secret").unwrap();
+    let creds = |user: &str, pw: &str| {
+        std::collections::HashMap::from([
+            ("username".to_string(), user.to_string()),
+            ("password".to_string(), pw.to_string()),
+        ])
+    };
+    kv.write_all(
+        &format!("registry/{}", good.host),
+        &creds(&good.username, &good.password),
+    )
+    .await
+    .unwrap();
+    kv.write_all(
+        &format!("registry/{}", bad.host),
+        &creds(&bad.username, "not-the-password"),
+    )
+    .await
+    .unwrap();
+
+    // A docker cloudlet whose CRM dials over mTLS.
+    let api = AdminApi(s.admin().await);
+    let ip = testenv::loopback_ip();
+    let mut c = cloudlet("op", "edge1");
+    c.public_addr = ip.to_string();
+    let mut onboarding = api
+        .cloudlets()
+        .create_cloudlet(c)
+        .await
+        .unwrap()
+        .into_inner();
+    let access = onboarding.message().await.unwrap().unwrap().access.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let _crm = s
+        .start_crm_with(&access, &key("op", "edge1"), state.path(), |cfg| {
+            cfg.platform = crm::PlatformKind::Docker {
+                host: docker.host.clone(),
+            };
+            cfg.public_addr = ip;
+        })
+        .await;
+    drain(&mut onboarding)
+        .await
+        .expect("the cloudlet becomes ready");
+    api.flavors().create_flavor(flavor("small")).await.unwrap();
+    let mut cl = api
+        .clusters()
+        .create_cluster_inst(cluster("acme", "c1", "op", "edge1"))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut cl).await.expect("the cluster becomes ready");
+
+    // On the platform's registries an image must sit under the App's organization, and nobody sends
+    // credentials along with an App.
+    let app = |name: &str, path: &str| {
+        let mut a = web_app(name, "pulled");
+        a.image_path = path.into();
+        a
+    };
+    let foreign = image.replace("/acme/", "/other/");
+    let err = api
+        .apps()
+        .create_app(app("web", &foreign))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("does not match App developer name 'acme'"),
+        "{}",
+        err.message()
+    );
+    let mut with_auth = app("web", &image);
+    with_auth.registry_auth = Some(RegistryAuth {
+        username: "u".into(),
+        password: "p".into(),
+    });
+    let err = api.apps().create_app(with_auth).await.unwrap_err();
+    assert!(err.message().contains("registry_auth"), "{}", err.message());
+
+    // The image is pulled with Vault's credentials, with progress, and the app answers through the LB.
+    api.apps().create_app(app("web", &image)).await.unwrap();
+    let mut st = api
+        .app_insts()
+        .create_app_inst(app_inst("acme", "w1", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let progress = drain(&mut st).await.expect("the instance becomes ready");
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.message.contains(&format!("Pulled image {image}"))),
+        "{progress:?}"
+    );
+    let shown = show(
+        api.app_insts()
+            .show_app_inst(app_inst("acme", "w1", "", "")),
+    )
+    .await;
+    let port = shown[0].mapped_ports[0].public_port as u16;
+    let body = wait_for(
+        "the app through the LB",
+        Duration::from_secs(10),
+        async || match testenv::http_get((ip, port).into(), "/") {
+            Some((200, body)) => Some(body),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(body.contains("pulled"), "{body}");
+
+    // A missing image and refused credentials end the create, naming the image; nothing is left.
+    let missing = image.replace("/web:", "/missing:");
+    for (name, path, want) in [
+        ("missing", missing.as_str(), "has no such image"),
+        ("refused", bad_image.as_str(), "refused the credentials"),
+    ] {
+        api.apps().create_app(app(name, path)).await.unwrap();
+        let mut st = api
+            .app_insts()
+            .create_app_inst(app_inst("acme", name, name, "c1"))
+            .await
+            .unwrap()
+            .into_inner();
+        let err = drain(&mut st).await.unwrap_err();
+        assert!(
+            err.message().contains(want) && err.message().contains(path),
+            "{}",
+            err.message()
+        );
+        let shown = show(
+            api.app_insts()
+                .show_app_inst(app_inst("acme", name, "", "")),
+        )
+        .await;
+        assert_eq!(shown[0].state, TrackedState::CreateError as i32);
+        let left = docker
+            .cli()
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=edge.appinst=acme/{name}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "{name} left a container");
+    }
+
+    // The credentials are in no store but Vault: not in etcd, not in clear in the CRM's state, not in
+    // what Show returns.
+    let shown = show(api.apps().show_app(App::default())).await;
+    assert!(shown.iter().all(|a| a.registry_auth.is_none()), "{shown:?}");
+    let mut etcd = etcd_client::Client::connect([s._etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let all = etcd
+        .get("/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(
+        all.kvs()
+            .iter()
+            .all(|kv| !String::from_utf8_lossy(kv.value()).contains(&good.password))
+    );
+    assert!(!files_text(state.path()).contains(&good.password));
 }

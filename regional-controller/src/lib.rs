@@ -67,6 +67,9 @@ pub struct Config {
     pub pki: Option<PkiConfig>,
     /// Most Apps, ClusterInsts and AppInsts (each) one organization may hold in the region.
     pub org_quota: usize,
+    /// The platform's own image registries (`host[:port]`): an App's image there must sit under the
+    /// App's organization. Credentials to pull from any registry are read from Vault KV `registry/<host>`.
+    pub registries: Vec<String>,
 }
 
 /// Where the controller gets certificates, and how long those it issues to CRMs and Shepherds live.
@@ -94,6 +97,7 @@ impl Config {
             replica: format!("controller-{}", std::process::id()),
             pki: None,
             org_quota: 10_000,
+            registries: Vec::new(),
         }
     }
 }

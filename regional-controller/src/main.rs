@@ -61,6 +61,11 @@ struct Args {
     /// the region): only for a throwaway local setup.
     #[arg(long, env = "EDGE_INSECURE_PLAINTEXT", conflicts_with = "vault_addr")]
     insecure_plaintext: bool,
+    /// The platform's own image registries, `host:port` (comma-separated): an App's image on one of
+    /// them must be `<registry>/<app org>/<name>:<tag>`. Pull credentials for any registry are read from
+    /// Vault KV `secret/registry/<host:port>` (fields `username`, `password`) and sent only to CRMs.
+    #[arg(long = "registry", env = "EDGE_REGISTRIES", value_delimiter = ',')]
+    registries: Vec<String>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "EDGE_LOG_JSON")]
     log_json: bool,
@@ -91,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
     config.lifecycle_timeout = Duration::from_secs(args.lifecycle_timeout_secs);
     config.offline_after = Duration::from_secs(args.offline_after_secs);
     config.port_range = args.port_range;
+    config.registries = args.registries;
     if let Some(r) = args.replica {
         config.replica = r;
     }

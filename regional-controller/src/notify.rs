@@ -363,10 +363,15 @@ impl Session {
                 a.deployment_manifest.clear();
                 Any::App(a)
             }
-            // The cloudlet's CRM gets the env values themselves, from Vault.
+            // The cloudlet's CRM gets the env values themselves and the image's pull credentials,
+            // from Vault.
             (ClientType::Crm, Any::App(mut a)) if action == ChangeAction::Update => {
                 if let Some(s) = &self.api.secrets {
                     s.resolve(&mut a)
+                        .await
+                        .map_err(|e| End::Refused(e.into()))?;
+                    a.registry_auth = s
+                        .registry_auth(&a.image_path)
                         .await
                         .map_err(|e| End::Refused(e.into()))?;
                 }

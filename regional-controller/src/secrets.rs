@@ -3,13 +3,16 @@
 //! `secret/<region>/apps/<org>/<name>/<version>/<tag>` (a new tag per write, so a failed or concurrent
 //! create never overwrites the values another App version refers to). The controller resolves the
 //! references only when it sends an App to its cloudlet's CRM; Show and DMEs see the references.
+//!
+//! Pull credentials of image registries live at `secret/registry/<host:port>` (fields `username` and
+//! `password`, written by the platform's operator); they go only into the App copies sent to CRMs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use edge_common::Keyed;
 use edge_common::vault::Kv;
-use edge_proto::edge::App;
+use edge_proto::edge::{App, RegistryAuth};
 
 use crate::error::{CtrlError, Result};
 
@@ -20,7 +23,12 @@ pub struct AppSecrets {
     region: String,
     /// path → values, for the Apps sent since start (each path is written once)
     cache: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// registry host → its credentials and when they were read (re-read after `REGISTRY_TTL`, so a
+    /// rotated password reaches CRMs without a restart)
+    registries: Mutex<HashMap<String, (std::time::Instant, Option<RegistryAuth>)>>,
 }
+
+const REGISTRY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn tag_of(app: &App) -> Option<&str> {
     app.env.values().next()?.strip_prefix(PREFIX)
@@ -32,6 +40,7 @@ impl AppSecrets {
             kv,
             region: region.into(),
             cache: Mutex::default(),
+            registries: Mutex::default(),
         }
     }
 
@@ -106,6 +115,32 @@ impl AppSecrets {
             }
         }
         Ok(())
+    }
+
+    /// The credentials for pulling `image`, when it names a registry Vault has credentials for.
+    pub async fn registry_auth(&self, image: &str) -> Result<Option<RegistryAuth>> {
+        let Some(host) = edge_common::image_registry(image) else {
+            return Ok(None);
+        };
+        if let Some((at, auth)) = self.registries.lock().expect("registry cache").get(host)
+            && at.elapsed() < REGISTRY_TTL
+        {
+            return Ok(auth.clone());
+        }
+        let values = self
+            .kv
+            .read_all(&format!("registry/{host}"))
+            .await
+            .map_err(Self::unavailable)?;
+        let auth = values.map(|mut v| RegistryAuth {
+            username: v.remove("username").unwrap_or_default(),
+            password: v.remove("password").unwrap_or_default(),
+        });
+        self.registries
+            .lock()
+            .expect("registry cache")
+            .insert(host.to_string(), (std::time::Instant::now(), auth.clone()));
+        Ok(auth)
     }
 
     /// Deletes the values `app` referred to (after an update replaced them, or the App was deleted).

@@ -20,6 +20,7 @@ mod openbao;
 mod postgres;
 mod process;
 mod proxy;
+mod registry;
 mod smtp;
 
 pub use component::{Component, workspace_binary};
@@ -31,6 +32,7 @@ pub use openbao::OpenBao;
 pub use postgres::Postgres;
 pub use process::{free_port, http_get, loopback_ip, loopback_ip_nth, metric};
 pub use proxy::Proxy;
+pub use registry::Registry;
 pub use smtp::Smtp;
 
 /// Why a server could not be started.

@@ -19,9 +19,9 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder,
 };
 use edge_common::Keyed;
 use edge_proto::edge::{App, AppInst, ClusterInst, Flavor, LProto, PlatformFeatures};
@@ -72,7 +72,82 @@ fn not_found(e: &DockerError) -> bool {
     )
 }
 
+/// How often a running pull reports its download progress.
+const PULL_REPORT_EVERY: Duration = Duration::from_secs(1);
+
 impl DockerPlatform {
+    /// Pulls `app`'s image from `registry` with the credentials the controller sent along (always, so a
+    /// moved tag is picked up), reporting progress. Refused credentials and unknown images end the
+    /// create; an unreachable registry is retried.
+    async fn pull(&self, app: &App, registry: &str, progress: &dyn Progress) -> Result<()> {
+        let image = &app.image_path;
+        let name = image.rsplit('/').next().unwrap_or(image);
+        // Without a tag the Engine would pull every tag of the repository.
+        let reference = if name.contains([':', '@']) {
+            image.clone()
+        } else {
+            format!("{image}:latest")
+        };
+        progress.step(&format!("Pulling image {reference}"));
+        let credentials = app
+            .registry_auth
+            .as_ref()
+            .map(|a| bollard::auth::DockerCredentials {
+                username: Some(a.username.clone()),
+                password: Some(a.password.clone()),
+                serveraddress: Some(registry.to_string()),
+                ..Default::default()
+            });
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&reference)
+            .build();
+        let mut pull = self.docker.create_image(Some(opts), None, credentials);
+        let mut reported = std::time::Instant::now();
+        let (mut done, mut total) = (0i64, 0i64);
+        let mut layers = HashMap::new();
+        while let Some(item) = pull.next().await {
+            let info = item.map_err(|e| {
+                let text = e.to_string();
+                let lower = text.to_ascii_lowercase();
+                if ["unauthorized", "authentication required", "denied", "no basic auth"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    PlatformError::permanent(format!(
+                        "pulling image \"{reference}\": registry {registry} refused the credentials ({text})"
+                    ))
+                } else if ["not found", "manifest unknown", "name unknown"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    PlatformError::permanent(format!(
+                        "pulling image \"{reference}\": registry {registry} has no such image ({text})"
+                    ))
+                } else {
+                    PlatformError::transient(format!("pulling image \"{reference}\": {text}"))
+                }
+            })?;
+            if let (Some(id), Some(d)) = (&info.id, &info.progress_detail)
+                && info.status.as_deref() == Some("Downloading")
+            {
+                layers.insert(id.clone(), (d.current.unwrap_or(0), d.total.unwrap_or(0)));
+                (done, total) = layers
+                    .values()
+                    .fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt));
+            }
+            if reported.elapsed() >= PULL_REPORT_EVERY && total > 0 {
+                reported = std::time::Instant::now();
+                progress.step(&format!(
+                    "Pulling image {reference}: {:.1} of {:.1} MB",
+                    done as f64 / 1e6,
+                    total as f64 / 1e6
+                ));
+            }
+        }
+        progress.step(&format!("Pulled image {reference}"));
+        Ok(())
+    }
+
     /// Connects to the engine at `host` (`unix:///path/docker.sock`) and negotiates the API version.
     pub async fn connect(host: &str, cloudlet: &str) -> anyhow::Result<Self> {
         let path = host.strip_prefix("unix://").unwrap_or(host);
@@ -471,10 +546,12 @@ impl ClusterOps for DockerPlatform {
             // A leftover of an interrupted deploy: start over.
             self.delete_app(&key).await?;
         }
-        if let Err(e) = self.docker.inspect_image(&app.image_path).await {
+        if let Some(registry) = edge_common::image_registry(&app.image_path) {
+            self.pull(app, registry, progress).await?;
+        } else if let Err(e) = self.docker.inspect_image(&app.image_path).await {
             return Err(if not_found(&e) {
                 PlatformError::permanent(format!(
-                    "image \"{}\" is not present on the cloudlet's Docker Engine (no registry is contacted)",
+                    "image \"{}\" is not present on the cloudlet's Docker Engine (an image without a registry host is never pulled)",
                     app.image_path
                 ))
             } else {

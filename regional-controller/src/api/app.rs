@@ -31,7 +31,7 @@ pub fn validate_key(k: &AppKey) -> Result<()> {
 }
 
 /// Fills defaults (image type from deployment and back) and checks every field.
-fn normalize(a: &mut App) -> Result<()> {
+fn normalize(a: &mut App, registries: &[String]) -> Result<()> {
     validate_key(&a.key.clone().unwrap_or_default())?;
     let image_type = ImageType::try_from(a.image_type)
         .map_err(|_| invalid(format!("invalid image_type {}", a.image_type)))?;
@@ -74,10 +74,17 @@ fn normalize(a: &mut App) -> Result<()> {
             a.deployment
         )));
     }
-    validate_fields(a)
+    if a.registry_auth.is_some() {
+        return Err(invalid(
+            "registry_auth cannot be given: the platform reads registry credentials from its Vault",
+        ));
+    }
+    validate_fields(a, registries)
 }
 
-fn validate_fields(a: &App) -> Result<()> {
+/// Checks every field; `registries` are the platform's own image registries, where an App's image must
+/// sit under its organization (`<registry>/<org>/<name>:<tag>`).
+fn validate_fields(a: &App, registries: &[String]) -> Result<()> {
     if a.image_path.is_empty() {
         return Err(invalid("image_path is required"));
     }
@@ -86,6 +93,18 @@ fn validate_fields(a: &App) -> Result<()> {
             "invalid image_path \"{}\": must not contain spaces",
             a.image_path
         )));
+    }
+    if let Some(host) = edge_common::image_registry(&a.image_path)
+        && registries.iter().any(|r| r.eq_ignore_ascii_case(host))
+    {
+        let org = &a.key.as_ref().map_or("", |k| k.organization.as_str());
+        let path_org = a.image_path[host.len()..].split('/').nth(1).unwrap_or("");
+        if !path_org.eq_ignore_ascii_case(org) {
+            // MobiledgeX's text, with where the image must go.
+            return Err(invalid(format!(
+                "ImagePath for {host} registry using organization '{path_org}' does not match App developer name '{org}', must match (image_path {host}/{org}/<name>:<tag>)"
+            )));
+        }
     }
     if a.image_type == ImageType::Qcow as i32 {
         // NAME (in the cloudlet's image store), /absolute/path or an http(s) URL, with its checksum.
@@ -145,7 +164,7 @@ fn validate_fields(a: &App) -> Result<()> {
 impl AppApi for AppService {
     async fn create_app(&self, req: Request<App>) -> Result<Response<ApiResult>, Status> {
         let mut a = req.into_inner();
-        normalize(&mut a)?;
+        normalize(&mut a, &self.0.config.registries)?;
         self.0
             .check_org_quota::<App>(&a.key.clone().unwrap_or_default().organization)?;
         a.created_at = now();
@@ -197,7 +216,7 @@ impl AppApi for AppService {
                     }
                 }
                 a.updated_at = now();
-                validate_fields(a)
+                validate_fields(a, &self.0.config.registries)
             })
             .await;
         if let Some(s) = secrets {
