@@ -124,6 +124,29 @@ pub fn common_prefix<'a>(names: &[&'a str]) -> &'a str {
     &first[..len]
 }
 
+/// A new ksuid (segmentio/ksuid, as MobiledgeX's ids): 4 bytes of seconds since 2014-05-13 16:53:20 UTC
+/// and 16 random bytes, as 27 base62 characters (sortable by creation time).
+pub fn ksuid() -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const EPOCH: i64 = 1_400_000_000;
+    let secs = (now_ms() / 1000 - EPOCH).clamp(0, u32::MAX as i64) as u32;
+    let mut n = [0u8; 20];
+    n[..4].copy_from_slice(&secs.to_be_bytes());
+    n[4..].copy_from_slice(&vault::random_bytes(16));
+    // Base62 by long division of the 160-bit big-endian number, least significant digit first.
+    let mut out = [b'0'; 27];
+    for slot in out.iter_mut().rev() {
+        let mut rem = 0u32;
+        for b in n.iter_mut() {
+            let cur = (rem << 8) | u32::from(*b);
+            *b = (cur / 62) as u8;
+            rem = cur % 62;
+        }
+        *slot = ALPHABET[rem as usize];
+    }
+    String::from_utf8(out.to_vec()).expect("ascii")
+}
+
 /// The registry an image reference names (`host[:port]` before the first `/`, when that part has a `.` or
 /// `:` or is `localhost`, as Docker reads it); `None` for a local or Docker Hub short name.
 pub fn image_registry(image: &str) -> Option<&str> {
@@ -272,6 +295,17 @@ impl tokio::io::AsyncWrite for Killable {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ksuids_are_27_base62_characters_ordered_by_time() {
+        let (a, b) = (super::ksuid(), super::ksuid());
+        assert_eq!(a.len(), 27);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+        // Time comes first: an id of now is above one of 2014 (seconds since the epoch are non-zero).
+        assert!(a.as_str() > "000001" && a.as_str() <= "aWgEPTl1tmebfsQzFP4bxwgy80V");
+    }
+
     #[test]
     fn common_prefixes() {
         use super::common_prefix;

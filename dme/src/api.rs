@@ -132,8 +132,7 @@ impl MatchEngine {
             clustername: cluster.name,
             cloudletorg: cloudlet.organization,
             cloudletname: cloudlet.name,
-            latitude: client.latitude,
-            longitude: client.longitude,
+            location: client.into(),
             kid: 0,
         });
         FindCloudletReply {
@@ -213,11 +212,7 @@ impl MatchEngine {
             ));
         }
         let (unique_id, unique_id_type, generated) = if req.unique_id.is_empty() {
-            let id: String = crate::cookie::random_bytes(16)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            (id, "dme-ksuid".to_string(), true)
+            (edge_common::ksuid(), "dme-ksuid".to_string(), true)
         } else {
             (req.unique_id.clone(), req.unique_id_type.clone(), false)
         };

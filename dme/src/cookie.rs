@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::go_jwt;
+use edge_proto::dme::{Loc, Timestamp};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -35,7 +37,8 @@ pub struct SessionKey {
     pub kid: i64,
 }
 
-/// Which instance an edge-events cookie is for, and where the client was.
+/// Which instance an edge-events cookie is for, and where the client was (MobiledgeX's claims, plus the
+/// instance's key).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EdgeEventsKey {
@@ -51,15 +54,85 @@ pub struct EdgeEventsKey {
     pub cloudletorg: String,
     #[serde(skip_serializing_if = "empty")]
     pub cloudletname: String,
-    pub latitude: f64,
-    pub longitude: f64,
+    pub location: CookieLoc,
     #[serde(skip_serializing_if = "zero")]
     pub kid: i64,
 }
 
+fn unset(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// The client's location as MobiledgeX's `dme.Loc` JSON (every field omitted when zero).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CookieLoc {
+    #[serde(skip_serializing_if = "unset")]
+    pub latitude: f64,
+    #[serde(skip_serializing_if = "unset")]
+    pub longitude: f64,
+    #[serde(skip_serializing_if = "unset")]
+    pub horizontal_accuracy: f64,
+    #[serde(skip_serializing_if = "unset")]
+    pub vertical_accuracy: f64,
+    #[serde(skip_serializing_if = "unset")]
+    pub altitude: f64,
+    #[serde(skip_serializing_if = "unset")]
+    pub course: f64,
+    #[serde(skip_serializing_if = "unset")]
+    pub speed: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<CookieTime>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CookieTime {
+    pub seconds: i64,
+    pub nanos: i32,
+}
+
+impl From<&Loc> for CookieLoc {
+    fn from(l: &Loc) -> Self {
+        Self {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            horizontal_accuracy: l.horizontal_accuracy,
+            vertical_accuracy: l.vertical_accuracy,
+            altitude: l.altitude,
+            course: l.course,
+            speed: l.speed,
+            timestamp: l.timestamp.as_ref().map(|t| CookieTime {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            }),
+        }
+    }
+}
+
+impl From<&CookieLoc> for Loc {
+    fn from(l: &CookieLoc) -> Self {
+        Self {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            horizontal_accuracy: l.horizontal_accuracy,
+            vertical_accuracy: l.vertical_accuracy,
+            altitude: l.altitude,
+            course: l.course,
+            speed: l.speed,
+            timestamp: l.timestamp.as_ref().map(|t| Timestamp {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            }),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Claims<K> {
+    #[serde(default)]
     exp: i64,
+    #[serde(default)]
     iat: i64,
     key: K,
 }
@@ -94,27 +167,47 @@ impl Cookies {
         .expect("HS512 signing cannot fail")
     }
 
+    /// Checks `cookie` as MobiledgeX's DME does (jwt-go v3), failing with jwt-go's texts: the token's
+    /// form first, then its signature, then its times.
     fn verify<K: for<'de> Deserialize<'de>>(&self, cookie: &str) -> Result<K, Status> {
         if cookie.is_empty() {
             return Err(Status::unauthenticated(
                 "VerifyCookie failed: missing cookie",
             ));
         }
-        let mut v = Validation::new(Algorithm::HS512);
-        v.leeway = 0;
-        v.required_spec_claims = ["exp".to_string()].into();
-        match jsonwebtoken::decode::<Claims<K>>(cookie, &DecodingKey::from_secret(&self.secret), &v)
+        let unauthenticated = |m: String| Status::unauthenticated(m);
+        let token = go_jwt::parse_unverified(cookie).map_err(unauthenticated)?;
+        if token
+            .claims
+            .get("key")
+            .is_none_or(serde_json::Value::is_null)
         {
-            Ok(d) => Ok(d.claims.key),
-            Err(e) => Err(Status::unauthenticated(match e.kind() {
-                ErrorKind::ExpiredSignature => "token is expired".to_string(),
-                ErrorKind::InvalidSignature => "signature is invalid".to_string(),
-                ErrorKind::InvalidToken => {
-                    "token contains an invalid number of segments".to_string()
-                }
-                _ => format!("VerifyCookie failed: {e}"),
-            })),
+            return Err(Status::unauthenticated(
+                "VerifyCookie failed: Invalid cookie, no key",
+            ));
         }
+        if let Some(e) = go_jwt::method_error(&token.alg) {
+            return Err(Status::unauthenticated(e));
+        }
+        let mut v = Validation::new(Algorithm::HS512);
+        v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let key =
+            jsonwebtoken::decode::<Claims<K>>(cookie, &DecodingKey::from_secret(&self.secret), &v)
+                .map_err(|e| {
+                    unauthenticated(match e.kind() {
+                        ErrorKind::InvalidSignature => "signature is invalid".into(),
+                        ErrorKind::InvalidAlgorithm => "key is of invalid type".into(),
+                        ErrorKind::Base64(_) => "illegal base64 data at input byte 0".into(),
+                        _ => e.to_string(),
+                    })
+                })?
+                .claims
+                .key;
+        go_jwt::check_times(&token.claims, edge_common::now_ms() / 1000)
+            .map_err(unauthenticated)?;
+        Ok(key)
     }
 
     pub fn session(&self, key: SessionKey) -> String {
@@ -137,8 +230,20 @@ impl Cookies {
 
     pub fn verify_edge_events(&self, cookie: &str) -> Result<EdgeEventsKey, Status> {
         let key: EdgeEventsKey = self.verify(cookie)?;
-        if key.appinstname.is_empty() && key.cloudletname.is_empty() {
+        if [
+            &key.clusterorg,
+            &key.clustername,
+            &key.cloudletorg,
+            &key.cloudletname,
+        ]
+        .iter()
+        .all(|f| f.is_empty())
+        {
             return Err(Status::unauthenticated("No Key data in cookie"));
+        }
+        let l = &key.location;
+        if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
+            return Err(Status::unauthenticated("invalid location in cookie"));
         }
         Ok(key)
     }
@@ -182,12 +287,32 @@ mod tests {
             other.verify_session(&cookie).unwrap_err().message(),
             "signature is invalid"
         );
-        let expired = Cookies::new(c.secret.clone(), Duration::ZERO, Duration::ZERO);
-        let old = expired.session(key);
-        std::thread::sleep(Duration::from_millis(1100));
+        // An hour past its expiry (signed with the right secret): jwt-go's text with the duration.
+        let old = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &Claims {
+                exp: edge_common::now_ms() / 1000 - 3600,
+                iat: 0,
+                key,
+            },
+            &EncodingKey::from_secret(&c.secret),
+        )
+        .unwrap();
+        let err = c.verify_session(&old).unwrap_err();
+        assert!(
+            err.message().starts_with("token is expired by 1h0m"),
+            "{}",
+            err.message()
+        );
+        let no_key = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::json!({"exp": 1}),
+            &EncodingKey::from_secret(&c.secret),
+        )
+        .unwrap();
         assert_eq!(
-            c.verify_session(&old).unwrap_err().message(),
-            "token is expired"
+            c.verify_session(&no_key).unwrap_err().message(),
+            "VerifyCookie failed: Invalid cookie, no key"
         );
     }
 }

@@ -86,11 +86,7 @@ pub async fn serve(
         version: session.appvers,
     };
     let current = format!("{}/{}", events.appinstorg, events.appinstname);
-    let location = Loc {
-        latitude: events.latitude,
-        longitude: events.longitude,
-        ..Default::default()
-    };
+    let location = Loc::from(&events.location);
     let (tx, rx) = mpsc::channel(16);
     tx.send(Ok(event(S::EventInitConnection)))
         .await

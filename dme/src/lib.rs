@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cookie;
 pub mod events;
+mod go_jwt;
 pub mod index;
 pub mod json;
 pub mod rest;

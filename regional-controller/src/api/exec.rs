@@ -98,7 +98,7 @@ impl ExecApi for ExecService {
             ))
             .into());
         }
-        r.id = edge_common::vault::hex(&edge_common::vault::random_bytes(12));
+        r.id = edge_common::ksuid();
         r.cloudlet_key = Some(cloudlet.clone());
         (r.output, r.err, r.answered) = (String::new(), String::new(), false);
         let answer = ask(api, &r, wait).await?;
