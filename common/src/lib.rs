@@ -2,6 +2,7 @@
 //! for `/metrics`, `/healthz` and `/readyz` that every process runs.
 
 pub mod access_key;
+pub mod go_json;
 pub mod keys;
 pub mod notify_client;
 pub mod ops;

@@ -129,51 +129,10 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
                 _ => "array",
             }
         )),
-        Err(e) if e.is_eof() => Err("unexpected end of JSON input".into()),
-        Err(e) => {
-            // serde's position (line, column of the offending character) back to the byte itself.
-            let line = bytes.split(|b| *b == b'\n').nth(e.line().saturating_sub(1));
-            let c = line
-                .and_then(|l| l.get(e.column().saturating_sub(1)))
-                .copied()
-                .unwrap_or(b' ');
-            let text = e.to_string();
-            let literal = line.and_then(|l| {
-                let at = e.column().checked_sub(1)?;
-                let start = l[..at]
-                    .iter()
-                    .rposition(|b| matches!(b, b't' | b'f' | b'n'))?;
-                let word = ["true", "false", "null"]
-                    .into_iter()
-                    .find(|w| w.as_bytes()[0] == l[start])?;
-                Some((word, *word.as_bytes().get(at - start)? as char))
-            });
-            let context = if let Some((word, expecting)) =
-                literal.filter(|_| text.starts_with("expected ident"))
-            {
-                &format!("in literal {word} (expecting '{expecting}')")
-            } else if text.starts_with("expected `:`") {
-                "after object key"
-            } else if text.starts_with("expected `,` or `}`") {
-                "after object key:value pair"
-            } else if text.starts_with("key must be a string") {
-                "looking for beginning of object key string"
-            } else if text.starts_with("expected `,` or `]`") {
-                "after array element"
-            } else if text.starts_with("trailing characters") {
-                "after top-level value"
-            } else if text.starts_with("control character") {
-                "in string literal"
-            } else {
-                "looking for beginning of value"
-            };
-            let shown = match c {
-                b'\'' => "'\\''".to_string(),
-                0x20..=0x7e => format!("'{}'", c as char),
-                _ => format!("'\\x{c:02x}'"),
-            };
-            Err(format!("invalid character {shown} {context}"))
-        }
+        Err(e) => Err(match edge_common::go_json::classify(bytes, &e) {
+            edge_common::go_json::GoJsonError::Syntax { message, .. } => message,
+            other => format!("{other:?}"),
+        }),
     }
 }
 

@@ -12,13 +12,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
-/// Checks a new password: 8 to 4096 characters, three of four character classes, not the user name.
-pub fn check_password(username: &str, password: &str) -> Result<(), ApiError> {
-    if password.chars().count() > 4096 {
+/// MobiledgeX's length rule for passwords (checked before anything is looked up).
+pub fn check_password_length(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if n < 8 {
+        return Err(ApiError::bad_request(
+            "Invalid password, password must be at least 8 characters",
+        ));
+    }
+    if n >= 4096 {
         return Err(ApiError::bad_request(
             "Invalid password, password must be less than 4096 characters",
         ));
     }
+    Ok(())
+}
+
+/// The strength rule, checked last as MobiledgeX checked its crack-time estimate: three kinds of
+/// characters (lowercase, uppercase, digits, symbols) and not the user name.
+pub fn check_password_strength(username: &str, password: &str) -> Result<(), ApiError> {
     let classes = [
         password.chars().any(|c| c.is_ascii_lowercase()),
         password.chars().any(|c| c.is_ascii_uppercase()),
@@ -28,17 +40,20 @@ pub fn check_password(username: &str, password: &str) -> Result<(), ApiError> {
     .iter()
     .filter(|b| **b)
     .count();
-    if password.chars().count() < 8 || classes < 3 {
+    let has_name =
+        !username.is_empty() && password.to_lowercase().contains(&username.to_lowercase());
+    if classes < 3 || has_name {
         return Err(ApiError::bad_request(
-            "Invalid password, password must be at least 8 characters and contain three of: lowercase letters, uppercase letters, digits, symbols",
-        ));
-    }
-    if !username.is_empty() && password.to_lowercase().contains(&username.to_lowercase()) {
-        return Err(ApiError::bad_request(
-            "Invalid password, password must not contain the user name",
+            "Password too weak, requires three of lowercase letters, uppercase letters, digits and symbols, and not the user name. Please increase length or complexity",
         ));
     }
     Ok(())
+}
+
+/// Both password rules.
+pub fn check_password(username: &str, password: &str) -> Result<(), ApiError> {
+    check_password_length(password)?;
+    check_password_strength(username, password)
 }
 
 thread_local! {

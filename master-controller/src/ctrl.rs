@@ -289,9 +289,7 @@ fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
-fn invalid_json(e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("Invalid JSON data: {e}"))
-}
+use crate::json::invalid as invalid_json;
 
 fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
     serde_json::from_value(v).map_err(invalid_json)
@@ -441,12 +439,7 @@ pub async fn forward(
         .iter()
         .find(|s| s.method == method)
         .ok_or_else(|| ApiError::not_found(format!("Unknown method {method}")))?;
-    if body.is_empty() {
-        return Err(invalid_json(
-            "Syntax error at offset 0, unexpected end of JSON input",
-        ));
-    }
-    let v: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
+    let v = crate::json::value(&body)?;
     let Value::Object(wrapper) = &v else {
         return Err(invalid_json("expected a JSON object"));
     };

@@ -14,6 +14,7 @@ use crate::Mc;
 use crate::audit::{self, Entry};
 use crate::auth;
 use crate::error::{ApiError, Result};
+use crate::json::Json;
 use crate::rbac::{self, Grants};
 
 pub struct Metrics {
@@ -174,23 +175,31 @@ pub fn require(c: &Caller, resource: &str, action: &str, org: &str) -> Result<()
     }
 }
 
-/// Names of users, organizations and regions (MobiledgeX's rules).
+/// Names of users, organizations and regions: MobiledgeX's rules, checks and texts in its order (an
+/// empty name is "<field> not specified").
 pub fn check_name(field: &str, v: &str) -> Result<()> {
     if v.is_empty() {
         return Err(ApiError::bad_request(format!("{field} not specified")));
     }
+    let fail = |m: &str| Err(ApiError::bad_request(m.to_string()));
     if !v
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(ApiError::bad_request(format!(
-            "Invalid {field} \"{v}\": name can only contain letters, digits, _ . -"
-        )));
+        return fail("Name can only contain letters, digits, _ . -");
     }
-    if v.starts_with(['.', '-']) || v.ends_with('.') || v.len() > 59 {
-        return Err(ApiError::bad_request(format!(
-            "Invalid {field} \"{v}\": at most 59 characters, not starting with . or - nor ending with ."
-        )));
+    for (bad, message) in [
+        (v.starts_with('.'), "Name cannot start with '.'"),
+        (v.starts_with('-'), "Name cannot start with '-'"),
+        (v.ends_with('.'), "Name cannot end with '.'"),
+        (v.ends_with(".git"), "Name cannot end with '.git'"),
+        (v.ends_with(".atom"), "Name cannot end with '.atom'"),
+        (v.ends_with("-cache"), "Name cannot end with '-cache'"),
+        (v.len() > 59, "Name too long"),
+    ] {
+        if bad {
+            return fail(message);
+        }
     }
     Ok(())
 }
@@ -260,11 +269,7 @@ pub struct Login {
     pub apikey: String,
 }
 
-async fn login(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: web::Json<Login>,
-) -> Result<HttpResponse> {
+async fn login(mc: web::Data<Mc>, req: HttpRequest, body: Json<Login>) -> Result<HttpResponse> {
     let by_key = !body.apikeyid.is_empty() || !body.apikey.is_empty();
     let call = async {
         if by_key {
@@ -369,7 +374,7 @@ struct NewUser {
 async fn user_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<NewUser>,
+    body: Json<NewUser>,
 ) -> Result<HttpResponse> {
     let call = async {
         // Every create counts, successful or not: account creation is throttled per client address.
@@ -378,15 +383,16 @@ async fn user_create(
                 mc.user_create_limit
             })?;
         check_name("Name", &body.name)?;
-        if !body.email.contains('@') || body.email.len() > 254 {
+        if !valid_email(&body.email) {
             return Err(ApiError::bad_request("Invalid email address"));
         }
-        auth::check_password(&body.name, &body.passhash)?;
+        auth::check_password_length(&body.passhash)?;
         if name_taken_by_org(&mc, &body.name).await? {
             return Err(ApiError::bad_request(
                 "User name cannot be same as org name",
             ));
         }
+        auth::check_password_strength(&body.name, &body.passhash)?;
         let hash = auth::hash_async(&body.passhash).await;
         let r = sqlx::query("INSERT INTO users (name, email, passhash) VALUES ($1, $2, $3)")
             .bind(&body.name)
@@ -400,6 +406,17 @@ async fn user_create(
     };
     let summary = json!({ "Name": body.name, "Email": body.email });
     audited(&mc, &req, &body.name, "", &summary, call).await
+}
+
+/// MobiledgeX's email rule (`(.+)@(.+)\.(.+)`), within SMTP's length.
+fn valid_email(e: &str) -> bool {
+    e.len() <= 254
+        && e.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty()
+                && domain
+                    .rsplit_once('.')
+                    .is_some_and(|(host, top)| !host.is_empty() && !top.is_empty())
+        })
 }
 
 /// Maps a unique violation on the users table to the message naming what is taken.
@@ -475,7 +492,7 @@ struct NewPass {
 async fn user_newpass(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<NewPass>,
+    body: Json<NewPass>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -526,7 +543,7 @@ struct NameOnly {
 async fn user_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<NameOnly>,
+    body: Json<NameOnly>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -619,7 +636,7 @@ const USER_FIELDS: &[&str] = &[
 async fn user_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: Json<Value>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -632,7 +649,7 @@ async fn user_update(
             }
         }
         if let Some(email) = str_field(&m, "email")?
-            && (!email.contains('@') || email.len() > 254)
+            && !valid_email(email)
         {
             return Err(ApiError::bad_request("Invalid email address"));
         }
@@ -663,7 +680,7 @@ async fn user_update(
 async fn restricted_user_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: Json<Value>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -720,7 +737,7 @@ struct NewApiKey {
 async fn apikey_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<NewApiKey>,
+    body: Json<NewApiKey>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -803,7 +820,7 @@ struct KeyId {
 async fn apikey_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<KeyId>,
+    body: Json<KeyId>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -879,11 +896,7 @@ pub struct Org {
 /// Organization names only admins may take: the platform's own (compared case-insensitively).
 pub const RESERVED_ORGS: &[&str] = &["edgecloud", "mobiledgex", "edgebox"];
 
-async fn org_create(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: web::Json<Org>,
-) -> Result<HttpResponse> {
+async fn org_create(mc: web::Data<Mc>, req: HttpRequest, body: Json<Org>) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
         no_api_key(&c, "create organizations")?;
@@ -898,7 +911,7 @@ async fn org_create(
             }
         };
         if RESERVED_ORGS.contains(&body.name.to_lowercase().as_str()) && !c.grants.is_admin() {
-            return Err(ApiError::forbidden_msg(format!(
+            return Err(ApiError::bad_request(format!(
                 "Not authorized to create reserved org {}",
                 body.name
             )));
@@ -946,7 +959,7 @@ async fn org_create(
 async fn org_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: Json<Value>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let m = fields_of(&body, &["name", "type", "address", "phone"])?;
@@ -984,7 +997,7 @@ async fn org_update(
 async fn org_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<NameOnly>,
+    body: Json<NameOnly>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -1161,7 +1174,7 @@ async fn role_change(mc: &Mc, req: &HttpRequest, body: &Role, add: bool) -> Resu
 async fn role_adduser(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Role>,
+    body: Json<Role>,
 ) -> Result<HttpResponse> {
     role_change(&mc, &req, &body, true).await
 }
@@ -1169,7 +1182,7 @@ async fn role_adduser(
 async fn role_removeuser(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Role>,
+    body: Json<Role>,
 ) -> Result<HttpResponse> {
     role_change(&mc, &req, &body, false).await
 }
@@ -1234,7 +1247,7 @@ pub struct Controller {
 async fn controller_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Controller>,
+    body: Json<Controller>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -1294,7 +1307,7 @@ async fn controller_create(
 async fn controller_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    body: web::Json<Controller>,
+    body: Json<Controller>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     let call = async {
@@ -1409,12 +1422,12 @@ async fn audit_show(
 async fn audit_self(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    q: Option<web::Json<AuditQuery>>,
+    q: Option<Json<AuditQuery>>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     audit_show(
         &mc,
-        &q.map(|q| q.into_inner()).unwrap_or_default(),
+        &q.map(|q| q.0).unwrap_or_default(),
         Some(&c.username),
         None,
     )
@@ -1424,7 +1437,7 @@ async fn audit_self(
 async fn audit_org(
     mc: web::Data<Mc>,
     req: HttpRequest,
-    q: web::Json<AuditQuery>,
+    q: Json<AuditQuery>,
 ) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
     if q.org.is_empty() {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod ctrl;
 pub mod error;
 pub mod handlers;
+pub mod json;
 pub mod monitor;
 pub mod openapi;
 pub mod rbac;
@@ -242,9 +243,8 @@ impl MasterController {
                 })
                 .app_data(mc.clone())
                 .app_data(metrics.clone())
-                .app_data(web::JsonConfig::default().error_handler(|e, _| {
-                    ApiError::bad_request(format!("Invalid JSON data: {e}")).into()
-                }))
+                // Bodies up to 2 MiB (requests are small; ctrl calls carry one object).
+                .app_data(web::PayloadConfig::new(2 << 20))
                 .configure(handlers::routes)
         })
         .workers(2)

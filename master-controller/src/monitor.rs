@@ -251,8 +251,7 @@ fn rfc3339(field: &str, s: &str) -> Result<i64> {
 /// Parses a JSON object body with its top-level keys lower-cased (MobiledgeX matched keys
 /// case-insensitively).
 pub fn parse_ci<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON data: {e}")))?;
+    let v = crate::json::value(body)?;
     let Value::Object(m) = v else {
         return Err(ApiError::bad_request(
             "Invalid JSON data: expected a JSON object",

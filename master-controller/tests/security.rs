@@ -474,7 +474,7 @@ async fn users_and_orgs_update_and_names_are_unique_case_insensitively() {
         .await;
     assert_eq!(
         (s, message(&b)),
-        (403, "Not authorized to create reserved org EdgeCloud")
+        (400, "Not authorized to create reserved org EdgeCloud")
     );
     assert_eq!(
         admin
