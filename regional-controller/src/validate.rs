@@ -56,109 +56,147 @@ pub fn location(field: &str, loc: Option<&Loc>) -> Result<()> {
     Ok(())
 }
 
-/// Parses access ports such as `tcp:80,udp:10000-10010,tcp:443:tls`.
-///
-/// Each entry is `proto:port[-end][:tls]`; proto is `tcp` or `udp`; ports 1-65535; ranges ascending;
-/// no port may appear twice for one protocol; `tls` only on tcp.
+/// Parses an App's access ports (`tcp:80,udp:10000-10010,tcp:443:tls`) as MobiledgeX's controller did,
+/// in its order and with its texts: each entry's form, annotations and numbers, then its protocol; then
+/// the totals and the ports the platform keeps for itself. Options: `tls` (tcp), `http` (ours: the
+/// health check speaks HTTP; tcp), `nginx` and `maxpktsize=N` (udp; accepted, no effect here).
 pub fn access_ports(field: &str, spec: &str) -> Result<Vec<AppPort>> {
     let mut ports: Vec<AppPort> = Vec::new();
     for entry in spec.split(',').map(str::trim) {
-        let bad = |why: &str| invalid(format!("invalid {field} \"{entry}\": {why}"));
-        if entry.is_empty() {
-            return Err(invalid(format!(
-                "invalid {field} \"{spec}\": empty entry; use e.g. \"tcp:80,udp:10000-10010\""
-            )));
+        let pp: Vec<&str> = entry.split(':').collect();
+        if pp.len() < 2 {
+            return Err(invalid(format!("invalid AccessPorts format '{entry}'")));
         }
-        let mut parts = entry.split(':');
-        let proto = match parts
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "tcp" => LProto::Tcp,
-            "udp" => LProto::Udp,
-            _ => return Err(bad("protocol must be tcp or udp")),
-        };
-        let range = parts
-            .next()
-            .ok_or_else(|| bad("missing port: use proto:port, e.g. tcp:80"))?;
-        let num = |s: &str| -> Result<i32> {
-            let n: i64 = s
-                .trim()
-                .parse()
-                .map_err(|_| bad(&format!("\"{s}\" is not a port number")))?;
-            if !(1..=65535).contains(&n) {
-                return Err(bad("port must be 1-65535"));
+        let (proto_text, range, annotations) = (pp[0], pp[1], &pp[2..]);
+        for a in annotations {
+            if a.is_empty() || a.matches('=').count() > 1 {
+                return Err(invalid(format!(
+                    "invalid AccessPorts annotation {a} for port {range}, expected format is either key or key=val"
+                )));
             }
-            Ok(n as i32)
+        }
+        let num = |s: &str| -> Result<i64> {
+            s.parse()
+                .map_err(|_| invalid("unable to convert port range base value"))
         };
         let (start, end) = match range.split_once('-') {
             Some((a, b)) => (num(a)?, num(b)?),
-            None => (num(range)?, 0),
+            None => (num(range)?, num(range)?),
         };
-        if end != 0 && end < start {
-            return Err(bad("range end must not be below its start"));
+        if !(1..=65535).contains(&start) || !(1..=65535).contains(&end) || end < start {
+            return Err(invalid("App ports out of range"));
         }
+        let end = if end == start { 0 } else { end as i32 };
+        let proto = match proto_text.to_ascii_lowercase().as_str() {
+            "tcp" => LProto::Tcp,
+            "udp" => LProto::Udp,
+            _ => return Err(invalid(format!("Unsupported protocol: {proto_text}"))),
+        };
+        let proto_name = if proto == LProto::Tcp { "tcp" } else { "udp" };
         let (mut tls, mut http) = (false, false);
-        for opt in parts {
-            match opt {
-                "tls" if proto == LProto::Tcp => tls = true,
-                "http" if proto == LProto::Tcp => http = true,
-                "tls" | "http" => return Err(bad(&format!("{opt} is only allowed on tcp ports"))),
-                other => {
-                    return Err(bad(&format!(
-                        "unknown option \"{other}\"; allowed: tls, http"
+        for a in annotations {
+            let (key, val) = a.split_once('=').unwrap_or((a, ""));
+            match (key, proto) {
+                ("tls", LProto::Tcp) => tls = true,
+                ("tls", _) => {
+                    return Err(invalid(format!(
+                        "Invalid protocol {proto_name}, not available for tls support"
+                    )));
+                }
+                ("http", LProto::Tcp) => http = true,
+                ("http", _) => {
+                    return Err(invalid(format!(
+                        "Invalid annotation \"http\" for {proto_name} ports, only valid for TCP protocol"
+                    )));
+                }
+                ("nginx", LProto::Udp) => {}
+                ("nginx", _) => {
+                    return Err(invalid(format!(
+                        "Invalid annotation \"nginx\" for {proto_name} ports"
+                    )));
+                }
+                ("maxpktsize", LProto::Udp) => {
+                    let n: i64 = val
+                        .parse()
+                        .map_err(|_| invalid(format!("unable to convert pkt size value: {val}")))?;
+                    if !(1501..50000).contains(&n) {
+                        return Err(invalid(
+                            "Invalid maxpktsize, should be between range 1500 to 50000 (exclusive)",
+                        ));
+                    }
+                }
+                ("maxpktsize", _) => {
+                    return Err(invalid(format!(
+                        "Invalid annotation \"maxpktsize\" for {proto_name} ports, only valid for UDP protocol"
+                    )));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "unrecognized annotation {a} for port {range}"
                     )));
                 }
             }
         }
-        let last = |p: &AppPort| {
-            if p.end_port == 0 {
-                p.internal_port
-            } else {
-                p.end_port
-            }
-        };
         let new = AppPort {
             proto: proto as i32,
-            internal_port: start,
+            internal_port: start as i32,
             end_port: end,
             tls,
             http,
             ..Default::default()
         };
         if let Some(other) = ports.iter().find(|p| {
-            p.proto == new.proto && p.internal_port <= last(&new) && new.internal_port <= last(p)
+            p.proto == new.proto
+                && p.internal_port <= last_port(&new)
+                && new.internal_port <= last_port(p)
         }) {
-            return Err(bad(&format!(
-                "overlaps {} port {}",
-                proto
-                    .as_str_name()
-                    .trim_start_matches("L_PROTO_")
-                    .to_lowercase(),
+            return Err(invalid(format!(
+                "invalid {field} \"{entry}\": overlaps {proto_name} port {}",
                 other.internal_port
             )));
         }
         ports.push(new);
     }
-    // Each public port is held by its own etcd key, written in the AppInst's create transaction.
+    // Each public port is held by its own etcd key, written in the AppInst's create transaction: fewer
+    // than MobiledgeX's 1,000 tcp and 10,000 udp ports.
     let total: i32 = ports.iter().map(port_count).sum();
     if total > MAX_PORTS {
         return Err(invalid(format!(
             "invalid {field} \"{spec}\": covers {total} ports, at most {MAX_PORTS} are allowed"
         )));
     }
+    for p in &ports {
+        for (proto, port, what) in RESERVED_PORTS {
+            if p.proto == *proto as i32 && p.internal_port <= *port && *port <= last_port(p) {
+                let name = if *proto == LProto::Tcp { "tcp" } else { "udp" };
+                return Err(invalid(format!(
+                    "App cannot use port {name}:{port} - reserved for {what}"
+                )));
+            }
+        }
+    }
     Ok(ports)
+}
+
+/// Ports the platform keeps for itself (MobiledgeX's list).
+const RESERVED_PORTS: &[(LProto, i32, &str)] = &[
+    (LProto::Tcp, 22, "Platform inter-node SSH"),
+    (LProto::Tcp, 20800, "Kubernetes master join server"),
+    (LProto::Udp, 53, "dns udp"),
+    (LProto::Tcp, 53, "dns tcp"),
+];
+
+fn last_port(p: &AppPort) -> i32 {
+    if p.end_port == 0 {
+        p.internal_port
+    } else {
+        p.end_port
+    }
 }
 
 /// Number of ports a mapping covers (1 for a single port).
 pub fn port_count(p: &AppPort) -> i32 {
-    if p.end_port == 0 {
-        1
-    } else {
-        p.end_port - p.internal_port + 1
-    }
+    last_port(p) - p.internal_port + 1
 }
 
 /// Replaces the fields of `dst` named in `fields` by those of `src` (all `allowed` when empty);
@@ -212,33 +250,59 @@ mod tests {
         assert_eq!((p[1].internal_port, p[1].end_port), (10000, 10010));
         assert!(p[2].tls && !p[2].http && p[0].http);
         for (spec, why) in [
-            ("tcp:99999", "port must be 1-65535"),
-            ("tcp:0", "port must be 1-65535"),
-            ("sctp:80", "protocol must be tcp or udp"),
-            ("tcp", "missing port"),
-            ("tcp:x", "\"x\" is not a port number"),
-            ("udp:20-10", "range end must not be below its start"),
+            ("tcp:99999", "App ports out of range"),
+            ("tcp:0", "App ports out of range"),
+            ("udp:20-10", "App ports out of range"),
+            ("sctp:80", "Unsupported protocol: sctp"),
+            ("HTTP:80", "Unsupported protocol: HTTP"),
+            ("http:99999", "App ports out of range"),
+            ("tcp", "invalid AccessPorts format 'tcp'"),
+            ("tcp:80,", "invalid AccessPorts format ''"),
+            ("tcp:x", "unable to convert port range base value"),
             ("tcp:80,tcp:70-90", "overlaps tcp port 80"),
-            ("udp:53:tls", "tls is only allowed on tcp"),
-            ("udp:53:http", "http is only allowed on tcp"),
             (
-                "tcp:80:nginx",
-                "unknown option \"nginx\"; allowed: tls, http",
+                "udp:53:tls",
+                "Invalid protocol udp, not available for tls support",
             ),
-            ("tcp:80,", "empty entry"),
+            ("udp:5353:http", "Invalid annotation \"http\" for udp ports"),
+            ("tcp:80:nginx", "Invalid annotation \"nginx\" for tcp ports"),
+            (
+                "tcp:80:a=b=c",
+                "invalid AccessPorts annotation a=b=c for port 80",
+            ),
+            ("tcp:80:foo=1", "unrecognized annotation foo=1 for port 80"),
+            (
+                "udp:5000:maxpktsize=x",
+                "unable to convert pkt size value: x",
+            ),
+            ("udp:5000:maxpktsize=100", "Invalid maxpktsize"),
             ("udp:1000-1100", "covers 101 ports, at most 100 are allowed"),
+            (
+                "tcp:22",
+                "App cannot use port tcp:22 - reserved for Platform inter-node SSH",
+            ),
+            (
+                "tcp:10-30",
+                "App cannot use port tcp:22 - reserved for Platform inter-node SSH",
+            ),
+            (
+                "udp:53",
+                "App cannot use port udp:53 - reserved for dns udp",
+            ),
+            // A syntax error anywhere comes before a reserved port.
+            ("tcp:22,bad", "invalid AccessPorts format 'bad'"),
         ] {
             let e = access_ports("access_ports", spec).unwrap_err().to_string();
             assert!(e.contains(why), "{spec}: {e}");
         }
-        assert!(access_ports("access_ports", "tcp:80,udp:80").is_ok());
-        let e = access_ports("access_ports", "tcp:99999")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "invalid access_ports \"tcp:99999\": port must be 1-65535"
+        assert!(
+            access_ports(
+                "access_ports",
+                "tcp:80,udp:80,udp:5000:nginx:maxpktsize=2000"
+            )
+            .is_ok()
         );
+        assert!(access_ports("access_ports", "udp:22").is_ok());
     }
 
     #[test]

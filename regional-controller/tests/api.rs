@@ -116,6 +116,13 @@ async fn operator_code_crud() {
     api.delete_operator_code(code).await.unwrap();
 }
 
+fn config_file(kind: &str, config: &str) -> ConfigFile {
+    ConfigFile {
+        kind: kind.into(),
+        config: config.into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_validation_and_flavor_reference() {
     let r = Region::start().await;
@@ -131,7 +138,7 @@ async fn app_validation_and_flavor_reference() {
         (
             (|a: &mut App| a.access_ports = "tcp:99999".into()) as fn(&mut App),
             Code::InvalidArgument,
-            "invalid access_ports \"tcp:99999\": port must be 1-65535",
+            "App ports out of range",
         ),
         (
             |a| a.access_ports = "tcp:80,tcp:80".into(),
@@ -179,6 +186,37 @@ async fn app_validation_and_flavor_reference() {
             Code::InvalidArgument,
             "invalid env name \"1BAD\"",
         ),
+        // MobiledgeX's rules and texts.
+        (
+            |a| a.access_ports = "tcp:22".into(),
+            Code::InvalidArgument,
+            "App cannot use port tcp:22 - reserved for Platform inter-node SSH",
+        ),
+        (
+            |a| a.access_ports = "http:80".into(),
+            Code::InvalidArgument,
+            "Unsupported protocol: http",
+        ),
+        (
+            |a| a.access_type = AccessType::Direct as i32,
+            Code::InvalidArgument,
+            "Access Type Direct no longer supported",
+        ),
+        (
+            |a| a.configs = vec![config_file("appAccesCustomization", "x")],
+            Code::InvalidArgument,
+            "Invalid Config Kind - appAccesCustomization",
+        ),
+        (
+            |a| a.configs = vec![config_file("envVarsYaml", "X: y")],
+            Code::InvalidArgument,
+            "Invalid Config Kind(envVarsYaml) for deployment type(docker)",
+        ),
+        (
+            |a| a.configs = vec![config_file("appAccessCustomization", "")],
+            Code::InvalidArgument,
+            "Empty config for config kind appAccessCustomization",
+        ),
     ] {
         let mut a = app("acme", "game", "tcp:80");
         mutate(&mut a);
@@ -190,6 +228,7 @@ async fn app_validation_and_flavor_reference() {
     apps.create_app(a).await.unwrap();
     let shown = show(apps.show_app(App::default())).await;
     assert_eq!(shown[0].image_type, ImageType::Docker as i32);
+    assert_eq!(shown[0].access_type, AccessType::LoadBalancer as i32);
 
     // A flavor in use cannot be deleted; the message names the user.
     assert_code(

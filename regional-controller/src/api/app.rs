@@ -2,7 +2,7 @@
 
 use edge_common::Keyed;
 use edge_proto::edge::app_api_server::AppApi;
-use edge_proto::edge::{App, AppKey, AppUpdate, ImageType, Result as ApiResult};
+use edge_proto::edge::{AccessType, App, AppKey, AppUpdate, ImageType, Result as ApiResult};
 use tonic::{Request, Response, Status};
 
 use super::{Api, ObjectStream, matches, now, result};
@@ -21,6 +21,8 @@ const UPDATABLE: &[&str] = &[
     "env",
     "deployment_manifest",
     "alert_policies",
+    "access_type",
+    "configs",
 ];
 pub const DEPLOYMENTS: &[&str] = &["docker", "kubernetes", "vm", "helm"];
 
@@ -74,6 +76,11 @@ fn normalize(a: &mut App, registries: &[String]) -> Result<()> {
             a.deployment
         )));
     }
+    a.access_type = match AccessType::try_from(a.access_type) {
+        Ok(AccessType::Direct) => return Err(invalid("Access Type Direct no longer supported")),
+        Ok(_) => AccessType::LoadBalancer as i32,
+        Err(_) => return Err(invalid("invalid AccessType")),
+    };
     if a.registry_auth.is_some() {
         return Err(invalid(
             "registry_auth cannot be given: the platform reads registry credentials from its Vault",
@@ -145,6 +152,23 @@ fn validate_fields(a: &App, registries: &[String]) -> Result<()> {
             a.official_fqdn
         )));
     }
+    for c in &a.configs {
+        let wants = match c.kind.as_str() {
+            "helmCustomizationYaml" => Some("helm"),
+            "envVarsYaml" => Some("kubernetes"),
+            "appAccessCustomization" => None,
+            _ => return Err(invalid(format!("Invalid Config Kind - {}", c.kind))),
+        };
+        if wants.is_some_and(|d| d != a.deployment) {
+            return Err(invalid(format!(
+                "Invalid Config Kind({}) for deployment type({})",
+                c.kind, a.deployment
+            )));
+        }
+        if c.config.is_empty() {
+            return Err(invalid(format!("Empty config for config kind {}", c.kind)));
+        }
+    }
     for (i, p) in a.alert_policies.iter().enumerate() {
         validate::name(&format!("alert_policies[{i}]"), p)?;
     }
@@ -212,6 +236,11 @@ impl AppApi for AppService {
                         "command" => a.command = new.command.clone(),
                         "env" => a.env = new.env.clone(),
                         "alert_policies" => a.alert_policies = new.alert_policies.clone(),
+                        "access_type" if new.access_type == AccessType::Direct as i32 => {
+                            return Err(invalid("Access Type Direct no longer supported"));
+                        }
+                        "access_type" => a.access_type = AccessType::LoadBalancer as i32,
+                        "configs" => a.configs = new.configs.clone(),
                         _ => a.deployment_manifest = new.deployment_manifest.clone(),
                     }
                 }
