@@ -442,7 +442,7 @@ async fn name_taken_by_org(mc: &Mc, name: &str) -> Result<bool> {
     Ok(r.is_some())
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Default, Serialize, sqlx::FromRow)]
 struct UserOut {
     #[serde(rename = "Name")]
     name: String,
@@ -460,24 +460,32 @@ struct UserOut {
     locked: bool,
 }
 
-/// Users by name and/or by the orgs they hold roles in (`None`: any).
-async fn users(mc: &Mc, name: Option<&str>, orgs: Option<Vec<String>>) -> Result<Vec<UserOut>> {
+/// Users holding a role (`role`, any when `None`) in one of `orgs` (any org when `None`); every user when
+/// both are `None`.
+async fn users(mc: &Mc, orgs: Option<Vec<String>>, role: Option<String>) -> Result<Vec<UserOut>> {
     Ok(sqlx::query_as(
         "SELECT name, email, family_name, given_name, nickname, email_verified, locked FROM users
-         WHERE ($1::text IS NULL OR name = $1)
-           AND ($2::text[] IS NULL OR name IN (SELECT username FROM roles WHERE org = ANY($2)))
+         WHERE ($1::text[] IS NULL AND $2::text IS NULL) OR name IN
+           (SELECT username FROM roles WHERE ($1::text[] IS NULL OR org = ANY($1))
+                                         AND ($2::text IS NULL OR role = $2))
          ORDER BY name",
     )
-    .bind(name)
     .bind(orgs)
+    .bind(role)
     .fetch_all(&mc.db)
     .await?)
 }
 
 async fn user_current(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
-    let u = users(&mc, Some(&c.username), None).await?;
-    Ok(HttpResponse::Ok().json(&u[0]))
+    let u: UserOut = sqlx::query_as(
+        "SELECT name, email, family_name, given_name, nickname, email_verified, locked FROM users
+         WHERE name = $1",
+    )
+    .bind(&c.username)
+    .fetch_one(&mc.db)
+    .await?;
+    Ok(HttpResponse::Ok().json(u))
 }
 
 #[derive(Deserialize, Serialize)]
@@ -524,13 +532,26 @@ async fn user_newpass(
     audited(&mc, &req, &c.username, "", &json!({}), call).await
 }
 
-async fn user_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
+/// `/auth/user/show`: the users holding roles in orgs the caller may view users of (everyone for admins),
+/// filtered by user fields and `org`/`role`; a filter on an org the caller may not view is a 403.
+async fn user_show(mc: web::Data<Mc>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
-    let users = match c.grants.viewable_orgs(rbac::USERS) {
-        None => users(&mc, None, None).await?,
-        Some(orgs) if orgs.is_empty() => return Err(ApiError::forbidden()),
-        Some(orgs) => users(&mc, None, Some(orgs.into_iter().collect())).await?,
+    let mut filter = ShowFilter::parse(
+        &body,
+        "User",
+        &as_value(&UserOut::default()),
+        &["org", "role"],
+    )?;
+    let (org, role) = (filter.take("org"), filter.take("role"));
+    let orgs = match (c.grants.viewable_orgs(rbac::USERS), org) {
+        (Some(orgs), _) if orgs.is_empty() => return Err(ApiError::forbidden()),
+        (Some(orgs), Some(org)) if !orgs.contains(&org) => return Err(ApiError::forbidden()),
+        (_, Some(org)) => Some(vec![org]),
+        (None, None) => None,
+        (Some(orgs), None) => Some(orgs.into_iter().collect()),
     };
+    let users = users(&mc, orgs, role).await?;
+    let users: Vec<UserOut> = users.into_iter().filter(|u| filter.keeps(u)).collect();
     Ok(HttpResponse::Ok().json(users))
 }
 
@@ -586,6 +607,52 @@ fn fields_of(body: &Value, allowed: &[&str]) -> Result<serde_json::Map<String, V
         out.insert(lk, v.clone());
     }
     Ok(out)
+}
+
+/// MobiledgeX's show filter: an optional JSON object whose keys name fields of the shown `object` (matched
+/// case-insensitively, as the JSON of `sample` spells them, plus `extra` keys the route reads itself);
+/// an item passes when each filtered field equals the given value.
+struct ShowFilter(serde_json::Map<String, Value>);
+
+impl ShowFilter {
+    fn parse(body: &[u8], object: &str, sample: &Value, extra: &[&str]) -> Result<Self> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Default::default()));
+        }
+        let Value::Object(given) = crate::json::value(body)? else {
+            return Err(crate::json::invalid("expected a JSON object"));
+        };
+        let names: Vec<&str> = sample
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        for (k, v) in given {
+            let Some(name) = names
+                .iter()
+                .chain(extra)
+                .find(|n| n.eq_ignore_ascii_case(&k))
+            else {
+                return Err(ApiError::bad_request(format!(
+                    "Failed to parse input data: JSON field {k} not found in database object {object}"
+                )));
+            };
+            out.insert(name.to_string(), v);
+        }
+        Ok(Self(out))
+    }
+
+    /// The value given for `key` (one of the extra keys), as text.
+    fn take(&mut self, key: &str) -> Option<String> {
+        self.0
+            .remove(key)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    }
+
+    fn keeps<T: Serialize>(&self, item: &T) -> bool {
+        let v = as_value(item);
+        self.0.iter().all(|(k, want)| v.get(k) == Some(want))
+    }
 }
 
 fn str_field<'a>(m: &'a serde_json::Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
@@ -881,7 +948,7 @@ async fn apikey_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse
 
 // ----------------------------------------------------------------------------- organizations
 
-#[derive(Deserialize, Serialize, sqlx::FromRow)]
+#[derive(Default, Deserialize, Serialize, sqlx::FromRow)]
 pub struct Org {
     #[serde(default, rename = "Name", alias = "name")]
     pub name: String,
@@ -1065,8 +1132,9 @@ async fn org_delete(
     audited(&mc, &req, &c.username, &body.name, &as_value(&*body), call).await
 }
 
-async fn org_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
+async fn org_show(mc: web::Data<Mc>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
+    let filter = ShowFilter::parse(&body, "Organization", &as_value(&Org::default()), &[])?;
     let orgs: Vec<Org> = match c.grants.viewable_orgs(rbac::USERS) {
         None => {
             sqlx::query_as("SELECT name, type, address, phone FROM organizations ORDER BY name")
@@ -1081,6 +1149,7 @@ async fn org_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
                 .await?
         }
     };
+    let orgs: Vec<Org> = orgs.into_iter().filter(|o| filter.keeps(o)).collect();
     Ok(HttpResponse::Ok().json(orgs))
 }
 
@@ -1226,7 +1295,7 @@ async fn role_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> 
 
 // ----------------------------------------------------------------------------- regions
 
-#[derive(Deserialize, Serialize, sqlx::FromRow)]
+#[derive(Default, Deserialize, Serialize, sqlx::FromRow)]
 pub struct Controller {
     #[serde(default, rename = "Region", alias = "region")]
     pub region: String,
@@ -1327,8 +1396,13 @@ async fn controller_delete(
     audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
 }
 
-async fn controller_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResponse> {
+async fn controller_show(
+    mc: web::Data<Mc>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
     let c = caller(&mc, &req).await?;
+    let filter = ShowFilter::parse(&body, "Controller", &as_value(&Controller::default()), &[])?;
     let rows: Vec<Controller> = sqlx::query_as(
         "SELECT region, address, notify_addr, influxdb, ca_cert, server_name FROM controllers ORDER BY region",
     )
@@ -1352,6 +1426,7 @@ async fn controller_show(mc: web::Data<Mc>, req: HttpRequest) -> Result<HttpResp
                 }
             }
         })
+        .filter(|r| filter.keeps(r))
         .collect();
     Ok(HttpResponse::Ok().json(rows))
 }

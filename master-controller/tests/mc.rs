@@ -562,6 +562,41 @@ async fn rbac_matrix_and_show_filtering() {
         .map(|u| u["Name"].as_str().unwrap())
         .collect();
     assert_eq!(listed, ["dev1c", "dev1m", "dev1v"]);
+    // Show filters (MobiledgeX's): fields of the shown object, matched case-insensitively, plus org and
+    // role for users; an org the caller may not view is a 403.
+    let dev1c = &users["dev1c"];
+    let names_of = |b: &serde_json::Value| -> Vec<String> {
+        b.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, b) = dev1c
+        .post(
+            "/auth/user/show",
+            json!({"org": "dev1", "role": "DeveloperManager"}),
+        )
+        .await;
+    assert_eq!((s, names_of(&b)), (200, vec!["dev1m".to_string()]));
+    let (s, b) = dev1c
+        .post("/auth/user/show", json!({"name": "dev1v"}))
+        .await;
+    assert_eq!((s, names_of(&b)), (200, vec!["dev1v".to_string()]));
+    let (s, b) = dev1c.post("/auth/user/show", json!({"org": "dev2"})).await;
+    assert_eq!((s, b["message"].as_str().unwrap()), (403, "Forbidden"));
+    let (s, b) = dev1c.post("/auth/user/show", json!({"Bogus": 1})).await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap()),
+        (
+            400,
+            "Failed to parse input data: JSON field Bogus not found in database object User"
+        )
+    );
+    let (s, b) = users["dev2m"]
+        .post("/auth/org/show", json!({"Type": "operator"}))
+        .await;
+    assert_eq!((s, names_of(&b)), (200, Vec::<String>::new()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
