@@ -3,14 +3,11 @@
 //! and the bootstrap admin password in Vault/OpenBao; region-scoped calls are forwarded to the region's
 //! controller over gRPC after an RBAC decision (see `WIRE.md` for the MobiledgeX paths and shapes).
 
-pub mod alerts;
+pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod ctrl;
 pub mod error;
-pub mod handlers;
 pub mod json;
-pub mod monitor;
 pub mod openapi;
 pub mod rbac;
 
@@ -218,8 +215,8 @@ impl MasterController {
                 .build()?,
             smtp: cfg.smtp.clone(),
         });
-        let alerts = tokio::spawn(alerts::run(mc.clone(), cfg.alert_poll_interval));
-        let metrics = web::Data::new(handlers::Metrics::new());
+        let alerts = tokio::spawn(api::alerts::run(mc.clone(), cfg.alert_poll_interval));
+        let metrics = web::Data::new(api::Metrics::new());
         let server = HttpServer::new(move || {
             let m = metrics.clone();
             App::new()
@@ -245,7 +242,7 @@ impl MasterController {
                 .app_data(metrics.clone())
                 // Bodies up to 2 MiB (requests are small; ctrl calls carry one object).
                 .app_data(web::PayloadConfig::new(2 << 20))
-                .configure(handlers::routes)
+                .configure(api::routes)
         })
         .workers(2)
         // Signals are the binary's to handle (actix's own handler took SIGTERM and left the process

@@ -210,7 +210,7 @@ pub fn document() -> Value {
             true,
         );
     }
-    for m in crate::ctrl::methods() {
+    for m in crate::api::ctrl::methods() {
         add(
             &format!("/auth/ctrl/{m}"),
             &format!("{m} in a region (forwarded to its controller)"),

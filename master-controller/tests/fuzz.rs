@@ -77,10 +77,10 @@ async fn random_bodies_never_get_a_5xx() {
     let admin = p.login(ADMIN, ADMIN_PASSWORD).await;
     let anon = p.anonymous();
     let mut routes: Vec<String> = Vec::new();
-    for r in master_controller::handlers::ROUTES {
+    for r in master_controller::api::ROUTES {
         if *r == "/auth/ctrl/{method}" {
             routes.extend(
-                master_controller::ctrl::methods()
+                master_controller::api::ctrl::methods()
                     .into_iter()
                     .map(|m| format!("/auth/ctrl/{m}")),
             );

@@ -944,7 +944,7 @@ async fn openapi_document_matches_the_checked_in_copy() {
     );
     assert!(served["paths"]["/api/v1/auth/ctrl/CreateAppInst"].is_object());
     // Every route of the route table is documented.
-    for route in master_controller::handlers::ROUTES
+    for route in master_controller::api::ROUTES
         .iter()
         .filter(|r| !r.contains('{'))
     {

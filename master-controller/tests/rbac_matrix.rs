@@ -1,4 +1,4 @@
-//! The RBAC matrix, generated from the route table (`handlers::ROUTES`, with `/auth/ctrl/{method}` expanded
+//! The RBAC matrix, generated from the route table (`api::ROUTES`, with `/auth/ctrl/{method}` expanded
 //! to every forwarded method): every route × every principal (each role of the permission table, a user
 //! without roles, an API key with a narrower scope than its creator) × the principal's own organization,
 //! another one and a missing one. Each call must be allowed (any answer but 401/403) or denied (403) as the
@@ -633,10 +633,10 @@ async fn every_route_for_every_role_and_org() {
 
     // The routes: the route table with the forwarded methods expanded.
     let mut routes = Vec::new();
-    for r in master_controller::handlers::ROUTES {
+    for r in master_controller::api::ROUTES {
         match *r {
             "/auth/ctrl/{method}" => routes.extend(
-                master_controller::ctrl::methods()
+                master_controller::api::ctrl::methods()
                     .into_iter()
                     .map(|m| format!("/auth/ctrl/{m}")),
             ),

@@ -8,14 +8,14 @@
 //! reply is `{"data":[{"Series":[{"name","columns","values"[,"tags"]}],"Messages":null}]}`, newest
 //! first, times in RFC 3339.
 
+use actix_web::HttpResponse;
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::Mc;
+use crate::api::{Caller, require};
 use crate::error::{ApiError, Result};
-use crate::handlers::{Caller, caller, require};
 use crate::rbac::{APPINSTS, CLOUDLET_ANALYTICS, CLUSTERINSTS, VIEW};
 
 /// Databases Shepherd writes (its `--database` and `--events-database` defaults, MobiledgeX's names).
@@ -449,12 +449,11 @@ async fn query(mc: &Mc, region: &str, db: &str, statements: &[String]) -> Result
 
 async fn answer(
     mc: web::Data<Mc>,
-    req: HttpRequest,
+    c: Caller,
     body: Bytes,
     t: Target,
     events: bool,
 ) -> Result<HttpResponse> {
-    let c = caller(&mc, &req).await?;
     let r: Request = parse_ci(&body)?;
     let fs = filters(t, &r);
     if fs.is_empty() {
@@ -468,39 +467,23 @@ async fn answer(
     Ok(HttpResponse::Ok().json(query(&mc, &r.region, db, &stmts).await?))
 }
 
-pub async fn metrics_app(mc: web::Data<Mc>, req: HttpRequest, body: Bytes) -> Result<HttpResponse> {
-    answer(mc, req, body, Target::App, false).await
+pub async fn metrics_app(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
+    answer(mc, c, body, Target::App, false).await
 }
-pub async fn metrics_cluster(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: Bytes,
-) -> Result<HttpResponse> {
-    answer(mc, req, body, Target::Cluster, false).await
+pub async fn metrics_cluster(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
+    answer(mc, c, body, Target::Cluster, false).await
 }
-pub async fn metrics_cloudlet(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: Bytes,
-) -> Result<HttpResponse> {
-    answer(mc, req, body, Target::Cloudlet, false).await
+pub async fn metrics_cloudlet(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
+    answer(mc, c, body, Target::Cloudlet, false).await
 }
-pub async fn events_app(mc: web::Data<Mc>, req: HttpRequest, body: Bytes) -> Result<HttpResponse> {
-    answer(mc, req, body, Target::App, true).await
+pub async fn events_app(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
+    answer(mc, c, body, Target::App, true).await
 }
-pub async fn events_cluster(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: Bytes,
-) -> Result<HttpResponse> {
-    answer(mc, req, body, Target::Cluster, true).await
+pub async fn events_cluster(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
+    answer(mc, c, body, Target::Cluster, true).await
 }
-pub async fn events_cloudlet(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: Bytes,
-) -> Result<HttpResponse> {
-    answer(mc, req, body, Target::Cloudlet, true).await
+pub async fn events_cloudlet(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
+    answer(mc, c, body, Target::Cloudlet, true).await
 }
 
 #[cfg(test)]

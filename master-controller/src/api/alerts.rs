@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Mc;
+use crate::api::{Caller, audited, grants_of, ok, require};
 use crate::error::{ApiError, Result};
-use crate::handlers::{audited, caller, grants_of, ok, require};
 use crate::rbac::{APPINSTS, CLOUDLET_ANALYTICS, Grants, VIEW};
 
 /// Whether `grants` may see an alert with these labels: the app's organization, or the cloudlet's
@@ -149,10 +149,10 @@ fn check_url(url: &str, message: &str) -> Result<()> {
 pub async fn receiver_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
+    c: Caller,
     body: Bytes,
 ) -> Result<HttpResponse> {
-    let c = caller(&mc, &req).await?;
-    let r: ReceiverIn = crate::monitor::parse_ci(&body)?;
+    let r: ReceiverIn = crate::api::monitor::parse_ci(&body)?;
     let audit = json!({"Name": r.name, "Type": r.kind, "Severity": r.severity, "Region": r.region});
     let call = async {
         if r.name.is_empty() {
@@ -323,10 +323,10 @@ pub async fn receiver_create(
 pub async fn receiver_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
+    c: Caller,
     body: Bytes,
 ) -> Result<HttpResponse> {
-    let c = caller(&mc, &req).await?;
-    let r: ReceiverIn = crate::monitor::parse_ci(&body)?;
+    let r: ReceiverIn = crate::api::monitor::parse_ci(&body)?;
     let audit = json!({"Name": r.name, "User": r.user});
     let call = async {
         if r.name.is_empty() {
@@ -358,16 +358,11 @@ pub async fn receiver_delete(
     audited(&mc, &req, &c.username, "", &audit, call).await
 }
 
-pub async fn receiver_show(
-    mc: web::Data<Mc>,
-    req: HttpRequest,
-    body: Bytes,
-) -> Result<HttpResponse> {
-    let c = caller(&mc, &req).await?;
+pub async fn receiver_show(mc: web::Data<Mc>, c: Caller, body: Bytes) -> Result<HttpResponse> {
     let filter: ReceiverIn = if body.is_empty() {
         ReceiverIn::default()
     } else {
-        crate::monitor::parse_ci(&body)?
+        crate::api::monitor::parse_ci(&body)?
     };
     if !filter.slackwebhook.is_empty() || !filter.webhook.is_empty() {
         return Err(ApiError::bad_request(

@@ -18,8 +18,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::Mc;
+use crate::api::{Caller, audited, require};
 use crate::error::{ApiError, Result, from_status};
-use crate::handlers::{Caller, audited, caller, require};
 use crate::rbac::{self, *};
 
 /// Who may call a method, decided from the object's organization.
@@ -430,10 +430,10 @@ fn public_cloudlet(v: Value) -> Value {
 pub async fn forward(
     mc: web::Data<Mc>,
     req: HttpRequest,
+    c: Caller,
     method: web::Path<String>,
     body: Bytes,
 ) -> Result<HttpResponse> {
-    let c = caller(&mc, &req).await?;
     let method = method.into_inner();
     let spec = SPECS
         .iter()
@@ -554,7 +554,7 @@ pub async fn forward(
                 let grants = c.grants.clone();
                 Some(Box::new(move |v: Value| {
                     let labels = serde_json::from_value(v["labels"].clone()).unwrap_or_default();
-                    crate::alerts::visible(&grants, &labels).then_some(v)
+                    crate::api::alerts::visible(&grants, &labels).then_some(v)
                 }))
             }
             _ => None,
@@ -574,8 +574,13 @@ pub async fn forward(
 }
 
 /// `/auth/alert/show`: the same as `/auth/ctrl/ShowAlert` (MobiledgeX's path for it).
-pub async fn show_alert(mc: web::Data<Mc>, req: HttpRequest, body: Bytes) -> Result<HttpResponse> {
-    forward(mc, req, web::Path::from("ShowAlert".to_string()), body).await
+pub async fn show_alert(
+    mc: web::Data<Mc>,
+    req: HttpRequest,
+    c: Caller,
+    body: Bytes,
+) -> Result<HttpResponse> {
+    forward(mc, req, c, web::Path::from("ShowAlert".to_string()), body).await
 }
 
 struct Spec {
