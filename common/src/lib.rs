@@ -3,6 +3,7 @@
 
 pub mod access_key;
 pub mod go_json;
+pub mod go_jwt;
 pub mod keys;
 pub mod notify_client;
 pub mod ops;

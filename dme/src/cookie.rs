@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::go_jwt;
+use edge_common::go_jwt;
 use edge_proto::dme::{Loc, Timestamp};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,6 @@
 pub mod api;
 pub mod cookie;
 pub mod events;
-mod go_jwt;
 pub mod index;
 pub mod json;
 pub mod rest;

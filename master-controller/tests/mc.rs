@@ -121,7 +121,7 @@ async fn accounts_login_tokens_and_api_keys() {
     let (s, b) = anon.post("/auth/user/current", json!({})).await;
     assert_eq!(
         (s, b["message"].as_str().unwrap()),
-        (401, "No bearer token found")
+        (400, "No bearer token found")
     );
     let forged = Client {
         token: Some("x.y.z".into()),
@@ -241,9 +241,13 @@ async fn accounts_login_tokens_and_api_keys() {
         },
     )
     .await;
-    assert_eq!(
-        (s, b["message"].as_str().unwrap_or_default()),
-        (401, "Invalid or expired jwt"),
+    // MobiledgeX's MC: jwt-go's text and a 400 for a token that only expired.
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Token is expired by "),
         "{b}"
     );
 }

@@ -93,7 +93,7 @@ async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
         .get("Authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("No bearer token found"))?;
+        .ok_or_else(|| ApiError::bad_request("No bearer token found"))?;
     let claims = mc.tokens.verify(token.trim())?;
     let expired = || ApiError::unauthorized("Invalid or expired jwt");
     let by_key = claims.authtype == "apikeyauth";
@@ -144,20 +144,37 @@ async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
     })
 }
 
-/// The caller as a handler argument: the bearer token is checked before the body is read.
+/// Authenticates every `/api/v1/auth/` call before anything else of it is read (MobiledgeX's `AuthCookie`
+/// middleware): the caller is kept in the request for the handler's [`Caller`] argument.
+async fn authenticate(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> std::result::Result<
+    actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+    actix_web::Error,
+> {
+    use actix_web::HttpMessage;
+    let mc = req
+        .app_data::<web::Data<Mc>>()
+        .expect("the server holds the MC as app data")
+        .clone();
+    let c = caller(&mc, req.request()).await?;
+    req.extensions_mut().insert(c);
+    next.call(req).await
+}
+
+/// The caller as a handler argument, authenticated by [`authenticate`].
 impl actix_web::FromRequest for Caller {
     type Error = ApiError;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self>>>>;
+    type Future = std::future::Ready<Result<Self>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let mc = req
-                .app_data::<web::Data<Mc>>()
-                .expect("the server holds the MC as app data")
-                .clone();
-            caller(&mc, &req).await
-        })
+        use actix_web::HttpMessage;
+        std::future::ready(
+            req.extensions_mut().remove::<Caller>().ok_or_else(|| {
+                ApiError::internal("a route outside /api/v1/auth asked for its caller")
+            }),
+        )
     }
 }
 
@@ -431,7 +448,16 @@ macro_rules! route_table {
         /// Every `POST /api/v1...` route.
         pub const ROUTES: &[&str] = &[$($path),*];
         fn register(cfg: &mut web::ServiceConfig) {
-            $(cfg.route(concat!("/api/v1", $path), web::post().to($handler));)*
+            let mut authenticated = web::scope("/api/v1/auth");
+            $(
+                match $path.strip_prefix("/auth") {
+                    Some(rest) => authenticated = authenticated.route(rest, web::post().to($handler)),
+                    None => {
+                        cfg.route(concat!("/api/v1", $path), web::post().to($handler));
+                    }
+                }
+            )*
+            cfg.service(authenticated.wrap(actix_web::middleware::from_fn(authenticate)));
         }
     };
 }

@@ -1,6 +1,7 @@
-//! The checks MobiledgeX's DME made of a cookie before and after its signature (jwt-go v3.2.0 over Go's
-//! base64 and encoding/json), with the same error texts, so clients that match on them keep working:
-//! the token's form ([`parse_unverified`]) and its times ([`check_times`]).
+//! The checks MobiledgeX's DME (cookies) and MC (login tokens) made of a JWT before and after its
+//! signature (jwt-go v3.2.0 over Go's base64 and encoding/json), with the same error texts, so clients
+//! that match on them keep working: the token's form ([`parse_unverified`]) and its times
+//! ([`check_times`]).
 
 use base64::Engine;
 use base64::alphabet::URL_SAFE;
@@ -129,8 +130,8 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
                 _ => "array",
             }
         )),
-        Err(e) => Err(match edge_common::go_json::classify(bytes, &e) {
-            edge_common::go_json::GoJsonError::Syntax { message, .. } => message,
+        Err(e) => Err(match crate::go_json::classify(bytes, &e) {
+            crate::go_json::GoJsonError::Syntax { message, .. } => message,
             other => format!("{other:?}"),
         }),
     }
