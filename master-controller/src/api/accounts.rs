@@ -2,7 +2,8 @@
 //! restricted update (lock/unlock).
 
 use super::*;
-#[derive(Deserialize, Serialize)]
+
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Login {
     #[serde(default)]
     pub username: String,
@@ -111,14 +112,14 @@ pub(super) async fn login(
     audited(&mc, &req, &body.username, "", &summary, call).await
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub(super) struct NewUser {
-    #[serde(default, alias = "Name")]
+    #[serde(default, rename = "Name", alias = "name")]
     name: String,
-    #[serde(default, alias = "Email")]
+    #[serde(default, rename = "Email", alias = "email")]
     email: String,
     /// MobiledgeX sends the plaintext password in this field.
-    #[serde(default, alias = "Passhash")]
+    #[serde(default, rename = "Passhash", alias = "passhash")]
     passhash: String,
 }
 
@@ -193,7 +194,8 @@ pub(super) async fn name_taken_by_org(mc: &Mc, name: &str) -> Result<bool> {
     Ok(r.is_some())
 }
 
-#[derive(Default, Serialize, sqlx::FromRow)]
+#[derive(Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = User)]
 pub(super) struct UserOut {
     #[serde(rename = "Name")]
     name: String,
@@ -242,7 +244,8 @@ pub(super) async fn user_current(mc: web::Data<Mc>, c: Caller) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(u))
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[schema(as = NewPassword)]
 pub(super) struct NewPass {
     #[serde(default)]
     currentpassword: String,

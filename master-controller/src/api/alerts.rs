@@ -38,14 +38,14 @@ fn rank(severity: &str) -> usize {
     SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct CloudletKeyJ {
     organization: String,
     name: String,
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct AppKeyJ {
     organization: String,
@@ -53,13 +53,13 @@ struct AppKeyJ {
     version: String,
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct ClusterKeyJ {
     name: String,
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct ClusterInstKeyJ {
     cluster_key: ClusterKeyJ,
@@ -67,7 +67,7 @@ struct ClusterInstKeyJ {
     organization: String,
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct AppInstKeyJ {
     app_key: AppKeyJ,
@@ -75,9 +75,10 @@ struct AppInstKeyJ {
 }
 
 /// An alert receiver as the API reads it (keys lower-cased first) ...
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = AlertReceiver)]
 #[serde(default, deny_unknown_fields)]
-struct ReceiverIn {
+pub(super) struct ReceiverIn {
     name: String,
     #[serde(rename = "type")]
     kind: String,

@@ -1,7 +1,8 @@
 //! API keys: scoped credentials of a user in one organization.
 
 use super::*;
-#[derive(Deserialize, Serialize)]
+
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub(super) struct NewApiKey {
     #[serde(default, alias = "org")]
     #[serde(rename = "Org")]
@@ -90,7 +91,7 @@ pub(super) async fn apikey_create(
 /// API keys one user may hold (MobiledgeX's `UserApiKeyCreateLimit`).
 pub(super) const API_KEY_LIMIT: i64 = 10;
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub(super) struct KeyId {
     #[serde(default, rename = "Id", alias = "id")]
     id: String,

@@ -1,7 +1,8 @@
 //! The audit log: the caller's own calls, and an organization's.
 
 use super::*;
-#[derive(Deserialize, Default)]
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub(super) struct AuditQuery {
     #[serde(default)]
     org: String,

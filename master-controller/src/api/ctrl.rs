@@ -583,6 +583,27 @@ pub async fn show_alert(
     forward(mc, req, c, web::Path::from("ShowAlert".to_string()), body).await
 }
 
+/// The body of every `/auth/ctrl/<Method>` call, for the OpenAPI document: the region, and the object
+/// under its kind's name (`{"Region": "EU", "App": {...}}`).
+pub struct RegionRequest;
+
+impl utoipa::PartialSchema for RegionRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(json!({
+            "type": "object",
+            "required": ["Region"],
+            "properties": {"Region": {"type": "string"}},
+            "additionalProperties": {
+                "type": "object",
+                "description": "the object, under its kind's name (Flavor, Cloudlet, App, ...)"
+            }
+        }))
+        .expect("a valid schema")
+    }
+}
+
+impl utoipa::ToSchema for RegionRequest {}
+
 struct Spec {
     method: &'static str,
     kind: Kind,

@@ -201,7 +201,7 @@ fn no_api_key(c: &Caller, what: &str) -> Result<()> {
 }
 
 /// One permission of an API key.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Perm {
     #[serde(default)]
     pub resource: String,
@@ -417,10 +417,10 @@ const USER_FIELDS: &[&str] = &[
     "emailverified",
 ];
 
-#[derive(Deserialize, Serialize)]
 /// A body naming one user or organization.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub(crate) struct NameOnly {
-    #[serde(default, alias = "Name")]
+    #[serde(default, rename = "Name", alias = "name")]
     pub name: String,
 }
 
@@ -441,10 +441,11 @@ async fn readyz(mc: web::Data<Mc>) -> HttpResponse {
     }
 }
 
-/// Declares the REST routes once: [`ROUTES`] lists them (the OpenAPI test and the RBAC matrix test read
-/// it) and `register` installs them.
+/// Declares the REST routes once, each with its handler, summary and request type: [`ROUTES`] lists them
+/// (the tests read it), `register` installs them (those under `/auth` behind [`authenticate`]) and
+/// [`documented`] gives them to the OpenAPI document.
 macro_rules! route_table {
-    ($($path:literal => $handler:path,)*) => {
+    ($($path:literal => $handler:path, $summary:literal $(, $request:ty)?;)*) => {
         /// Every `POST /api/v1...` route.
         pub const ROUTES: &[&str] = &[$($path),*];
         fn register(cfg: &mut web::ServiceConfig) {
@@ -459,46 +460,54 @@ macro_rules! route_table {
             )*
             cfg.service(authenticated.wrap(actix_web::middleware::from_fn(authenticate)));
         }
+        /// Every route with its summary and the schema of its request body.
+        pub fn documented() -> Vec<crate::openapi::Route> {
+            vec![$(crate::openapi::Route {
+                path: $path,
+                summary: $summary,
+                request: None$(.or(Some(crate::openapi::request_type::<$request>())))?,
+            }),*]
+        }
     };
 }
 
 route_table! {
-    "/login" => accounts::login,
-    "/usercreate" => accounts::user_create,
-    "/auth/user/current" => accounts::user_current,
-    "/auth/user/newpass" => accounts::user_newpass,
-    "/auth/user/show" => accounts::user_show,
-    "/auth/user/delete" => accounts::user_delete,
-    "/auth/user/update" => accounts::user_update,
-    "/auth/restricted/user/update" => accounts::restricted_user_update,
-    "/auth/user/create/apikey" => apikeys::apikey_create,
-    "/auth/user/delete/apikey" => apikeys::apikey_delete,
-    "/auth/user/show/apikey" => apikeys::apikey_show,
-    "/auth/org/create" => orgs::org_create,
-    "/auth/org/update" => orgs::org_update,
-    "/auth/org/delete" => orgs::org_delete,
-    "/auth/org/show" => orgs::org_show,
-    "/auth/role/adduser" => roles::role_adduser,
-    "/auth/role/removeuser" => roles::role_removeuser,
-    "/auth/role/assignment/show" => roles::role_assignments,
-    "/auth/role/perms/show" => roles::role_perms,
-    "/auth/role/show" => roles::role_show,
-    "/auth/controller/create" => regions::controller_create,
-    "/auth/controller/delete" => regions::controller_delete,
-    "/auth/controller/show" => regions::controller_show,
-    "/auth/audit/showself" => audit_log::audit_self,
-    "/auth/audit/showorg" => audit_log::audit_org,
-    "/auth/ctrl/{method}" => ctrl::forward,
-    "/auth/alert/show" => ctrl::show_alert,
-    "/auth/alertreceiver/create" => alerts::receiver_create,
-    "/auth/alertreceiver/delete" => alerts::receiver_delete,
-    "/auth/alertreceiver/show" => alerts::receiver_show,
-    "/auth/metrics/app" => monitor::metrics_app,
-    "/auth/metrics/cluster" => monitor::metrics_cluster,
-    "/auth/metrics/cloudlet" => monitor::metrics_cloudlet,
-    "/auth/events/app" => monitor::events_app,
-    "/auth/events/cluster" => monitor::events_cluster,
-    "/auth/events/cloudlet" => monitor::events_cloudlet,
+    "/login" => accounts::login, "Log in with a user name (or email) and password, or an API key; returns a token", accounts::Login;
+    "/usercreate" => accounts::user_create, "Create a user account", accounts::NewUser;
+    "/auth/user/current" => accounts::user_current, "The calling user";
+    "/auth/user/newpass" => accounts::user_newpass, "Change the caller's password", accounts::NewPass;
+    "/auth/user/show" => accounts::user_show, "Users the caller may see", accounts::UserOut;
+    "/auth/user/delete" => accounts::user_delete, "Delete a user (oneself, or any as admin)", NameOnly;
+    "/auth/user/update" => accounts::user_update, "Change the caller's email and names", accounts::NewUser;
+    "/auth/restricted/user/update" => accounts::restricted_user_update, "Admins: lock or unlock a user, mark the email verified", accounts::UserOut;
+    "/auth/user/create/apikey" => apikeys::apikey_create, "Create an API key with a subset of the caller's permissions in an org", apikeys::NewApiKey;
+    "/auth/user/delete/apikey" => apikeys::apikey_delete, "Delete an API key", apikeys::KeyId;
+    "/auth/user/show/apikey" => apikeys::apikey_show, "The caller's API keys";
+    "/auth/org/create" => orgs::org_create, "Create an organization (developer or operator); the caller becomes its manager", orgs::Org;
+    "/auth/org/update" => orgs::org_update, "Change an organization's address and phone", orgs::Org;
+    "/auth/org/delete" => orgs::org_delete, "Delete an organization", NameOnly;
+    "/auth/org/show" => orgs::org_show, "Organizations the caller belongs to (all for admins)", orgs::Org;
+    "/auth/role/adduser" => roles::role_adduser, "Give a user a role in an organization", roles::Role;
+    "/auth/role/removeuser" => roles::role_removeuser, "Take a role from a user", roles::Role;
+    "/auth/role/assignment/show" => roles::role_assignments, "Role assignments";
+    "/auth/role/perms/show" => roles::role_perms, "The permission table: role, resource, action";
+    "/auth/role/show" => roles::role_show, "Role names";
+    "/auth/controller/create" => regions::controller_create, "Register a region's controller", regions::Controller;
+    "/auth/controller/delete" => regions::controller_delete, "Deregister a region", regions::Controller;
+    "/auth/controller/show" => regions::controller_show, "Regions", regions::Controller;
+    "/auth/audit/showself" => audit_log::audit_self, "The caller's audit entries", audit_log::AuditQuery;
+    "/auth/audit/showorg" => audit_log::audit_org, "An organization's audit entries", audit_log::AuditQuery;
+    "/auth/ctrl/{method}" => ctrl::forward, "A call of the region's controller API (one path per method, below)", ctrl::RegionRequest;
+    "/auth/alert/show" => ctrl::show_alert, "Alerts of a region the caller may see (same as /auth/ctrl/ShowAlert)", ctrl::RegionRequest;
+    "/auth/alertreceiver/create" => alerts::receiver_create, "Have a region's alerts about an app instance or a cloudlet sent to a webhook or Slack", alerts::ReceiverIn;
+    "/auth/alertreceiver/delete" => alerts::receiver_delete, "Delete one of the caller's alert receivers", alerts::ReceiverIn;
+    "/auth/alertreceiver/show" => alerts::receiver_show, "The caller's alert receivers (all for admins), URLs hidden", alerts::ReceiverIn;
+    "/auth/metrics/app" => monitor::metrics_app, "Metrics of app instances (selector cpu, mem, disk, network, connections), newest first", monitor::Request;
+    "/auth/metrics/cluster" => monitor::metrics_cluster, "Metrics of cluster instances (selector cpu, mem, disk, network), newest first", monitor::Request;
+    "/auth/metrics/cloudlet" => monitor::metrics_cloudlet, "Metrics of cloudlets (selector utilization), newest first", monitor::Request;
+    "/auth/events/app" => monitor::events_app, "Lifecycle and health events of app instances", monitor::Request;
+    "/auth/events/cluster" => monitor::events_cluster, "Lifecycle and health events of cluster instances", monitor::Request;
+    "/auth/events/cloudlet" => monitor::events_cloudlet, "Lifecycle and health events of cloudlets", monitor::Request;
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -10,7 +10,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{self, Bytes};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::Mc;
@@ -103,7 +103,7 @@ impl Target {
 }
 
 /// MobiledgeX's key shapes, every field optional (a filter).
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct OrgName {
     organization: String,
@@ -111,7 +111,7 @@ struct OrgName {
     version: String,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct ClusterKey {
     cluster_key: OrgName,
@@ -119,7 +119,7 @@ struct ClusterKey {
     organization: String,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct AppInstKey {
     app_key: OrgName,
@@ -127,9 +127,10 @@ struct AppInstKey {
 }
 
 /// A request, its keys lower-cased.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[schema(as = MetricsQuery)]
 #[serde(default, deny_unknown_fields)]
-struct Request {
+pub(super) struct Request {
     region: String,
     appinst: Option<AppInstKey>,
     appinsts: Vec<AppInstKey>,

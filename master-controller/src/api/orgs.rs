@@ -1,7 +1,9 @@
 //! Organizations: create, update, delete (asking every region whether the org is in use), show.
 
 use super::*;
-#[derive(Default, Deserialize, Serialize, sqlx::FromRow)]
+
+#[derive(Default, Deserialize, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Organization)]
 pub struct Org {
     #[serde(default, rename = "Name", alias = "name")]
     pub name: String,

@@ -1,7 +1,8 @@
 //! Regions: the regional controllers the MC forwards to (`/auth/controller/*`).
 
 use super::*;
-#[derive(Default, Deserialize, Serialize, sqlx::FromRow)]
+
+#[derive(Default, Deserialize, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Controller {
     #[serde(default, rename = "Region", alias = "region")]
     pub region: String,

@@ -1,7 +1,8 @@
 //! Roles: bindings of users to an organization's roles, and what each role may do.
 
 use super::*;
-#[derive(Deserialize, Serialize, sqlx::FromRow)]
+
+#[derive(Deserialize, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Role {
     #[serde(default)]
     pub org: String,
