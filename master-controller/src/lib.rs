@@ -88,6 +88,8 @@ pub struct Mc {
     pub throttle: auth::Throttle,
     pub bad_auth_delay: Duration,
     pub user_create_limit: usize,
+    /// the platform's own admin account (`Config::admin_user`), which cannot be deleted
+    pub superuser: String,
     /// region → (address, renew after (unix s), channel)
     channels: Mutex<HashMap<String, (String, i64, Channel)>>,
     pki: edge_common::pki::VaultPki,
@@ -207,6 +209,7 @@ impl MasterController {
             throttle: auth::Throttle::new(cfg.throttle_failures, cfg.throttle_window),
             bad_auth_delay: cfg.bad_auth_delay,
             user_create_limit: cfg.user_create_limit,
+            superuser: cfg.admin_user.clone(),
             channels: Mutex::default(),
             pki: edge_common::pki::VaultPki::new(&cfg.vault_addr, &cfg.vault_token),
             vault,

@@ -239,6 +239,10 @@ impl Env {
                 json!({"Name": dev, "Phone": format!("{i}")}),
                 expect(allows(g, USERS, MANAGE, &dev)),
             ),
+            "/auth/restricted/org/update" => (
+                json!({"Name": dev, "Phone": format!("r{i}")}),
+                expect(allows(g, USERS, MANAGE, "")),
+            ),
             // Every existing org holds objects in region A: an allowed delete is refused as "in use".
             "/auth/org/delete" => (json!({"Name": op}), expect(allows(g, USERS, MANAGE, &op))),
             "/auth/role/adduser" => {

@@ -366,7 +366,7 @@ async fn tokens_die_with_the_credential() {
         403
     );
     let (s, b) = alice
-        .post("/auth/user/update", json!({"EmailVerified": true}))
+        .post("/auth/user/update", json!({"EmailVerified": false}))
         .await;
     assert_eq!((s, message(&b)), (400, "Cannot change emailverified"));
     // A user deleted and created again under the same name does not inherit the old tokens.
@@ -431,7 +431,25 @@ async fn users_and_orgs_update_and_names_are_unique_case_insensitively() {
     let (s, b) = alice
         .post("/auth/user/update", json!({"Name": "bob"}))
         .await;
-    assert_eq!((s, message(&b)), (400, "Cannot change name"));
+    assert_eq!((s, message(&b)), (400, "Cannot change username"));
+    // As MobiledgeX's MC: the user as shown may be sent back (read-only fields unchanged, fields this
+    // platform does not keep ignored); an email taken by another is named.
+    let mut back = me.clone();
+    back["Picture"] = json!("x.png");
+    let (s, b) = alice.post("/auth/user/update", back).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = alice
+        .post("/auth/user/update", json!({"Locked": true}))
+        .await;
+    assert_eq!((s, message(&b)), (400, "Cannot change locked"));
+    let _carol = p.user("carol").await;
+    let (s, b) = alice
+        .post("/auth/user/update", json!({"Email": "carol@example.com"}))
+        .await;
+    assert_eq!(
+        (s, message(&b)),
+        (409, "Email carol@example.com already in use")
+    );
     let (s, b) = alice.post("/auth/user/update", json!({"Shoe": "42"})).await;
     assert_eq!(s, 400);
     assert!(message(&b).contains("unknown field \"Shoe\""), "{b}");
@@ -510,6 +528,43 @@ async fn users_and_orgs_update_and_names_are_unique_case_insensitively() {
             .0,
         403
     );
+    // Admins update any org through the restricted route; others may not use it.
+    let restricted = json!({"Name": "acme", "Phone": "112"});
+    assert_eq!(
+        alice
+            .post("/auth/restricted/org/update", restricted.clone())
+            .await
+            .0,
+        403
+    );
+    let (s, b) = admin.post("/auth/restricted/org/update", restricted).await;
+    assert_eq!(s, 200, "{b}");
+    // No org loses its last manager, and the platform's own admin stays.
+    let (s, b) = alice
+        .post("/auth/user/delete", json!({"Name": "alice"}))
+        .await;
+    assert_eq!(
+        (s, message(&b)),
+        (
+            400,
+            "Error: Cannot delete the last remaining manager for the org acme"
+        )
+    );
+    let (s, b) = admin
+        .post("/auth/user/delete", json!({"Name": ADMIN}))
+        .await;
+    assert_eq!((s, message(&b)), (400, "Cannot delete superuser"));
+    let (s, b) = admin
+        .post(
+            "/auth/role/adduser",
+            json!({"org": "acme", "username": "bob", "role": "DeveloperManager"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = alice
+        .post("/auth/user/delete", json!({"Name": "alice"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

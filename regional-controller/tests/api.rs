@@ -20,19 +20,19 @@ async fn flavor_crud_and_validation() {
     assert_code(
         api.create_flavor(flavor("bad/name")).await,
         Code::InvalidArgument,
-        "invalid key.name \"bad/name\"",
+        "Invalid flavor name",
     );
     assert_code(
         api.create_flavor(flavor("")).await,
         Code::InvalidArgument,
-        "key.name is required",
+        "Invalid flavor name",
     );
     let mut zero = flavor("zero");
     zero.ram = 0;
     assert_code(
         api.create_flavor(zero).await,
         Code::InvalidArgument,
-        "ram must be positive",
+        "Ram cannot be 0",
     );
 
     let shown = show(api.show_flavor(Flavor::default())).await;
@@ -67,7 +67,7 @@ async fn flavor_crud_and_validation() {
         })
         .await,
         Code::InvalidArgument,
-        "vcpus must be positive",
+        "Vcpus cannot be 0",
     );
     assert_code(
         api.delete_flavor(flavor("nope")).await,

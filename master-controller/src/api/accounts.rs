@@ -133,6 +133,16 @@ pub(super) async fn user_create(
         mc.throttle
             .attempt_limited(&[format!("create:{}", client_ip(&req))], |_| {
                 mc.user_create_limit
+            })
+            .map_err(|e| {
+                // MobiledgeX's rate limiter's words.
+                ApiError::new(
+                    e.status,
+                    format!(
+                        "{} is rejected, please retry later. Error is: Client exceeded api rate limit per ip.",
+                        req.path()
+                    ),
+                )
             })?;
         check_name("Name", &body.name)?;
         if !valid_email(&body.email) {
@@ -329,19 +339,66 @@ pub(super) async fn user_delete(
         if body.name != c.username {
             require(&c, rbac::USERS, rbac::MANAGE, "")?;
         }
+        if body.name.eq_ignore_ascii_case(&mc.superuser) {
+            return Err(ApiError::bad_request("Cannot delete superuser"));
+        }
+        // No org (nor the platform) may lose its last manager: the manager bindings of the user's orgs are
+        // locked, then checked, then the user deleted, in one transaction (two deletes cannot each leave
+        // the other as the last).
+        let mut tx = mc.db.begin().await?;
+        sqlx::query(
+            "SELECT 1 FROM roles WHERE role IN ($2, $3, $4)
+               AND org IN (SELECT org FROM roles WHERE username = $1) FOR UPDATE",
+        )
+        .bind(&body.name)
+        .bind(rbac::ADMIN_MANAGER)
+        .bind(rbac::DEVELOPER_MANAGER)
+        .bind(rbac::OPERATOR_MANAGER)
+        .execute(&mut *tx)
+        .await?;
+        let orphaned: Option<(String, String)> = sqlx::query_as(
+            "SELECT r.org, r.role FROM roles r
+             WHERE r.username = $1 AND r.role IN ($2, $3, $4)
+               AND NOT EXISTS (SELECT 1 FROM roles o WHERE o.org = r.org AND o.role = r.role
+                                                     AND o.username <> $1)
+             ORDER BY r.org LIMIT 1",
+        )
+        .bind(&body.name)
+        .bind(rbac::ADMIN_MANAGER)
+        .bind(rbac::DEVELOPER_MANAGER)
+        .bind(rbac::OPERATOR_MANAGER)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match orphaned {
+            Some((_, role)) if role == rbac::ADMIN_MANAGER => {
+                return Err(ApiError::bad_request(
+                    "Error: Cannot delete the last remaining AdminManager",
+                ));
+            }
+            Some((org, _)) => {
+                return Err(ApiError::bad_request(format!(
+                    "Error: Cannot delete the last remaining manager for the org {org}"
+                )));
+            }
+            None => {}
+        }
         let n = sqlx::query("DELETE FROM users WHERE name = $1")
             .bind(&body.name)
-            .execute(&mc.db)
+            .execute(&mut *tx)
             .await?;
         if n.rows_affected() == 0 {
             return Err(ApiError::not_found(format!("User {} not found", body.name)));
         }
+        tx.commit().await?;
         Ok(ok("User deleted"))
     };
     audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
 }
 
-/// `/auth/user/update`: the caller changes their own email (which then needs verifying again) and names.
+/// `/auth/user/update`: the caller changes their email and names. As MobiledgeX's MC, a read-only field is
+/// refused only when its value changes (so a client may send back the user it was shown), checked in
+/// MobiledgeX's order; fields this platform does not keep (TOTP, picture, metadata, the email
+/// verification request) are accepted and ignored.
 pub(super) async fn user_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
@@ -350,16 +407,27 @@ pub(super) async fn user_update(
 ) -> Result<HttpResponse> {
     let call = async {
         no_api_key(&c, "update users")?;
-        let m = fields_of(&body, USER_FIELDS)?;
-        immutable(&m, &[("name", &c.username)])?;
-        for f in ["passhash", "locked", "emailverified"] {
-            if m.contains_key(f) {
-                return Err(ApiError::bad_request(format!("Cannot change {f}")));
-            }
+        let m = fields_of(&body, &[USER_FIELDS, USER_IGNORED].concat())?;
+        let (email_verified, locked): (bool, bool) =
+            sqlx::query_as("SELECT email_verified, locked FROM users WHERE name = $1")
+                .bind(&c.username)
+                .fetch_optional(&mc.db)
+                .await?
+                .ok_or_else(|| ApiError::bad_request("User not found"))?;
+        if str_field(&m, "name")?.is_some_and(|n| n != c.username) {
+            return Err(ApiError::bad_request("Cannot change username"));
         }
-        if let Some(email) = str_field(&m, "email")?
-            && !valid_email(email)
-        {
+        if bool_field(&m, "emailverified")?.is_some_and(|v| v != email_verified) {
+            return Err(ApiError::bad_request("Cannot change emailverified"));
+        }
+        if str_field(&m, "passhash")?.is_some_and(|p| !p.is_empty()) {
+            return Err(ApiError::bad_request("Cannot change passhash"));
+        }
+        if bool_field(&m, "locked")?.is_some_and(|v| v != locked) {
+            return Err(ApiError::bad_request("Cannot change locked"));
+        }
+        let email = str_field(&m, "email")?;
+        if email.is_some_and(|e| !valid_email(e)) {
             return Err(ApiError::bad_request("Invalid email address"));
         }
         let r = sqlx::query(
@@ -371,13 +439,21 @@ pub(super) async fn user_update(
              WHERE name = $1",
         )
         .bind(&c.username)
-        .bind(str_field(&m, "email")?)
+        .bind(email)
         .bind(str_field(&m, "familyname")?)
         .bind(str_field(&m, "givenname")?)
         .bind(str_field(&m, "nickname")?)
         .execute(&mc.db)
         .await;
-        unique_user(r, &c.username)?;
+        match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(ApiError::conflict(format!(
+                    "Email {} already in use",
+                    email.unwrap_or_default()
+                )));
+            }
+            r => r?,
+        };
         Ok(HttpResponse::Ok()
             .json(json!({"Message": "user updated", "TOTPSharedKey": "", "TOTPQRImage": null})))
     };
@@ -394,15 +470,12 @@ pub(super) async fn restricted_user_update(
 ) -> Result<HttpResponse> {
     let call = async {
         require(&c, rbac::USERS, rbac::MANAGE, "")?;
-        let m = fields_of(&body, USER_FIELDS)?;
+        // (As MobiledgeX's MC: the name and email find the user, a password is never set here, and the
+        // fields this platform does not keep are ignored.)
+        let m = fields_of(&body, &[USER_FIELDS, USER_IGNORED].concat())?;
         let name = str_field(&m, "name")?.unwrap_or_default();
         if name.is_empty() {
             return Err(ApiError::bad_request("User Name not specified"));
-        }
-        for f in ["email", "passhash"] {
-            if m.contains_key(f) {
-                return Err(ApiError::bad_request(format!("Cannot change {f}")));
-            }
         }
         let locked = bool_field(&m, "locked")?;
         let n = sqlx::query(

@@ -417,6 +417,24 @@ const USER_FIELDS: &[&str] = &[
     "emailverified",
 ];
 
+/// Fields of MobiledgeX's user this platform does not keep: accepted in updates and ignored (clients
+/// send back the user they were shown).
+const USER_IGNORED: &[&str] = &[
+    "verify",
+    "picture",
+    "metadata",
+    "enabletotp",
+    "totpsharedkey",
+    "failedlogins",
+    "salt",
+    "iter",
+    "createdat",
+    "updatedat",
+    "passcracktimesec",
+    "lastlogin",
+    "lastfailedlogin",
+];
+
 /// A body naming one user or organization.
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub(crate) struct NameOnly {
@@ -485,6 +503,7 @@ route_table! {
     "/auth/user/show/apikey" => apikeys::apikey_show, "The caller's API keys";
     "/auth/org/create" => orgs::org_create, "Create an organization (developer or operator); the caller becomes its manager", orgs::Org;
     "/auth/org/update" => orgs::org_update, "Change an organization's address and phone", orgs::Org;
+    "/auth/restricted/org/update" => orgs::restricted_org_update, "Admins: change any organization's address and phone", orgs::Org;
     "/auth/org/delete" => orgs::org_delete, "Delete an organization", NameOnly;
     "/auth/org/show" => orgs::org_show, "Organizations the caller belongs to (all for admins)", orgs::Org;
     "/auth/role/adduser" => roles::role_adduser, "Give a user a role in an organization", roles::Role;

@@ -12,11 +12,13 @@ pub struct FlavorService(pub Api);
 
 const UPDATABLE: &[&str] = &["vcpus", "ram", "disk", "gpu"];
 
+/// MobiledgeX's checks and texts, in its order: the name, then ram, vcpus and disk.
 fn validate(f: &Flavor) -> Result<()> {
-    validate::name("key.name", &f.key.clone().unwrap_or_default().name)?;
-    for (field, v) in [("vcpus", f.vcpus), ("ram", f.ram), ("disk", f.disk)] {
+    validate::name("key.name", &f.key.clone().unwrap_or_default().name)
+        .map_err(|_| invalid("Invalid flavor name"))?;
+    for (field, v) in [("Ram", f.ram), ("Vcpus", f.vcpus), ("Disk", f.disk)] {
         if v == 0 {
-            return Err(invalid(format!("{field} must be positive")));
+            return Err(invalid(format!("{field} cannot be 0")));
         }
     }
     Ok(())
