@@ -108,6 +108,25 @@ async fn a_cloudlet_onboarded_with_edgectl_serves_an_app_applied_from_yaml_and_l
     );
     let apps = region.dev.ctrl("ShowApp", "App", json!({})).await.unwrap();
     assert!(apps.is_empty(), "{apps:?}");
+    // The region holds nothing of the developer's org any more, so the org goes, and with it every
+    // PostgreSQL row naming it (only the audit log keeps the history).
+    region
+        .dev
+        .post("/auth/org/delete", json!({"Name": "acme"}))
+        .await
+        .unwrap();
+    let db = sqlx::PgPool::connect(&region.pg.url).await.unwrap();
+    let (rows,): (i64,) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM organizations WHERE name = 'acme')
+              + (SELECT count(*) FROM roles WHERE org = 'acme')
+              + (SELECT count(*) FROM api_keys WHERE org = 'acme')
+              + (SELECT count(*) FROM alert_receivers)
+              + (SELECT count(*) FROM alerts_seen WHERE alert::text LIKE '%acme%')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
