@@ -1,9 +1,10 @@
 //! The client side of notify, shared by the CRM, the DME and Shepherd: dials out to the controller,
 //! sends a hello, hands every change to a [`Sink`], and forwards the client's reports.
 //!
-//! A lost stream is redialled with exponential backoff and jitter. Every `SendAllEnd` closes a full sync
-//! (the first one, or a resync the controller decided on); the sink then drops whatever that sync did
-//! not include. While disconnected the sink keeps what it mirrored.
+//! A lost stream is redialled with exponential backoff and jitter. Every `SendAllEnd` closes a sync: a
+//! full one (the first one, or a resync the controller decided on), after which the sink drops whatever
+//! that sync did not include, or a delta one (a reconnect of a sink that knew its revision: only what
+//! changed since, deletes included). While disconnected the sink keeps what it mirrored.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,8 +24,15 @@ use crate::pki::{self, CertBundle, Peer, VaultPki};
 pub trait Sink: Send + Sync + 'static {
     /// One object changed.
     fn apply(&self, action: ChangeAction, revision: i64, object: change::Object);
-    /// A full sync ended; `keep` holds [`object_id`] of every object it included.
-    fn sync_end(&self, revision: i64, keep: &HashSet<String>);
+    /// A sync ended: a full one (`keep` holds [`object_id`] of every object it included; drop the rest), or
+    /// a delta one (`None`: only changes after [`last_revision`](Self::last_revision) were sent, deletes
+    /// included; keep the rest).
+    fn sync_end(&self, revision: i64, keep: Option<&HashSet<String>>);
+    /// The revision of the last sync and changes this sink holds completely (0: none), sent in the hello
+    /// so that a reconnect gets only what changed since.
+    fn last_revision(&self) -> i64 {
+        0
+    }
     /// The stream came up (after its HelloReply) or went down.
     fn connected(&self, _up: bool) {}
 }
@@ -458,7 +466,9 @@ async fn session(
     tokio::pin!(renew);
     let (tx, rx) = mpsc::channel(256);
     let closed = || Status::unavailable("notify stream closed");
-    tx.send(up(notify_up::Msg::Hello(hello()?)))
+    let mut hello = hello()?;
+    hello.last_revision = sink.last_revision();
+    tx.send(up(notify_up::Msg::Hello(hello)))
         .await
         .map_err(|_| closed())?;
     let mut down = NotifyClient::new(channel)
@@ -485,7 +495,8 @@ async fn session(
                         sink.apply(action, c.revision, obj);
                     }
                     Some(notify_down::Msg::SendAllEnd(end)) => {
-                        sink.sync_end(end.revision, &sync.end(end.revision));
+                        let kept = sync.end(end.revision);
+                        sink.sync_end(end.revision, (!end.delta).then_some(&kept));
                     }
                     None => {}
                 }

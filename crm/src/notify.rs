@@ -34,9 +34,16 @@ impl Sink for CrmSink {
         self.mirror.update(|d| d.apply(action, revision, object));
     }
 
-    fn sync_end(&self, revision: i64, keep: &HashSet<String>) {
+    fn last_revision(&self) -> i64 {
+        let d = self.mirror.snapshot();
+        if d.complete { d.revision } else { 0 }
+    }
+
+    fn sync_end(&self, revision: i64, keep: Option<&HashSet<String>>) {
         self.mirror.update(|d| {
-            let kept = |kind: &str, k: &String| keep.contains(&format!("{kind}/{k}"));
+            let kept = |kind: &str, k: &String| {
+                keep.is_none_or(|keep| keep.contains(&format!("{kind}/{k}")))
+            };
             d.flavors.retain(|k, _| kept("Flavor", k));
             d.apps.retain(|k, _| kept("App", k));
             d.clusters.retain(|k, _| kept("ClusterInst", k));

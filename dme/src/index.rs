@@ -315,7 +315,9 @@ impl Sink for Index {
         let _ = self.changed.send(());
     }
 
-    fn sync_end(&self, _revision: i64, keep: &HashSet<String>) {
+    fn sync_end(&self, _revision: i64, keep: Option<&HashSet<String>>) {
+        // (These clients send no last revision: every sync is a full one.)
+        let Some(keep) = keep else { return };
         {
             let mut st = self.state.write().expect("index lock");
             let kept = |kind: &str, k: &String| keep.contains(&format!("{kind}/{k}"));

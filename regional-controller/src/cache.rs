@@ -43,6 +43,8 @@ pub const LOAD_PAGE: i64 = 4096;
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Any>,
+    /// etcd key → revision of the object's last change (what a delta resync compares with)
+    mod_revisions: std::collections::HashMap<String, i64>,
     /// cloudlet key strings whose CRM holds a notify connection (on any replica)
     connected: BTreeSet<String>,
     revision: i64,
@@ -107,6 +109,73 @@ impl Cache {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         (objs, st.revision, rx)
+    }
+
+    /// [`snapshot`](Self::snapshot) of only the objects changed after revision `since`.
+    pub fn changed_since(
+        &self,
+        since: i64,
+    ) -> (Vec<(String, Any)>, i64, broadcast::Receiver<Event>) {
+        let st = self.state.read().expect("cache lock");
+        let rx = self.events.subscribe();
+        let objs = st
+            .objects
+            .iter()
+            .filter(|(k, _)| st.mod_revisions.get(*k).is_some_and(|r| *r > since))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (objs, st.revision, rx)
+    }
+
+    /// The objects deleted after revision `since` up to `until`, as they were before their delete, from
+    /// etcd's history; `None` when etcd no longer has it (compacted) or cannot be asked. The history is read
+    /// with a watch from `since + 1` up to a mark this call writes (so its end is known).
+    pub async fn deleted_between(&self, since: i64, until: i64) -> Option<Vec<(String, i64, Any)>> {
+        if since >= until {
+            return Some(Vec::new());
+        }
+        let mark = format!("{}Mark/{}", self.store.root(), std::process::id());
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(since + 1)
+            .with_prev_key();
+        let mut client = self.store.client.clone();
+        let mut stream = client.watch(self.store.root(), Some(opts)).await.ok()?;
+        let mark_rev = client
+            .put(mark.clone(), "", None)
+            .await
+            .ok()?
+            .header()
+            .map(|h| h.revision())?;
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(resp) = stream.message().await.ok()? {
+                if resp.compact_revision() > 0 || resp.canceled() {
+                    return None;
+                }
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    if kv.mod_revision() >= mark_rev {
+                        return Some(());
+                    }
+                    if ev.event_type() != EventType::Delete || kv.mod_revision() > until {
+                        continue;
+                    }
+                    let path = String::from_utf8_lossy(kv.key()).into_owned();
+                    if let (Some(Entry::Object(kind)), Some(prev)) =
+                        (self.classify(&path), ev.prev_kv())
+                        && let Some(Ok(obj)) = decode(kind, prev.value())
+                    {
+                        out.push((path, kv.mod_revision(), obj));
+                    }
+                }
+            }
+            None
+        };
+        let done = tokio::time::timeout(Duration::from_secs(10), read).await;
+        let _ = client.delete(mark, None).await;
+        done.ok()??;
+        Some(out)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -246,6 +315,7 @@ impl Cache {
                 match self.classify(&path) {
                     Some(Entry::Object(kind)) => match decode(kind, kv.value()) {
                         Some(Ok(obj)) => {
+                            fresh.mod_revisions.insert(path.clone(), kv.mod_revision());
                             fresh.objects.insert(path, obj);
                         }
                         Some(Err(e)) => {
@@ -325,6 +395,7 @@ impl Cache {
                 match (self.classify(&path), ev.event_type()) {
                     (Some(Entry::Object(kind)), EventType::Put) => match decode(kind, kv.value()) {
                         Some(Ok(obj)) => {
+                            st.mod_revisions.insert(path.clone(), rev);
                             st.objects.insert(path.clone(), obj.clone());
                             let c = Change {
                                 action: ChangeAction::Update,
@@ -340,6 +411,7 @@ impl Cache {
                         None => {}
                     },
                     (Some(Entry::Object(_)), EventType::Delete) => {
+                        st.mod_revisions.remove(&path);
                         if let Some(obj) = st.objects.remove(&path) {
                             let c = Change {
                                 action: ChangeAction::Delete,
@@ -375,7 +447,7 @@ impl Cache {
         let (kind, key) = rest.split_once('/')?;
         match kind {
             "Conn" => Some(Entry::Conn(key.to_string())),
-            "Ref" | "Port" => None,
+            "Ref" | "Port" | "Mark" => None,
             k => Some(Entry::Object(k)),
         }
     }

@@ -243,6 +243,7 @@ impl Notify for NotifyService {
             api: self.api.clone(),
             client,
             tx,
+            since: hello.last_revision,
             sent: HashSet::new(),
             stopped: self.stopped.clone(),
         };
@@ -263,6 +264,8 @@ struct Session {
     api: Api,
     client: Client,
     tx: mpsc::Sender<Result<NotifyDown, Status>>,
+    /// the revision the client says it is up to date with (its hello's `last_revision`)
+    since: i64,
     /// etcd paths of the objects this client holds
     sent: HashSet<String>,
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -298,7 +301,10 @@ impl Session {
         };
         let end: Result<(), End> = async {
             self.send(notify_down::Msg::HelloReply(reply)).await?;
-            let mut events = self.full_sync().await?;
+            let mut events = match self.delta_sync().await? {
+                Some(events) => events,
+                None => self.full_sync().await?,
+            };
             // A client silent for three heartbeat intervals is gone (half-open connection).
             let silence = cfg.heartbeat_interval * 3;
             let mut deadline = tokio::time::Instant::now() + silence;
@@ -399,9 +405,70 @@ impl Session {
                     .await?;
             }
         }
-        self.send(notify_down::Msg::SendAllEnd(SendAllEnd { revision: rev }))
-            .await?;
+        self.send(notify_down::Msg::SendAllEnd(SendAllEnd {
+            revision: rev,
+            delta: false,
+        }))
+        .await?;
         Ok(rx)
+    }
+
+    /// For a client that says it is up to date with a revision (a reconnect): sends only what changed
+    /// after it, the deletes from etcd's history first, then the changed objects it may see (each after
+    /// what it needs), and a delta `SendAllEnd`. `None` when a full sync is due instead: no revision, one
+    /// this controller has not seen yet, or history etcd no longer has (compacted).
+    async fn delta_sync(&mut self) -> Result<Option<broadcast::Receiver<Event>>, End> {
+        let since = self.since;
+        if since <= 0 {
+            return Ok(None);
+        }
+        let (mut changed, rev, rx) = self.api.cache.changed_since(since);
+        if since > rev {
+            return Ok(None);
+        }
+        let Some(deleted) = self.api.cache.deleted_between(since, rev).await else {
+            tracing::info!(name = %self.client.name, since, "history compacted: full sync");
+            return Ok(None);
+        };
+        // The client holds what it may see now (and had before): later deletes of those reach it.
+        let (all, _, _) = self.api.cache.snapshot();
+        let cache = self.api.cache.clone();
+        self.sent = all
+            .into_iter()
+            .filter(|(_, o)| self.visible(o, &cache))
+            .map(|(path, _)| path)
+            .collect();
+        let (mut deletes, mut updates) = (0, 0);
+        for (path, r, obj) in deleted {
+            // (An object deleted and created again since comes back below as an update.)
+            if self.visible(&obj, &cache) || self.sent.contains(&path) {
+                self.sent.insert(path.clone());
+                self.send_change(ChangeAction::Delete, r, &path, obj)
+                    .await?;
+                deletes += 1;
+            }
+        }
+        changed.sort_by_key(|(path, o)| (sync_rank(kind_of(o)), path.clone()));
+        for (path, obj) in changed {
+            if !self.visible(&obj, &cache) {
+                continue;
+            }
+            if self.client.cloudlet.is_some() {
+                for (p, o) in self.needed(&obj) {
+                    self.send_change(ChangeAction::Update, rev, &p, o).await?;
+                }
+            }
+            self.send_change(ChangeAction::Update, rev, &path, obj)
+                .await?;
+            updates += 1;
+        }
+        self.send(notify_down::Msg::SendAllEnd(SendAllEnd {
+            revision: rev,
+            delta: true,
+        }))
+        .await?;
+        tracing::info!(name = %self.client.name, since, revision = rev, updates, deletes, "delta resync");
+        Ok(Some(rx))
     }
 
     async fn on_change(&mut self, c: &crate::cache::Change) -> Result<(), End> {

@@ -169,6 +169,81 @@ async fn unknown_cloudlets_and_wrong_keys_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_its_revision_gets_only_what_changed_until_history_is_compacted() {
+    let r = Region::start().await;
+    for f in ["small", "gone", "kept"] {
+        r.create_flavor(f).await;
+    }
+    let (private, _s) = r.create_cloudlet("tmus", "berlin").await;
+    let connect =
+        |since| TestCrm::connect_since(r.ctrl.notify_addr, "tmus", "berlin", &private, since);
+    let mut crm = connect(0).await.unwrap();
+    let (full, end) = read_sync_changes(&mut crm.rx).await;
+    assert!(!end.delta);
+    assert_eq!(full.len(), 4);
+    let since = end.revision;
+    drop(crm);
+
+    // While away: a flavor goes, one comes, and another cloudlet comes and goes (none of this CRM's
+    // business).
+    r.flavors().delete_flavor(flavor("gone")).await.unwrap();
+    r.create_flavor("new").await;
+    let (_, _paris) = r.create_cloudlet("tmus", "paris").await;
+    r.cloudlets()
+        .delete_cloudlet(cloudlet("tmus", "paris"))
+        .await
+        .unwrap();
+
+    let mut crm = connect(since).await.unwrap();
+    let (delta, end) = read_sync_changes(&mut crm.rx).await;
+    let seen: Vec<(i32, String)> = delta
+        .iter()
+        .map(|c| (c.action, name_of(c.object.as_ref().unwrap())))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ChangeAction::Delete as i32, "Flavor gone".to_string()),
+            (ChangeAction::Update as i32, "Flavor new".to_string()),
+        ]
+    );
+    assert!(end.delta && end.revision > since, "{end:?}");
+    // What the CRM held from before is still known to the stream: its delete arrives.
+    r.flavors().delete_flavor(flavor("kept")).await.unwrap();
+    let c = crm.next_change().await;
+    assert_eq!(
+        (c.action, name_of(c.object.as_ref().unwrap())),
+        (ChangeAction::Delete as i32, "Flavor kept".to_string())
+    );
+    drop(crm);
+
+    // Once etcd has compacted that history, the reconnect is a full sync.
+    let mut etcd = etcd_client::Client::connect([r.etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let now = etcd
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(now, None).await.unwrap();
+    let mut crm = connect(since).await.unwrap();
+    let (full, end) = read_sync_changes(&mut crm.rx).await;
+    assert!(!end.delta);
+    assert_eq!(
+        names(
+            &full
+                .into_iter()
+                .filter_map(|c| c.object)
+                .collect::<Vec<_>>()
+        ),
+        ["Cloudlet berlin", "Flavor new", "Flavor small"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_resyncs_and_offline_after_grace() {
     let r = Region::start().await;
     r.create_flavor("small").await;

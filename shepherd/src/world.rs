@@ -153,7 +153,9 @@ impl Sink for World {
         }
     }
 
-    fn sync_end(&self, _revision: i64, keep: &HashSet<String>) {
+    fn sync_end(&self, _revision: i64, keep: Option<&HashSet<String>>) {
+        // (These clients send no last revision: every sync is a full one.)
+        let Some(keep) = keep else { return };
         let mut s = self.state.write().expect("world lock");
         let kept = |kind: &str, k: &String| keep.contains(&format!("{kind}/{k}"));
         s.flavors.retain(|k, _| kept("Flavor", k));

@@ -141,6 +141,17 @@ impl TestCrm {
         name: &str,
         private: &str,
     ) -> Result<Self, tonic::Status> {
+        Self::connect_since(notify, org, name, private, 0).await
+    }
+
+    /// [`TestCrm::connect`] saying it is up to date with revision `since` (a reconnect).
+    pub async fn connect_since(
+        notify: std::net::SocketAddr,
+        org: &str,
+        name: &str,
+        private: &str,
+        since: i64,
+    ) -> Result<Self, tonic::Status> {
         let key = CloudletKey {
             organization: org.into(),
             name: name.into(),
@@ -153,6 +164,7 @@ impl TestCrm {
             signed_at: now,
             signature: access_key::sign(private, REGION, org, name, now).unwrap_or_default(),
             client_name: format!("test-crm-{name}"),
+            last_revision: since,
             ..Default::default()
         };
         let (tx, rx) = open(notify, hello).await?;
@@ -292,14 +304,24 @@ pub async fn open_dme(
 }
 
 pub async fn read_sync(rx: &mut Streaming<NotifyDown>) -> Vec<change::Object> {
-    let mut objs = Vec::new();
+    read_sync_changes(rx)
+        .await
+        .0
+        .into_iter()
+        .filter_map(|c| c.object)
+        .collect()
+}
+
+/// The changes of a sync and its `SendAllEnd`.
+pub async fn read_sync_changes(rx: &mut Streaming<NotifyDown>) -> (Vec<Change>, SendAllEnd) {
+    let mut changes = Vec::new();
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), rx.message())
             .await
             .expect("sync stalled");
         match m.expect("stream ok").expect("stream open").msg {
-            Some(notify_down::Msg::Change(c)) => objs.extend(c.object),
-            Some(notify_down::Msg::SendAllEnd(_)) => return objs,
+            Some(notify_down::Msg::Change(c)) => changes.push(c),
+            Some(notify_down::Msg::SendAllEnd(end)) => return (changes, end),
             other => panic!("unexpected during sync: {other:?}"),
         }
     }
