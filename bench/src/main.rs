@@ -14,6 +14,7 @@ mod api;
 mod appinst;
 mod bulk;
 mod lb;
+mod notify;
 mod region;
 mod restart;
 mod shepherd;
@@ -75,6 +76,10 @@ enum Bench {
     Controller(api::ControllerArgs),
     /// ShowAppInst through the MC against the controller directly; the MC's memory around logins.
     Mc(api::McArgs),
+    /// One change until the last of many notify subscribers has it; a CRM's full sync.
+    Notify(notify::NotifyArgs),
+    /// A CRM's delta resync after a few changes against a full resync.
+    Resync(notify::ResyncArgs),
     /// Every benchmark in turn with its defaults (vm only where the VM images are installed), then a table
     /// of the ratios; one that fails is reported and the others still run.
     All,
@@ -211,6 +216,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Vm(a)) => vm::run(a).await,
         Some(Bench::Lb(a)) => lb::run(a).await,
         Some(Bench::Restart(a)) => restart::run(a).await,
+        Some(Bench::Notify(a)) => notify::fanout(a).await,
+        Some(Bench::Resync(a)) => notify::resync(a).await,
         Some(Bench::AppinstDocker(a)) => appinst::run(a).await,
         Some(Bench::Controller(a)) => api::controller(a).await,
         Some(Bench::Mc(a)) => api::mc(a).await,
@@ -241,6 +248,8 @@ async fn all() -> anyhow::Result<()> {
     run!("appinst-docker", appinst::run(defaults("appinst-docker")));
     run!("lb", lb::run(defaults("lb")));
     run!("restart", restart::run(defaults("restart")));
+    run!("notify", notify::fanout(defaults("notify")));
+    run!("resync", notify::resync(defaults("resync")));
     run!("shepherd", shepherd::run(defaults("shepherd")));
     if std::path::Path::new(testenv::fixtures::VM_IMAGES)
         .join("SHA256SUMS")

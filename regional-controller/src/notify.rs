@@ -449,15 +449,20 @@ impl Session {
             }
         }
         changed.sort_by_key(|(path, o)| (sync_rank(kind_of(o)), path.clone()));
+        // What changed objects need is sent once, before the first of them (the client may not hold it).
+        let mut given = HashSet::new();
         for (path, obj) in changed {
             if !self.visible(&obj, &cache) {
                 continue;
             }
             if self.client.cloudlet.is_some() {
                 for (p, o) in self.needed(&obj) {
-                    self.send_change(ChangeAction::Update, rev, &p, o).await?;
+                    if given.insert(p.clone()) {
+                        self.send_change(ChangeAction::Update, rev, &p, o).await?;
+                    }
                 }
             }
+            given.insert(path.clone());
             self.send_change(ChangeAction::Update, rev, &path, obj)
                 .await?;
             updates += 1;
