@@ -995,4 +995,12 @@ async fn a_vm_app_is_measured_and_checked() {
         (mem > 32 << 20 && !cpu.is_empty()).then_some(())
     })
     .await;
+    // Its network is what went through the LB (the health checks, at least).
+    wait_for("VM network points", Duration::from_secs(60), async || {
+        let net = region
+            .rows("metrics", "SELECT recvBytes, sendBytes FROM \"appinst-network\" WHERE app = 'vmweb' AND sendBytes > 0 LIMIT 1")
+            .await;
+        (!net.is_empty()).then_some(())
+    })
+    .await;
 }

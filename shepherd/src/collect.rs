@@ -134,7 +134,8 @@ impl Collector for Fake {
 
 /// The CRM's qemu VMs (its `vms/` directory): CPU from the qemu process's times between two samples,
 /// memory from its resident set, disk from the size of the VM's overlay. qemu's user networking keeps no
-/// counters Shepherd can read, so network stays 0.
+/// counters Shepherd can read: network is left 0 here and taken from the shared LB's counters (a VM's
+/// only traffic, `restrict=on`).
 pub struct Vm {
     pub dir: PathBuf,
     /// CPU seconds of each qemu process at the previous sample

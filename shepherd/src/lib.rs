@@ -263,6 +263,27 @@ impl Core {
                 HashMap::new()
             }
         };
+        // The shared LB's counters per AppInst route: connection points, open connections for alert
+        // policies, and the network of instances whose platform counts none (a VM's only traffic is
+        // through the LB: its user network forwards the LB's ports and nothing else).
+        let lb = match &self.cfg.lb_metrics {
+            Some(url) => match lbstats::fetch(&self.http, url).await {
+                Ok(lb) => lb,
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "reading the LB's counters failed");
+                    Default::default()
+                }
+            },
+            None => Default::default(),
+        };
+        let mut lb_active: HashMap<String, i64> = HashMap::new();
+        let mut lb_bytes: HashMap<String, (i64, i64)> = HashMap::new();
+        for ((key, _), r) in &lb {
+            *lb_active.entry(key.clone()).or_default() += r.active;
+            let b = lb_bytes.entry(key.clone()).or_default();
+            b.0 += r.bytes_out;
+            b.1 += r.bytes_in;
+        }
         let now = edge_common::now_ms();
         let mut points = Vec::new();
         let mut per_cluster: HashMap<String, Vec<&Sample>> = HashMap::new();
@@ -275,10 +296,17 @@ impl Core {
             points.push(p(tags::APPINST_CPU).field("cpu", Field::Float(st.cpu)));
             points.push(p(tags::APPINST_MEM).field("mem", Field::Int(st.mem as i64)));
             points.push(p(tags::APPINST_DISK).field("disk", Field::Int(st.disk as i64)));
+            let (sent, recvd) = match (st.net_tx, st.net_rx) {
+                (0, 0) => lb_bytes
+                    .get(&inst.key_string())
+                    .copied()
+                    .unwrap_or_default(),
+                (tx, rx) => (tx as i64, rx as i64),
+            };
             points.push(
                 p(tags::APPINST_NETWORK)
-                    .field("sendBytes", Field::Int(st.net_tx as i64))
-                    .field("recvBytes", Field::Int(st.net_rx as i64)),
+                    .field("sendBytes", Field::Int(sent))
+                    .field("recvBytes", Field::Int(recvd)),
             );
             per_cluster
                 .entry(inst.cluster_key.clone().unwrap_or_default().key_string())
@@ -290,30 +318,20 @@ impl Core {
                 points.extend(self.cluster_points(&s, c, samples, now));
             }
         }
-        // open LB connections per AppInst, for alert policies
-        let mut lb_active: HashMap<String, i64> = HashMap::new();
-        if let Some(url) = &self.cfg.lb_metrics {
-            match lbstats::fetch(&self.http, url).await {
-                Ok(lb) => {
-                    for ((key, route), r) in lb {
-                        *lb_active.entry(key.clone()).or_default() += r.active;
-                        let Some(inst) = s.app_insts.get(&key) else {
-                            continue;
-                        };
-                        let port = route.rsplit(':').next().unwrap_or_default().to_string();
-                        points.push(
-                            tags::app_inst(Point::new(tags::APPINST_CONNECTIONS, now), inst)
-                                .tag("port", port)
-                                .field("active", Field::Int(r.active))
-                                .field("accepts", Field::Int(r.accepts))
-                                .field("handled", Field::Int(r.accepts - r.refused))
-                                .field("bytesSent", Field::Int(r.bytes_out))
-                                .field("bytesRecvd", Field::Int(r.bytes_in)),
-                        );
-                    }
-                }
-                Err(e) => tracing::warn!(%url, error = %e, "reading the LB's counters failed"),
-            }
+        for ((key, route), r) in lb {
+            let Some(inst) = s.app_insts.get(&key) else {
+                continue;
+            };
+            let port = route.rsplit(':').next().unwrap_or_default().to_string();
+            points.push(
+                tags::app_inst(Point::new(tags::APPINST_CONNECTIONS, now), inst)
+                    .tag("port", port)
+                    .field("active", Field::Int(r.active))
+                    .field("accepts", Field::Int(r.accepts))
+                    .field("handled", Field::Int(r.accepts - r.refused))
+                    .field("bytesSent", Field::Int(r.bytes_out))
+                    .field("bytesRecvd", Field::Int(r.bytes_in)),
+            );
         }
         let mut metric_alerts = self.policy_alerts(&s, &insts, &samples, &lb_active);
         if let Some(info) = &s.cloudlet_info {
