@@ -732,6 +732,19 @@ async fn the_dme_serves_its_public_api_over_tls() {
 }
 
 /// Every file under `dir`, as text.
+/// Every value stored in the etcd at `url`, as one text.
+async fn etcd_values(url: &str) -> String {
+    let mut etcd = etcd_client::Client::connect([url], None).await.unwrap();
+    let all = etcd
+        .get("/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    all.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
+        .collect()
+}
+
 fn files_text(dir: &std::path::Path) -> String {
     let mut out = String::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -906,18 +919,7 @@ async fn after_a_full_demo_no_secret_is_stored_in_clear() {
         access.access_private_key.as_str(),
         "PRIVATE KEY",
     ];
-    let mut etcd = etcd_client::Client::connect([s._etcd.url.as_str()], None)
-        .await
-        .unwrap();
-    let all = etcd
-        .get("/", Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let etcd_text: String = all
-        .kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
-        .collect();
+    let etcd_text = etcd_values(&s._etcd.url).await;
     assert!(
         etcd_text.contains("DB_PASSWORD") && etcd_text.contains("vault:"),
         "the App is stored"
@@ -1150,17 +1152,6 @@ async fn a_crm_pulls_images_from_a_private_registry_with_credentials_only_vault_
     // what Show returns.
     let shown = show(api.apps().show_app(App::default())).await;
     assert!(shown.iter().all(|a| a.registry_auth.is_none()), "{shown:?}");
-    let mut etcd = etcd_client::Client::connect([s._etcd.url.as_str()], None)
-        .await
-        .unwrap();
-    let all = etcd
-        .get("/", Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert!(
-        all.kvs()
-            .iter()
-            .all(|kv| !String::from_utf8_lossy(kv.value()).contains(&good.password))
-    );
+    assert!(!etcd_values(&s._etcd.url).await.contains(&good.password));
     assert!(!files_text(state.path()).contains(&good.password));
 }
