@@ -229,6 +229,7 @@ fn enum_values(kind: &str, field: &str) -> Option<Vec<(i32, &'static str)>> {
         (_, "crm_override") => all(CrmOverride::as_str_name),
         (_, "ip_access") => all(IpAccess::as_str_name),
         (_, "image_type") => all(ImageType::as_str_name),
+        (_, "access_type") => all(AccessType::as_str_name),
         (_, "proto") => all(LProto::as_str_name),
         (_, "power_state") => all(PowerState::as_str_name),
         (_, "health_check") => all(HealthCheck::as_str_name),
