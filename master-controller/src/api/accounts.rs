@@ -408,8 +408,8 @@ pub(super) async fn user_update(
     let call = async {
         no_api_key(&c, "update users")?;
         let m = fields_of(&body, &[USER_FIELDS, USER_IGNORED].concat())?;
-        let (email_verified, locked): (bool, bool) =
-            sqlx::query_as("SELECT email_verified, locked FROM users WHERE name = $1")
+        let (current_email, email_verified, locked): (String, bool, bool) =
+            sqlx::query_as("SELECT email, email_verified, locked FROM users WHERE name = $1")
                 .bind(&c.username)
                 .fetch_optional(&mc.db)
                 .await?
@@ -426,7 +426,8 @@ pub(super) async fn user_update(
         if bool_field(&m, "locked")?.is_some_and(|v| v != locked) {
             return Err(ApiError::bad_request("Cannot change locked"));
         }
-        let email = str_field(&m, "email")?;
+        // (Checked only when it changes, as MobiledgeX did.)
+        let email = str_field(&m, "email")?.filter(|e| *e != current_email);
         if email.is_some_and(|e| !valid_email(e)) {
             return Err(ApiError::bad_request("Invalid email address"));
         }
