@@ -76,11 +76,15 @@ if [ ! -x "$VENV/bin/aiosmtpd" ]; then
 fi
 ln -sf "$VENV/bin/aiosmtpd" /usr/local/bin/aiosmtpd
 
-# The VM images of the `vm` platform, built from Debian packages (infra/vm-images.sh), checked by checksum.
+# The VM images of the `vm` platform, built from Debian packages (infra/vm-images.sh), checked by checksum;
+# built again when vm-images.sh changed since (its hash is kept beside them).
 IMAGES=/opt/edge-platform/images
-if ! (cd "$IMAGES" 2>/dev/null && sha256sum --quiet -c SHA256SUMS 2>/dev/null); then
+script_sum=$(sha256sum "$(dirname "$0")/vm-images.sh" | cut -d' ' -f1)
+if ! (cd "$IMAGES" 2>/dev/null && sha256sum --quiet -c SHA256SUMS 2>/dev/null) \
+  || [ "$(cat "$IMAGES/BUILT_BY" 2>/dev/null)" != "$script_sum" ]; then
   echo "install.sh: building the VM images into $IMAGES"
   bash "$(dirname "$0")/vm-images.sh" "$IMAGES" >/dev/null
+  echo "$script_sum" > "$IMAGES/BUILT_BY"
 fi
 
 # Report what is there.

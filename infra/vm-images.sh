@@ -2,12 +2,13 @@
 # Builds the project's VM images from Debian packages (reproducibly: fixed times, sorted archives, fixed
 # filesystem ids) into DIR (default /opt/edge-platform/images), with their SHA-256 in DIR/SHA256SUMS:
 #   edge-vm.kernel   Debian's cloud kernel (linux-image-cloud-amd64)
-#   edge-vm.initrd   busybox + the kernel's virtio, fw_cfg modules + /init (see below)
+#   edge-vm.initrd   busybox + the kernel's virtio, fw_cfg, ACPI button and evdev modules + /init (see below)
 #   edge-web.qcow2   an ext4 disk whose /start serves /www with busybox httpd on port 80
 # A VM of the `vm` platform boots the kernel and initrd with its own qcow2 overlay of an App's image as
 # /dev/vda. /init loads the drivers, brings up eth0 on qemu's user network, mounts /dev/vda on /data, reads
 # the user data qemu passes through fw_cfg (opt/edge/user-data: the App's command and env, kept out of the
-# command line) and runs that command, or /data/start when there is none.
+# command line) and runs that command, or /data/start when there is none. The ACPI power button powers the
+# guest off (busybox acpid).
 set -euo pipefail
 OUT=${1:-/opt/edge-platform/images}
 export SOURCE_DATE_EPOCH=1700000000 E2FSPROGS_FAKE_TIME=1700000000
@@ -43,7 +44,12 @@ want() { # want MODULE: appends its dependencies, then itself, to the load order
   cp "$moddir/$path" root/lib/modules/
   basename "$path" >> root/modules.order
 }
-for m in virtio_pci virtio_net virtio_blk qemu_fw_cfg; do want "$m"; done
+for m in virtio_pci virtio_net virtio_blk qemu_fw_cfg button evdev; do want "$m"; done
+# ACPI power button (QMP system_powerdown, how the CRM stops a VM): busybox acpid runs this, and the guest
+# powers off at once (qemu then exits).
+mkdir -p root/etc/acpi/PWRF
+printf '#!/bin/sh\necho "edge-vm: power button, powering off" > /dev/console\npoweroff -f\n' > root/etc/acpi/PWRF/00000080
+chmod +x root/etc/acpi/PWRF/00000080
 cat > root/init <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -51,6 +57,7 @@ for m in $(cat /modules.order); do insmod "/lib/modules/$m"; done
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
 mount -t ext4 /dev/vda /data 2>/dev/null
+acpid -l /tmp/acpid.log
 EDGE_COMMAND=
 ud=/sys/firmware/qemu_fw_cfg/by_name/opt/edge/user-data/raw
 if [ -r "$ud" ]; then cp "$ud" /tmp/user-data; . /tmp/user-data; rm -f /tmp/user-data; fi

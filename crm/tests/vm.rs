@@ -122,6 +122,18 @@ async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_
         testenv::http_get(addr, "/").is_none(),
         "a VM powered off answers"
     );
+    // It was powered off as a machine is: by its ACPI power button, which the guest obeyed.
+    let console = cloud
+        .exec()
+        .show_logs(logs_of("acme", "v1", ShowLog::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .output;
+    assert!(
+        console.contains("edge-vm: power button, powering off"),
+        "{console}"
+    );
     power(PowerState::PowerOnRequested).await.unwrap();
     assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
     let p = power(PowerState::RebootRequested).await.unwrap();

@@ -277,7 +277,8 @@ impl VmPlatform {
         Ok(())
     }
 
-    /// Stops the VM's qemu: QMP `quit`, then SIGTERM, then SIGKILL.
+    /// Stops the VM: the ACPI power button (QMP `system_powerdown`; the project's guests power off at
+    /// once), then QMP `quit`, then SIGTERM, then SIGKILL, each given a few seconds.
     async fn stop(&self, dir: &Path) {
         let Some(pid) = Self::pid(dir) else { return };
         let gone = async || {
@@ -290,9 +291,13 @@ impl VmPlatform {
             false
         };
         let sock = dir.join("qmp.sock");
-        let quit = tokio::time::timeout(Duration::from_secs(3), qmp(&sock, &["quit"]));
-        if quit.await.is_ok() && gone().await {
-            return;
+        for command in ["system_powerdown", "quit"] {
+            let commands = [command];
+            let asked = tokio::time::timeout(Duration::from_secs(3), qmp(&sock, &commands));
+            if asked.await.is_ok() && gone().await {
+                tracing::info!(pid, command, "VM stopped");
+                return;
+            }
         }
         for sig in ["-TERM", "-KILL"] {
             let _ = tokio::process::Command::new("kill")
