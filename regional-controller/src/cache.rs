@@ -23,8 +23,8 @@ pub struct Change {
     pub revision: i64,
     /// etcd key of the object
     pub path: String,
-    /// the object after the change, or as it was before a delete
-    pub object: Any,
+    /// the object after the change, or as it was before a delete (the cache's own copy, shared)
+    pub object: Arc<Any>,
 }
 
 #[derive(Clone, Debug)]
@@ -42,13 +42,17 @@ pub const LOAD_PAGE: i64 = 4096;
 
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<String, Any>,
+    /// one copy of each object, shared with the changes and snapshots that carry it
+    objects: BTreeMap<String, Arc<Any>>,
     /// etcd key → revision of the object's last change (what a delta resync compares with)
     mod_revisions: std::collections::HashMap<String, i64>,
     /// cloudlet key strings whose CRM holds a notify connection (on any replica)
     connected: BTreeSet<String>,
     revision: i64,
 }
+
+/// Objects by etcd path (the cache's shared copies), the revision they reflect, and the changes after it.
+pub type Snapshot = (Vec<(String, Arc<Any>)>, i64, broadcast::Receiver<Event>);
 
 pub struct Cache {
     store: Store,
@@ -100,7 +104,7 @@ impl Cache {
 
     /// Subscribes to changes and takes a consistent snapshot: every change after the snapshot's revision
     /// arrives on the receiver, none before.
-    pub fn snapshot(&self) -> (Vec<(String, Any)>, i64, broadcast::Receiver<Event>) {
+    pub fn snapshot(&self) -> Snapshot {
         let st = self.state.read().expect("cache lock");
         let rx = self.events.subscribe();
         let objs = st
@@ -112,10 +116,7 @@ impl Cache {
     }
 
     /// [`snapshot`](Self::snapshot) of only the objects changed after revision `since`.
-    pub fn changed_since(
-        &self,
-        since: i64,
-    ) -> (Vec<(String, Any)>, i64, broadcast::Receiver<Event>) {
+    pub fn changed_since(&self, since: i64) -> Snapshot {
         let st = self.state.read().expect("cache lock");
         let rx = self.events.subscribe();
         let objs = st
@@ -186,7 +187,7 @@ impl Cache {
         let st = self.state.read().expect("cache lock");
         st.objects
             .get(&self.store.path(T::KIND, key))
-            .and_then(T::from_any)
+            .and_then(|a| T::from_any(a))
             .cloned()
     }
 
@@ -196,7 +197,7 @@ impl Cache {
             .expect("cache lock")
             .objects
             .get(path)
-            .cloned()
+            .map(|a| Any::clone(a))
     }
 
     /// Every object of kind `T`.
@@ -316,7 +317,7 @@ impl Cache {
                     Some(Entry::Object(kind)) => match decode(kind, kv.value()) {
                         Some(Ok(obj)) => {
                             fresh.mod_revisions.insert(path.clone(), kv.mod_revision());
-                            fresh.objects.insert(path, obj);
+                            fresh.objects.insert(path, Arc::new(obj));
                         }
                         Some(Err(e)) => {
                             tracing::error!(key = %path, error = %e, "skipping unreadable stored object")
@@ -395,6 +396,7 @@ impl Cache {
                 match (self.classify(&path), ev.event_type()) {
                     (Some(Entry::Object(kind)), EventType::Put) => match decode(kind, kv.value()) {
                         Some(Ok(obj)) => {
+                            let obj = Arc::new(obj);
                             st.mod_revisions.insert(path.clone(), rev);
                             st.objects.insert(path.clone(), obj.clone());
                             let c = Change {

@@ -355,13 +355,14 @@ impl Session {
         action: ChangeAction,
         revision: i64,
         path: &str,
-        object: Any,
+        object: &Any,
     ) -> Result<(), End> {
         match action {
             ChangeAction::Delete => self.sent.remove(path),
             ChangeAction::Update => self.sent.insert(path.to_string()),
         };
-        let object = match (self.client.kind, object) {
+        // (The one copy this client's message is made of.)
+        let object = match (self.client.kind, object.clone()) {
             // A DME needs an App's identity, ports and auth key, never how it runs.
             (ClientType::Dme, Any::App(mut a)) => {
                 a.env.clear();
@@ -401,7 +402,7 @@ impl Session {
         self.sent.clear();
         for (path, obj) in objs {
             if self.visible(&obj, &self.api.cache) {
-                self.send_change(ChangeAction::Update, rev, &path, obj)
+                self.send_change(ChangeAction::Update, rev, &path, &obj)
                     .await?;
             }
         }
@@ -443,7 +444,7 @@ impl Session {
             // (An object deleted and created again since comes back below as an update.)
             if self.visible(&obj, &cache) || self.sent.contains(&path) {
                 self.sent.insert(path.clone());
-                self.send_change(ChangeAction::Delete, r, &path, obj)
+                self.send_change(ChangeAction::Delete, r, &path, &obj)
                     .await?;
                 deletes += 1;
             }
@@ -458,12 +459,12 @@ impl Session {
             if self.client.cloudlet.is_some() {
                 for (p, o) in self.needed(&obj) {
                     if given.insert(p.clone()) {
-                        self.send_change(ChangeAction::Update, rev, &p, o).await?;
+                        self.send_change(ChangeAction::Update, rev, &p, &o).await?;
                     }
                 }
             }
             given.insert(path.clone());
-            self.send_change(ChangeAction::Update, rev, &path, obj)
+            self.send_change(ChangeAction::Update, rev, &path, &obj)
                 .await?;
             updates += 1;
         }
@@ -477,7 +478,7 @@ impl Session {
     }
 
     async fn on_change(&mut self, c: &crate::cache::Change) -> Result<(), End> {
-        if let (Some(mine), Any::Cloudlet(cl)) = (&self.client.cloudlet, &c.object)
+        if let (Some(mine), Any::Cloudlet(cl)) = (&self.client.cloudlet, c.object.as_ref())
             && cl.key.as_ref() == Some(mine)
             && (c.action == ChangeAction::Delete || cl.access_public_key != self.client.public_key)
         {
@@ -488,7 +489,7 @@ impl Session {
         }
         if c.action == ChangeAction::Delete {
             if self.sent.contains(&c.path) {
-                self.send_change(ChangeAction::Delete, c.revision, &c.path, c.object.clone())
+                self.send_change(ChangeAction::Delete, c.revision, &c.path, &c.object)
                     .await?;
             }
             return Ok(());
@@ -501,12 +502,12 @@ impl Session {
         if self.client.cloudlet.is_some() {
             for (path, o) in self.needed(&c.object) {
                 if self.client.wanted.contains(kind_of(&o)) && !self.sent.contains(&path) {
-                    self.send_change(ChangeAction::Update, c.revision, &path, o)
+                    self.send_change(ChangeAction::Update, c.revision, &path, &o)
                         .await?;
                 }
             }
         }
-        self.send_change(ChangeAction::Update, c.revision, &c.path, c.object.clone())
+        self.send_change(ChangeAction::Update, c.revision, &c.path, &c.object)
             .await
     }
 

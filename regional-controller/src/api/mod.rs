@@ -305,7 +305,7 @@ impl Api {
                         Ok(Event::Change(c)) if c.path == path => {
                             current = match c.action {
                                 ChangeAction::Delete => None,
-                                _ => Some(c.object.clone()),
+                                _ => Some(crate::objects::Any::clone(&c.object)),
                             };
                             fresh = true;
                             if current.is_none() && goal != Goal::Gone {
