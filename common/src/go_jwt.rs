@@ -130,9 +130,11 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
                 _ => "array",
             }
         )),
+        // (Into a JSON value, only syntax errors and serde's own, such as its nesting limit, occur.)
         Err(e) => Err(match crate::go_json::classify(bytes, &e) {
-            crate::go_json::GoJsonError::Syntax { message, .. } => message,
-            other => format!("{other:?}"),
+            crate::go_json::GoJsonError::Syntax { message, .. }
+            | crate::go_json::GoJsonError::Other(message) => message,
+            crate::go_json::GoJsonError::Type { .. } => e.to_string(),
         }),
     }
 }

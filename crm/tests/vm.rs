@@ -85,14 +85,17 @@ async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_
     assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");
     assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
     // Its owner reads the VM's serial console through the API.
-    let console = cloud
-        .exec()
-        .show_logs(logs_of("acme", "v1", ShowLog::default()))
-        .await
-        .unwrap()
-        .into_inner()
-        .output;
-    assert!(console.contains("edge-vm: booted"), "{console}");
+    let console = async || {
+        cloud
+            .exec()
+            .show_logs(logs_of("acme", "v1", ShowLog::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .output
+    };
+    let text = console().await;
+    assert!(text.contains("edge-vm: booted"), "{text}");
 
     // Power off, on and reboot through UpdateAppInst, as MobiledgeX's PowerState.
     let power = async |p: PowerState| {
@@ -123,16 +126,10 @@ async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_
         "a VM powered off answers"
     );
     // It was powered off as a machine is: by its ACPI power button, which the guest obeyed.
-    let console = cloud
-        .exec()
-        .show_logs(logs_of("acme", "v1", ShowLog::default()))
-        .await
-        .unwrap()
-        .into_inner()
-        .output;
+    let text = console().await;
     assert!(
-        console.contains("edge-vm: power button, powering off"),
-        "{console}"
+        text.contains("edge-vm: power button, powering off"),
+        "{text}"
     );
     power(PowerState::PowerOnRequested).await.unwrap();
     assert_eq!(get_until_ok(addr).await, "Hello from an edge VM");

@@ -42,17 +42,21 @@ pub const LOAD_PAGE: i64 = 4096;
 
 #[derive(Default)]
 struct State {
-    /// one copy of each object, shared with the changes and snapshots that carry it
-    objects: BTreeMap<String, Arc<Any>>,
-    /// etcd key → revision of the object's last change (what a delta resync compares with)
-    mod_revisions: std::collections::HashMap<String, i64>,
+    /// etcd key → the revision of the object's last change (what a delta resync compares with) and one
+    /// copy of the object, shared with the changes and snapshots that carry it
+    objects: BTreeMap<String, (i64, Arc<Any>)>,
     /// cloudlet key strings whose CRM holds a notify connection (on any replica)
     connected: BTreeSet<String>,
     revision: i64,
 }
 
-/// Objects by etcd path (the cache's shared copies), the revision they reflect, and the changes after it.
-pub type Snapshot = (Vec<(String, Arc<Any>)>, i64, broadcast::Receiver<Event>);
+/// Objects by etcd path with the revision of their last change (the cache's shared copies), the revision
+/// they reflect, and the changes after it.
+pub type Snapshot = (
+    Vec<(String, i64, Arc<Any>)>,
+    i64,
+    broadcast::Receiver<Event>,
+);
 
 pub struct Cache {
     store: Store,
@@ -103,27 +107,14 @@ impl Cache {
     }
 
     /// Subscribes to changes and takes a consistent snapshot: every change after the snapshot's revision
-    /// arrives on the receiver, none before.
+    /// arrives on the receiver, none before. Each object comes with the revision of its last change.
     pub fn snapshot(&self) -> Snapshot {
         let st = self.state.read().expect("cache lock");
         let rx = self.events.subscribe();
         let objs = st
             .objects
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        (objs, st.revision, rx)
-    }
-
-    /// [`snapshot`](Self::snapshot) of only the objects changed after revision `since`.
-    pub fn changed_since(&self, since: i64) -> Snapshot {
-        let st = self.state.read().expect("cache lock");
-        let rx = self.events.subscribe();
-        let objs = st
-            .objects
-            .iter()
-            .filter(|(k, _)| st.mod_revisions.get(*k).is_some_and(|r| *r > since))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, (rev, o))| (k.clone(), *rev, o.clone()))
             .collect();
         (objs, st.revision, rx)
     }
@@ -187,7 +178,7 @@ impl Cache {
         let st = self.state.read().expect("cache lock");
         st.objects
             .get(&self.store.path(T::KIND, key))
-            .and_then(|a| T::from_any(a))
+            .and_then(|(_, a)| T::from_any(a))
             .cloned()
     }
 
@@ -197,7 +188,7 @@ impl Cache {
             .expect("cache lock")
             .objects
             .get(path)
-            .map(|a| Any::clone(a))
+            .map(|(_, a)| Any::clone(a))
     }
 
     /// Every object of kind `T`.
@@ -207,7 +198,7 @@ impl Cache {
         st.objects
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(_, v)| T::from_any(v).cloned())
+            .filter_map(|(_, (_, v))| T::from_any(v).cloned())
             .collect()
     }
 
@@ -235,7 +226,7 @@ impl Cache {
     /// Number of objects per kind, for metrics.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
-        for o in self.state.read().expect("cache lock").objects.values() {
+        for (_, o) in self.state.read().expect("cache lock").objects.values() {
             *counts.entry(crate::objects::kind_of(o)).or_default() += 1;
         }
         counts
@@ -316,8 +307,9 @@ impl Cache {
                 match self.classify(&path) {
                     Some(Entry::Object(kind)) => match decode(kind, kv.value()) {
                         Some(Ok(obj)) => {
-                            fresh.mod_revisions.insert(path.clone(), kv.mod_revision());
-                            fresh.objects.insert(path, Arc::new(obj));
+                            fresh
+                                .objects
+                                .insert(path, (kv.mod_revision(), Arc::new(obj)));
                         }
                         Some(Err(e)) => {
                             tracing::error!(key = %path, error = %e, "skipping unreadable stored object")
@@ -397,8 +389,7 @@ impl Cache {
                     (Some(Entry::Object(kind)), EventType::Put) => match decode(kind, kv.value()) {
                         Some(Ok(obj)) => {
                             let obj = Arc::new(obj);
-                            st.mod_revisions.insert(path.clone(), rev);
-                            st.objects.insert(path.clone(), obj.clone());
+                            st.objects.insert(path.clone(), (rev, obj.clone()));
                             let c = Change {
                                 action: ChangeAction::Update,
                                 revision: rev,
@@ -413,8 +404,7 @@ impl Cache {
                         None => {}
                     },
                     (Some(Entry::Object(_)), EventType::Delete) => {
-                        st.mod_revisions.remove(&path);
-                        if let Some(obj) = st.objects.remove(&path) {
+                        if let Some((_, obj)) = st.objects.remove(&path) {
                             let c = Change {
                                 action: ChangeAction::Delete,
                                 revision: rev,

@@ -398,9 +398,9 @@ impl Session {
     /// whatever it holds that this resend did not include.
     async fn full_sync(&mut self) -> Result<broadcast::Receiver<Event>, End> {
         let (mut objs, rev, rx) = self.api.cache.snapshot();
-        objs.sort_by_key(|(path, o)| (sync_rank(kind_of(o)), path.clone()));
+        objs.sort_by_key(|(path, _, o)| (sync_rank(kind_of(o)), path.clone()));
         self.sent.clear();
-        for (path, obj) in objs {
+        for (path, _, obj) in objs {
             if self.visible(&obj, &self.api.cache) {
                 self.send_change(ChangeAction::Update, rev, &path, &obj)
                     .await?;
@@ -423,7 +423,7 @@ impl Session {
         if since <= 0 {
             return Ok(None);
         }
-        let (mut changed, rev, rx) = self.api.cache.changed_since(since);
+        let (all, rev, rx) = self.api.cache.snapshot();
         if since > rev {
             return Ok(None);
         }
@@ -431,14 +431,15 @@ impl Session {
             tracing::info!(name = %self.client.name, since, "history compacted: full sync");
             return Ok(None);
         };
-        // The client holds what it may see now (and had before): later deletes of those reach it.
-        let (all, _, _) = self.api.cache.snapshot();
+        // The client holds what it may see now (and had before): later deletes of those reach it. Of
+        // those, it gets what changed after `since`.
         let cache = self.api.cache.clone();
-        self.sent = all
+        let visible: Vec<_> = all
             .into_iter()
-            .filter(|(_, o)| self.visible(o, &cache))
-            .map(|(path, _)| path)
+            .filter(|(_, _, o)| self.visible(o, &cache))
             .collect();
+        self.sent = visible.iter().map(|(path, _, _)| path.clone()).collect();
+        let mut changed: Vec<_> = visible.into_iter().filter(|(_, r, _)| *r > since).collect();
         let (mut deletes, mut updates) = (0, 0);
         for (path, r, obj) in deleted {
             // (An object deleted and created again since comes back below as an update.)
@@ -449,13 +450,10 @@ impl Session {
                 deletes += 1;
             }
         }
-        changed.sort_by_key(|(path, o)| (sync_rank(kind_of(o)), path.clone()));
+        changed.sort_by_key(|(path, _, o)| (sync_rank(kind_of(o)), path.clone()));
         // What changed objects need is sent once, before the first of them (the client may not hold it).
         let mut given = HashSet::new();
-        for (path, obj) in changed {
-            if !self.visible(&obj, &cache) {
-                continue;
-            }
+        for (path, _, obj) in changed {
             if self.client.cloudlet.is_some() {
                 for (p, o) in self.needed(&obj) {
                     if given.insert(p.clone()) {
