@@ -9,6 +9,7 @@
 //!
 //! Binaries come from `infra/install.sh`; a missing one fails with a message naming that script.
 
+mod browser;
 mod component;
 mod docker;
 mod etcd;
@@ -23,6 +24,7 @@ mod proxy;
 mod registry;
 mod smtp;
 
+pub use browser::Browser;
 pub use component::{Component, workspace_binary};
 pub use docker::Docker;
 pub use etcd::Etcd;

@@ -17,7 +17,7 @@ pub struct Login {
     pub apikey: String,
 }
 
-pub(super) async fn login(
+pub(crate) async fn login(
     mc: web::Data<Mc>,
     req: HttpRequest,
     body: Json<Login>,
@@ -113,7 +113,7 @@ pub(super) async fn login(
 }
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
-pub(super) struct NewUser {
+pub(crate) struct NewUser {
     #[serde(default, rename = "Name", alias = "name")]
     name: String,
     #[serde(default, rename = "Email", alias = "email")]
@@ -123,7 +123,7 @@ pub(super) struct NewUser {
     passhash: String,
 }
 
-pub(super) async fn user_create(
+pub(crate) async fn user_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
     body: Json<NewUser>,
@@ -195,7 +195,7 @@ pub(super) fn unique_user<T>(r: std::result::Result<T, sqlx::Error>, name: &str)
     }
 }
 
-pub(super) async fn name_taken_by_org(mc: &Mc, name: &str) -> Result<bool> {
+pub(crate) async fn name_taken_by_org(mc: &Mc, name: &str) -> Result<bool> {
     let r: Option<(String,)> =
         sqlx::query_as("SELECT name FROM organizations WHERE lower(name) = lower($1)")
             .bind(name)
@@ -206,7 +206,7 @@ pub(super) async fn name_taken_by_org(mc: &Mc, name: &str) -> Result<bool> {
 
 #[derive(Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(as = User)]
-pub(super) struct UserOut {
+pub(crate) struct UserOut {
     #[serde(rename = "Name")]
     name: String,
     #[serde(rename = "Email")]
@@ -225,7 +225,7 @@ pub(super) struct UserOut {
 
 /// Users holding a role (`role`, any when `None`) in one of `orgs` (any org when `None`); every user when
 /// both are `None`.
-pub(super) async fn users(
+pub(crate) async fn users(
     mc: &Mc,
     orgs: Option<Vec<String>>,
     role: Option<String>,
@@ -243,7 +243,7 @@ pub(super) async fn users(
     .await?)
 }
 
-pub(super) async fn user_current(mc: web::Data<Mc>, c: Caller) -> Result<HttpResponse> {
+pub(crate) async fn user_current(mc: web::Data<Mc>, c: Caller) -> Result<HttpResponse> {
     let u: UserOut = sqlx::query_as(
         "SELECT name, email, family_name, given_name, nickname, email_verified, locked FROM users
          WHERE name = $1",
@@ -256,7 +256,7 @@ pub(super) async fn user_current(mc: web::Data<Mc>, c: Caller) -> Result<HttpRes
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[schema(as = NewPassword)]
-pub(super) struct NewPass {
+pub(crate) struct NewPass {
     #[serde(default)]
     currentpassword: String,
     #[serde(default)]
@@ -264,7 +264,7 @@ pub(super) struct NewPass {
 }
 
 /// Changes the caller's password; every token issued before (this one included) stops working.
-pub(super) async fn user_newpass(
+pub(crate) async fn user_newpass(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -301,7 +301,7 @@ pub(super) async fn user_newpass(
 
 /// `/auth/user/show`: the users holding roles in orgs the caller may view users of (everyone for admins),
 /// filtered by user fields and `org`/`role`; a filter on an org the caller may not view is a 403.
-pub(super) async fn user_show(
+pub(crate) async fn user_show(
     mc: web::Data<Mc>,
     c: Caller,
     body: web::Bytes,
@@ -325,7 +325,7 @@ pub(super) async fn user_show(
     Ok(HttpResponse::Ok().json(users))
 }
 
-pub(super) async fn user_delete(
+pub(crate) async fn user_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -399,7 +399,7 @@ pub(super) async fn user_delete(
 /// refused only when its value changes (so a client may send back the user it was shown), checked in
 /// MobiledgeX's order; fields this platform does not keep (TOTP, picture, metadata, the email
 /// verification request) are accepted and ignored.
-pub(super) async fn user_update(
+pub(crate) async fn user_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -463,7 +463,7 @@ pub(super) async fn user_update(
 
 /// `/auth/restricted/user/update` (admins): lock or unlock an account (which ends its tokens), mark its
 /// email verified, fix its names.
-pub(super) async fn restricted_user_update(
+pub(crate) async fn restricted_user_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,

@@ -3,7 +3,7 @@
 use super::*;
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
-pub(super) struct NewApiKey {
+pub(crate) struct NewApiKey {
     #[serde(default, alias = "org")]
     #[serde(rename = "Org")]
     org: String,
@@ -14,7 +14,7 @@ pub(super) struct NewApiKey {
     permissions: Vec<Perm>,
 }
 
-pub(super) async fn apikey_create(
+pub(crate) async fn apikey_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -92,12 +92,12 @@ pub(super) async fn apikey_create(
 pub(super) const API_KEY_LIMIT: i64 = 10;
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
-pub(super) struct KeyId {
+pub(crate) struct KeyId {
     #[serde(default, rename = "Id", alias = "id")]
     id: String,
 }
 
-pub(super) async fn apikey_delete(
+pub(crate) async fn apikey_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -132,7 +132,7 @@ pub(super) async fn apikey_delete(
 }
 
 /// The caller's keys; managers also see every key of the orgs they manage, admins every key.
-pub(super) async fn apikey_show(mc: web::Data<Mc>, c: Caller) -> Result<HttpResponse> {
+pub(crate) async fn apikey_show(mc: web::Data<Mc>, c: Caller) -> Result<HttpResponse> {
     let managed: Vec<String> = c
         .grants
         .0

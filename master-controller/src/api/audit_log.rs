@@ -3,7 +3,7 @@
 use super::*;
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
-pub(super) struct AuditQuery {
+pub(crate) struct AuditQuery {
     #[serde(default)]
     org: String,
     /// RFC 3339; default: 48 h before `endtime`
@@ -18,7 +18,7 @@ pub(super) struct AuditQuery {
 
 /// One audit entry as shown: times in microseconds, as MobiledgeX showed them.
 #[derive(Serialize, sqlx::FromRow)]
-pub(super) struct AuditRow {
+pub(crate) struct AuditRow {
     operationname: String,
     username: String,
     org: String,
@@ -31,7 +31,7 @@ pub(super) struct AuditRow {
     response: String,
 }
 
-pub(super) async fn audit_show(
+pub(crate) async fn audit_show(
     mc: &Mc,
     q: &AuditQuery,
     user: Option<&str>,
@@ -63,7 +63,7 @@ pub(super) async fn audit_show(
     Ok(HttpResponse::Ok().json(rows))
 }
 
-pub(super) async fn audit_self(
+pub(crate) async fn audit_self(
     mc: web::Data<Mc>,
     c: Caller,
     q: Option<Json<AuditQuery>>,
@@ -77,7 +77,7 @@ pub(super) async fn audit_self(
     .await
 }
 
-pub(super) async fn audit_org(
+pub(crate) async fn audit_org(
     mc: web::Data<Mc>,
     c: Caller,
     q: Json<AuditQuery>,

@@ -69,6 +69,7 @@ impl Default for Metrics {
 }
 
 /// The authenticated user of a request.
+#[derive(Clone)]
 pub struct Caller {
     pub username: String,
     pub email: String,
@@ -95,52 +96,69 @@ async fn caller(mc: &Mc, req: &HttpRequest) -> Result<Caller> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::bad_request("No bearer token found"))?;
     let claims = mc.tokens.verify(token.trim())?;
-    let expired = || ApiError::unauthorized("Invalid or expired jwt");
     let by_key = claims.authtype == "apikeyauth";
     let username = if by_key {
-        claims.apikeyusername.clone()
+        &claims.apikeyusername
     } else {
-        claims.username.clone()
+        &claims.username
     };
-    let user: Option<(String, i64, i64, bool)> =
-        sqlx::query_as("SELECT email, id, token_gen, locked FROM users WHERE name = $1")
-            .bind(&username)
-            .fetch_optional(&mc.db)
-            .await?;
-    let Some((email, id, token_gen, locked)) = user else {
-        return Err(expired());
-    };
-    if id != claims.uid || token_gen != claims.token_gen {
-        return Err(expired());
-    }
-    if locked {
-        return Err(ApiError::unauthorized(LOCKED));
-    }
-    let mut grants = grants_of(mc, &username).await?;
+    let mut c = account_caller(mc, username, claims.uid, claims.token_gen, req).await?;
     if by_key {
         let key: Option<(String, Value)> =
             sqlx::query_as("SELECT org, permissions FROM api_keys WHERE id = $1 AND username = $2")
                 .bind(&claims.username)
-                .bind(&username)
+                .bind(username)
                 .fetch_optional(&mc.db)
                 .await?;
         let (org, perms) = key.ok_or_else(expired)?;
         let perms: Vec<Perm> = serde_json::from_value(perms).unwrap_or_default();
-        let held = grants.0.remove(&org).unwrap_or_default();
+        let held = c.grants.0.remove(&org).unwrap_or_default();
         let scoped = perms
             .into_iter()
             .map(|p| (p.resource, p.action))
             .filter(|p| held.contains(p))
             .collect();
-        grants = Grants::default();
-        grants.0.insert(org, scoped);
+        c.grants = Grants::default();
+        c.grants.0.insert(org, scoped);
+        c.api_key = Some(claims.username);
+    }
+    Ok(c)
+}
+
+fn expired() -> ApiError {
+    ApiError::unauthorized("Invalid or expired jwt")
+}
+
+/// The caller `username` of a password session (a token or a console session) issued for user id `uid`
+/// at credential generation `token_gen`: refused when the account is gone, was recreated, changed its
+/// password since, or is locked.
+pub(crate) async fn account_caller(
+    mc: &Mc,
+    username: &str,
+    uid: i64,
+    token_gen: i64,
+    req: &HttpRequest,
+) -> Result<Caller> {
+    let user: Option<(String, i64, i64, bool)> =
+        sqlx::query_as("SELECT email, id, token_gen, locked FROM users WHERE name = $1")
+            .bind(username)
+            .fetch_optional(&mc.db)
+            .await?;
+    let Some((email, id, generation, locked)) = user else {
+        return Err(expired());
+    };
+    if id != uid || generation != token_gen {
+        return Err(expired());
+    }
+    if locked {
+        return Err(ApiError::unauthorized(LOCKED));
     }
     Ok(Caller {
-        username,
+        username: username.to_string(),
         email,
-        grants,
+        grants: grants_of(mc, username).await?,
         client_ip: client_ip(req),
-        api_key: by_key.then_some(claims.username),
+        api_key: None,
     })
 }
 
@@ -467,16 +485,28 @@ macro_rules! route_table {
         /// Every `POST /api/v1...` route.
         pub const ROUTES: &[&str] = &[$($path),*];
         fn register(cfg: &mut web::ServiceConfig) {
-            let mut authenticated = web::scope("/api/v1/auth");
             $(
-                match $path.strip_prefix("/auth") {
-                    Some(rest) => authenticated = authenticated.route(rest, web::post().to($handler)),
-                    None => {
-                        cfg.route(concat!("/api/v1", $path), web::post().to($handler));
-                    }
+                if !$path.starts_with("/auth/") {
+                    cfg.route(concat!("/api/v1", $path), web::post().to($handler));
                 }
             )*
-            cfg.service(authenticated.wrap(actix_web::middleware::from_fn(authenticate)));
+            cfg.service(
+                authenticated(web::scope("/api/v1/auth"))
+                    .wrap(actix_web::middleware::from_fn(authenticate)),
+            );
+            cfg.service(
+                authenticated(web::scope(crate::console::API))
+                    .wrap(actix_web::middleware::from_fn(crate::console::authenticate)),
+            );
+        }
+        /// The `/auth` routes in `scope` (the REST API's, and the console's).
+        fn authenticated(mut scope: actix_web::Scope) -> actix_web::Scope {
+            $(
+                if let Some(rest) = $path.strip_prefix("/auth") {
+                    scope = scope.route(rest, web::post().to($handler));
+                }
+            )*
+            scope
         }
         /// Every route with its summary and the schema of its request body.
         pub fn documented() -> Vec<crate::openapi::Route> {
@@ -535,6 +565,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/api/v1/openapi.json", web::get().to(crate::openapi::serve));
     register(cfg);
+    crate::console::routes(cfg);
     cfg.default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::not_found("Not Found"))
     }));

@@ -130,7 +130,7 @@ struct AppInstKey {
 #[derive(Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[schema(as = MetricsQuery)]
 #[serde(default, deny_unknown_fields)]
-pub(super) struct Request {
+pub(crate) struct Request {
     region: String,
     appinst: Option<AppInstKey>,
     appinsts: Vec<AppInstKey>,

@@ -18,7 +18,7 @@ pub struct Org {
 /// Organization names only admins may take: the platform's own (compared case-insensitively).
 pub const RESERVED_ORGS: &[&str] = &["edgecloud", "mobiledgex", "edgebox"];
 
-pub(super) async fn org_create(
+pub(crate) async fn org_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -84,7 +84,7 @@ pub(super) async fn org_create(
 }
 
 /// `/auth/org/update`: managers change the address and phone; the type never changes.
-pub(super) async fn org_update(
+pub(crate) async fn org_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -94,7 +94,7 @@ pub(super) async fn org_update(
 }
 
 /// `/auth/restricted/org/update`: the same for admins, on any organization.
-pub(super) async fn restricted_org_update(
+pub(crate) async fn restricted_org_update(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -147,7 +147,7 @@ async fn update_org(
 
 /// Deletes an organization that no region holds objects of. While the regions are asked, the org is
 /// marked as being deleted, so no new object can be created in it meanwhile.
-pub(super) async fn org_delete(
+pub(crate) async fn org_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -218,7 +218,7 @@ pub(super) async fn org_delete(
     audited(&mc, &req, &c.username, &body.name, &as_value(&*body), call).await
 }
 
-pub(super) async fn org_show(
+pub(crate) async fn org_show(
     mc: web::Data<Mc>,
     c: Caller,
     body: web::Bytes,

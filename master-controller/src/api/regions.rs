@@ -20,7 +20,7 @@ pub struct Controller {
     pub server_name: String,
 }
 
-pub(super) async fn controller_create(
+pub(crate) async fn controller_create(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -80,7 +80,7 @@ pub(super) async fn controller_create(
     audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
 }
 
-pub(super) async fn controller_delete(
+pub(crate) async fn controller_delete(
     mc: web::Data<Mc>,
     req: HttpRequest,
     c: Caller,
@@ -103,7 +103,7 @@ pub(super) async fn controller_delete(
     audited(&mc, &req, &c.username, "", &as_value(&*body), call).await
 }
 
-pub(super) async fn controller_show(
+pub(crate) async fn controller_show(
     mc: web::Data<Mc>,
     c: Caller,
     body: web::Bytes,

@@ -12,7 +12,7 @@ pub struct Role {
     pub role: String,
 }
 
-pub(super) async fn role_change(
+pub(crate) async fn role_change(
     mc: &Mc,
     req: &HttpRequest,
     body: &Role,
@@ -92,7 +92,7 @@ pub(super) async fn role_change(
     audited(mc, req, &c.username, &body.org, &as_value(body), call).await
 }
 
-pub(super) async fn role_adduser(
+pub(crate) async fn role_adduser(
     mc: web::Data<Mc>,
     req: HttpRequest,
     body: Json<Role>,
@@ -100,7 +100,7 @@ pub(super) async fn role_adduser(
     role_change(&mc, &req, &body, true).await
 }
 
-pub(super) async fn role_removeuser(
+pub(crate) async fn role_removeuser(
     mc: web::Data<Mc>,
     req: HttpRequest,
     body: Json<Role>,
@@ -108,7 +108,7 @@ pub(super) async fn role_removeuser(
     role_change(&mc, &req, &body, false).await
 }
 
-pub(super) async fn role_assignments(mc: web::Data<Mc>, c: Caller) -> Result<HttpResponse> {
+pub(crate) async fn role_assignments(mc: web::Data<Mc>, c: Caller) -> Result<HttpResponse> {
     let rows: Vec<Role> = if c.grants.viewable_orgs(rbac::USERS).is_none() {
         sqlx::query_as("SELECT org, username, role FROM roles ORDER BY org, username")
             .fetch_all(&mc.db)
@@ -122,7 +122,7 @@ pub(super) async fn role_assignments(mc: web::Data<Mc>, c: Caller) -> Result<Htt
     Ok(HttpResponse::Ok().json(rows))
 }
 
-pub(super) async fn role_perms(c: Caller) -> Result<HttpResponse> {
+pub(crate) async fn role_perms(c: Caller) -> Result<HttpResponse> {
     let admin = c.grants.is_admin();
     let rows: Vec<Value> = rbac::table()
         .into_iter()
@@ -132,7 +132,7 @@ pub(super) async fn role_perms(c: Caller) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(rows))
 }
 
-pub(super) async fn role_show(c: Caller) -> Result<HttpResponse> {
+pub(crate) async fn role_show(c: Caller) -> Result<HttpResponse> {
     let admin = c.grants.is_admin();
     let roles: Vec<&str> = rbac::ROLES
         .iter()
