@@ -26,9 +26,14 @@ async fn see(b: &Browser, selector: &str, want: &str) -> String {
     wait_for(&what, WAIT * 2, async || {
         let seen = b.text(selector).await.unwrap().filter(|t| t.contains(want));
         if seen.is_none() && tokio::time::Instant::now() > deadline {
-            let page = b.script("return document.documentElement.outerHTML", json!([])).await;
+            let page = b
+                .script("return document.documentElement.outerHTML", json!([]))
+                .await;
             let text = b.text(selector).await;
-            panic!("timed out waiting for {what} (it shows {text:?}); at {:?} the page is {page:?}", b.url().await);
+            panic!(
+                "timed out waiting for {what} (it shows {text:?}); at {:?} the page is {page:?}",
+                b.url().await
+            );
         }
         seen
     })
@@ -52,7 +57,13 @@ async fn log_in(b: &Browser, base: &str, user: &str) {
 
 /// A call of the console's API (the REST routes under /console/api/auth) with the given cookie and
 /// CSRF header: the status.
-async fn console_call(base: &str, cookie: &str, csrf: Option<&str>, path: &str, body: Value) -> u16 {
+async fn console_call(
+    base: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    path: &str,
+    body: Value,
+) -> u16 {
     let mut r = reqwest::Client::new()
         .post(format!("{base}/console/api/auth/{path}"))
         .header("Cookie", format!("edge_session={cookie}"))
@@ -95,7 +106,10 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
         .map(|(_, v)| v.clone())
         .expect("a session cookie");
     let csrf = b
-        .script("return document.querySelector('meta[name=csrf-token]').content", json!([]))
+        .script(
+            "return document.querySelector('meta[name=csrf-token]').content",
+            json!([]),
+        )
         .await
         .unwrap()
         .as_str()
@@ -105,7 +119,9 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
     // A bad value: the API's message appears next to the field it names, and nothing is created.
     open(&b, &base, "apps", "Apps").await;
     b.type_into("#create-app-key-name", "web").await.unwrap();
-    b.type_into("#create-app-image_path", "edge-busybox:test").await.unwrap();
+    b.type_into("#create-app-image_path", "edge-busybox:test")
+        .await
+        .unwrap();
     b.type_into("#create-app-access_ports", "80").await.unwrap();
     b.type_into(
         "#create-app-command",
@@ -129,24 +145,41 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
     let apps = region.dev.ctrl("ShowApp", "App", json!({})).await.unwrap();
     assert!(apps.is_empty(), "a refused App was stored: {apps:?}");
 
-    b.type_into("#create-app-access_ports", "tcp:80").await.unwrap();
+    b.type_into("#create-app-access_ports", "tcp:80")
+        .await
+        .unwrap();
     b.click("#create-app button[type=submit]").await.unwrap();
     see(&b, "#apps", "acme/web").await;
 
     // Without the CSRF header the same session may not act.
     let app = json!({"Region": e2e::REGION, "App": {"key": {"organization": "acme", "name": "x", "version": "1"}}});
-    assert_eq!(console_call(&base, &session, None, "ctrl/DeleteApp", app.clone()).await, 403);
-    assert_eq!(console_call(&base, &session, Some("forged"), "ctrl/DeleteApp", app).await, 403);
+    assert_eq!(
+        console_call(&base, &session, None, "ctrl/DeleteApp", app.clone()).await,
+        403
+    );
+    assert_eq!(
+        console_call(&base, &session, Some("forged"), "ctrl/DeleteApp", app).await,
+        403
+    );
 
     // Deploy: the progress streams into the page, the instance becomes READY, and its URL answers.
     open(&b, &base, "appinsts", "App instances").await;
     b.type_into("#create-appinst-key-name", "w1").await.unwrap();
-    b.choose("#create-appinst-app_key", "acme/web").await.unwrap();
-    b.choose("#create-appinst-cluster_key", "acme/c1").await.unwrap();
-    b.click("#create-appinst button[type=submit]").await.unwrap();
+    b.choose("#create-appinst-app_key", "acme/web")
+        .await
+        .unwrap();
+    b.choose("#create-appinst-cluster_key", "acme/c1")
+        .await
+        .unwrap();
+    b.click("#create-appinst button[type=submit]")
+        .await
+        .unwrap();
     see(&b, "tr[data-appinst=w1] .state", "READY").await;
     let progress = see(&b, "#progress", "Last operation").await;
-    assert!(progress.lines().count() > 1, "no progress was shown: {progress}");
+    assert!(
+        progress.lines().count() > 1,
+        "no progress was shown: {progress}"
+    );
     let url = b
         .text("tr[data-appinst=w1] .port code")
         .await
@@ -175,7 +208,11 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
 
     // At phone width nothing overflows sideways.
     b.resize(390, 844).await.unwrap();
-    for (page, title) in [("cloudlets", "Cloudlets"), ("apps", "Apps"), ("appinsts", "App instances")] {
+    for (page, title) in [
+        ("cloudlets", "Cloudlets"),
+        ("apps", "Apps"),
+        ("appinsts", "App instances"),
+    ] {
         open(&b, &base, page, title).await;
         let fits = b
             .script(
@@ -186,7 +223,9 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
             .unwrap();
         assert_eq!(fits, json!(true), "{page} overflows at phone width");
     }
-    b.screenshot(&shots.join("appinsts-phone.png")).await.unwrap();
+    b.screenshot(&shots.join("appinsts-phone.png"))
+        .await
+        .unwrap();
     b.resize(1280, 1000).await.unwrap();
 
     // Logout ends the session: the old cookie no longer opens pages or calls the API.
@@ -204,7 +243,10 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
     assert_eq!(page.status().as_u16(), 303);
     assert_eq!(page.headers()["location"], "/console/login");
     let show = json!({"Region": e2e::REGION, "App": {}});
-    assert_eq!(console_call(&base, &session, Some(&csrf), "ctrl/ShowApp", show).await, 401);
+    assert_eq!(
+        console_call(&base, &session, Some(&csrf), "ctrl/ShowApp", show).await,
+        401
+    );
 
     // Another organization's user sees none of acme's objects.
     let anonymous = Mc {
@@ -219,9 +261,12 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
         .await
         .unwrap();
     let eve = Mc::login(&region.mc_base(), "eve").await;
-    eve.post("/auth/org/create", json!({"Name": "evil", "Type": "developer"}))
-        .await
-        .unwrap();
+    eve.post(
+        "/auth/org/create",
+        json!({"Name": "evil", "Type": "developer"}),
+    )
+    .await
+    .unwrap();
     log_in(&b, &base, "eve").await;
     for (page, title, empty) in [
         ("appinsts", "App instances", "#appinsts-empty"),
@@ -229,7 +274,10 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
         ("clusters", "Clusters", "#clusters-empty"),
     ] {
         open(&b, &base, page, title).await;
-        assert!(b.find(empty).await.unwrap().is_some(), "{page} is not empty for eve");
+        assert!(
+            b.find(empty).await.unwrap().is_some(),
+            "{page} is not empty for eve"
+        );
         let text = b.text("main").await.unwrap().unwrap_or_default();
         assert!(!text.contains("acme"), "eve sees acme on {page}: {text}");
     }

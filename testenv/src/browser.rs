@@ -60,7 +60,13 @@ impl Browser {
             },
         }}});
         let root = format!("http://{addr}");
-        let created = send(&http, reqwest::Method::POST, &format!("{root}/session"), Some(caps)).await?;
+        let created = send(
+            &http,
+            reqwest::Method::POST,
+            &format!("{root}/session"),
+            Some(caps),
+        )
+        .await?;
         let id = created["sessionId"]
             .as_str()
             .ok_or_else(|| failed("a session", format!("no session id in {created}")))?;
@@ -72,7 +78,12 @@ impl Browser {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         send(&self.http, method, &format!("{}{path}", self.base), body).await
     }
 
@@ -123,8 +134,12 @@ impl Browser {
     /// Replaces the text of the input matching `selector`.
     pub async fn type_into(&self, selector: &str, text: &str) -> Result<()> {
         let e = self.element(selector).await?;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/clear"), Some(json!({})))
-            .await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/clear"),
+            Some(json!({})),
+        )
+        .await?;
         self.call(
             reqwest::Method::POST,
             &format!("/element/{e}/value"),
@@ -136,9 +151,13 @@ impl Browser {
 
     pub async fn click(&self, selector: &str) -> Result<()> {
         let e = self.element(selector).await?;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({})))
-            .await
-            .map(drop)
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
     }
 
     /// The rendered text of the first element matching `selector` (`None`: no such element).
@@ -175,7 +194,10 @@ impl Browser {
             .await?;
         match chosen.as_bool() {
             Some(true) => Ok(()),
-            _ => Err(failed("an option", format!("{selector} has no option {label:?}"))),
+            _ => Err(failed(
+                "an option",
+                format!("{selector} has no option {label:?}"),
+            )),
         }
     }
 

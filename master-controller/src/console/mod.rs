@@ -103,12 +103,15 @@ fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 fn set_cookie(name: &str, value: &str, path: &str, max_age: i64) -> (header::HeaderName, String) {
     (
         header::SET_COOKIE,
-        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"),
+        format!(
+            "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+        ),
     )
 }
 
 fn same(a: &str, b: &str) -> bool {
-    !b.is_empty() && aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+    !b.is_empty()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
 /// The request's session: `None` when there is no cookie, or its session ended (logout, expiry, changed
@@ -134,7 +137,13 @@ pub(crate) async fn session(mc: &Mc, req: &HttpRequest) -> Result<Option<Session
             csrf,
             caller,
         })),
-        Err(e) if e.status == actix_web::http::StatusCode::UNAUTHORIZED => Ok(None),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+                .bind(&id_hash)
+                .execute(&mc.db)
+                .await?;
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -193,7 +202,10 @@ fn login_form(status: StatusCode, username: &str, error: &str) -> HttpResponse {
     let error = if error.is_empty() {
         String::new()
     } else {
-        format!(r#"<p class="form-error" id="login-error">{}</p>"#, esc(error))
+        format!(
+            r#"<p class="form-error" id="login-error">{}</p>"#,
+            esc(error)
+        )
     };
     let body = format!(
         r#"<main class="login"><h1>Edge Cloud console</h1>
@@ -236,8 +248,7 @@ async fn login(
     }
     let body = json!({"username": form.username, "password": form.password});
     let body = serde_json::from_value(body).expect("a login request");
-    let reply = match api::accounts::login(mc.clone(), req.clone(), crate::json::Json(body)).await
-    {
+    let reply = match api::accounts::login(mc.clone(), req.clone(), crate::json::Json(body)).await {
         Ok(r) => json_body(r).await?,
         Err(e) => return Ok(login_form(e.status, &form.username, &e.message)),
     };

@@ -2,8 +2,8 @@
 //! they return; forms and buttons name the REST route `console.js` posts to.
 
 use edge_proto::edge::{
-    Alert, App, AppInst, AppPort, Cloudlet, CloudletInfo, CloudletKey, CloudletState, ClusterInst, Flavor,
-    HealthCheck, ImageType, LProto, PlatformType, TrackedState,
+    Alert, App, AppInst, AppPort, Cloudlet, CloudletInfo, CloudletKey, CloudletState, ClusterInst,
+    Flavor, HealthCheck, ImageType, LProto, PlatformType, TrackedState,
 };
 
 use super::*;
@@ -154,16 +154,14 @@ fn layout(cx: &Ctx, title: &str, main: &str) -> String {
         .collect();
     let option = |v: &str, label: &str, chosen: &str| {
         let sel = if v == chosen { " selected" } else { "" };
-        format!(
-            r#"<option value="{}"{sel}>{}</option>"#,
-            esc(v),
-            esc(label)
-        )
+        format!(r#"<option value="{}"{sel}>{}</option>"#, esc(v), esc(label))
     };
     let orgs: String = std::iter::once(option("", "All my organizations", &cx.org))
-        .chain(cx.orgs.iter().map(|o| {
-            option(&o.name, &format!("{} ({})", o.name, o.r#type), &cx.org)
-        }))
+        .chain(
+            cx.orgs
+                .iter()
+                .map(|o| option(&o.name, &format!("{} ({})", o.name, o.r#type), &cx.org)),
+        )
         .collect();
     let regions: String = cx
         .regions
@@ -211,12 +209,23 @@ fn table(cx: &Ctx, id: &str, head: &[&str], rows: Vec<String>, empty: &str) -> S
     let mut pager = String::new();
     if pages > 1 {
         let link = |p: usize, label: &str| {
-            format!(r#"<a href="{}?page={p}" rel="nofollow">{label}</a>"#, cx.path)
+            format!(
+                r#"<a href="{}?page={p}" rel="nofollow">{label}</a>"#,
+                cx.path
+            )
         };
         pager = format!(
             r#"<p class="pager">{} Page {page} of {pages} {}</p>"#,
-            if page > 1 { link(page - 1, "← Previous") } else { String::new() },
-            if page < pages { link(page + 1, "Next →") } else { String::new() },
+            if page > 1 {
+                link(page - 1, "← Previous")
+            } else {
+                String::new()
+            },
+            if page < pages {
+                link(page + 1, "Next →")
+            } else {
+                String::new()
+            },
         );
     }
     format!(
@@ -229,7 +238,8 @@ fn row(cells: &[String]) -> String {
     format!("<tr>{cells}</tr>")
 }
 
-/// A state or health badge: green when good, amber while changing, red on errors.
+/// A state or health badge: green when good, amber while changing, red on errors. The enum's prefix is
+/// left out (`HEALTH_CHECK_OK` shows as `OK`).
 fn badge(text: &str) -> String {
     let class = if text.ends_with("READY") || text.ends_with("_OK") {
         "ok"
@@ -244,7 +254,16 @@ fn badge(text: &str) -> String {
     } else {
         "busy"
     };
-    format!(r#"<span class="badge {class}">{}</span>"#, esc(text))
+    let shown = ["HEALTH_CHECK_", "CLOUDLET_STATE_", "TRACKED_STATE_"]
+        .iter()
+        .find_map(|p| text.strip_prefix(p))
+        .unwrap_or(text)
+        .replace('_', " ");
+    format!(
+        r#"<span class="badge {class}" title="{}">{}</span>"#,
+        esc(text),
+        esc(&shown)
+    )
 }
 
 fn busy(state: i32) -> bool {
@@ -296,7 +315,11 @@ fn field(name: &'static str, label: &'static str, input: Input, hints: &'static 
 fn form(cx: &Ctx, id: &str, api: &str, kind: &str, title: &str, fields: Vec<Field>) -> String {
     let mut inputs = String::new();
     for f in fields {
-        let attrs = format!(r#"name="{}" id="{id}-{}""#, f.name, f.name.replace('.', "-"));
+        let attrs = format!(
+            r#"name="{}" id="{id}-{}""#,
+            f.name,
+            f.name.replace('.', "-")
+        );
         let options = |opts: &[(String, String)]| -> String {
             opts.iter()
                 .map(|(v, l)| format!(r#"<option value="{}">{}</option>"#, esc(v), esc(l)))
@@ -309,7 +332,10 @@ fn form(cx: &Ctx, id: &str, api: &str, kind: &str, title: &str, fields: Vec<Fiel
             Input::Number => format!(r#"<input {attrs} type="number" min="0" data-type="number">"#),
             Input::Select(opts) => format!("<select {attrs}>{}</select>", options(opts)),
             Input::Json(opts) => {
-                format!(r#"<select {attrs} data-type="json">{}</select>"#, options(opts))
+                format!(
+                    r#"<select {attrs} data-type="json">{}</select>"#,
+                    options(opts)
+                )
             }
         };
         let _ = write!(
@@ -350,16 +376,19 @@ fn cloudlet_name(k: &Option<CloudletKey>) -> String {
 
 async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
     let mut filter = json!({});
-    if cx.orgs.iter().any(|o| o.name == cx.org && o.r#type == "operator") {
+    if cx
+        .orgs
+        .iter()
+        .any(|o| o.name == cx.org && o.r#type == "operator")
+    {
         filter = cx.key_filter();
     }
     let cloudlets: Vec<Cloudlet> =
         show(mc, req, cx.caller(), &cx.region, "Cloudlet", filter.clone()).await?;
     // Operators (and admins) also see what their CRMs report; for others the call is refused.
-    let infos: Vec<CloudletInfo> =
-        show(mc, req, cx.caller(), &cx.region, "CloudletInfo", filter)
-            .await
-            .unwrap_or_default();
+    let infos: Vec<CloudletInfo> = show(mc, req, cx.caller(), &cx.region, "CloudletInfo", filter)
+        .await
+        .unwrap_or_default();
     let info_of = |k: &Option<CloudletKey>| infos.iter().find(|i| i.key == *k);
     let state_of = |c: &Cloudlet| match info_of(&c.key) {
         Some(i) => CloudletState::try_from(i.state)
@@ -371,13 +400,30 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     let mut map = String::from(
         r#"<svg id="map" class="map" viewBox="0 0 720 360" role="img" aria-label="Cloudlets on a world map"><rect width="720" height="360" class="sea"/>"#,
     );
+    for coast in LAND {
+        let points: Vec<String> = coast
+            .iter()
+            .map(|(lon, lat)| format!("{},{}", (lon + 180) * 2, (90 - lat) * 2))
+            .collect();
+        let _ = write!(
+            map,
+            r#"<polygon class="land" points="{}"/>"#,
+            points.join(" ")
+        );
+    }
     for lon in (-150..=150).step_by(30) {
         let x = (lon + 180) * 2;
-        let _ = write!(map, r#"<line x1="{x}" y1="0" x2="{x}" y2="360" class="grid"/>"#);
+        let _ = write!(
+            map,
+            r#"<line x1="{x}" y1="0" x2="{x}" y2="360" class="grid"/>"#
+        );
     }
     for lat in (-60..=60).step_by(30) {
         let y = (90 - lat) * 2;
-        let _ = write!(map, r#"<line x1="0" y1="{y}" x2="720" y2="{y}" class="grid"/>"#);
+        let _ = write!(
+            map,
+            r#"<line x1="0" y1="{y}" x2="720" y2="{y}" class="grid"/>"#
+        );
     }
     for c in &cloudlets {
         let loc = c.location.clone().unwrap_or_default();
@@ -424,7 +470,8 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
             row(&[
                 esc(&cloudlet_name(&c.key)),
                 format!("{:.2}, {:.2}", loc.latitude, loc.longitude),
-                esc(PlatformType::try_from(c.platform_type).map_or("", |p| p.as_str_name())),
+                esc(PlatformType::try_from(c.platform_type)
+                    .map_or("", |p| p.as_str_name().trim_start_matches("PLATFORM_TYPE_"))),
                 badge(&state_of(c)),
                 usage,
             ])
@@ -435,12 +482,184 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
         table(
             cx,
             "cloudlets",
-            &["Cloudlet", "Location", "Platform", "State", "Resources used / quota"],
+            &[
+                "Cloudlet",
+                "Location",
+                "Platform",
+                "State",
+                "Resources used / quota"
+            ],
             rows,
             "No cloudlet in this region yet."
         )
     ))
 }
+
+/// Coarse outlines of the land masses (longitude, latitude), enough to place cloudlets on a map.
+const LAND: &[&[(i32, i32)]] = &[
+    // North America
+    &[
+        (-168, 65),
+        (-140, 70),
+        (-95, 72),
+        (-80, 63),
+        (-60, 55),
+        (-52, 47),
+        (-70, 43),
+        (-76, 35),
+        (-81, 25),
+        (-97, 26),
+        (-97, 18),
+        (-87, 15),
+        (-78, 8),
+        (-83, 8),
+        (-92, 14),
+        (-105, 20),
+        (-117, 32),
+        (-124, 40),
+        (-125, 49),
+        (-135, 58),
+        (-152, 58),
+        (-165, 60),
+    ],
+    // Greenland
+    &[
+        (-55, 60),
+        (-42, 60),
+        (-20, 70),
+        (-18, 78),
+        (-30, 83),
+        (-60, 82),
+        (-70, 77),
+        (-55, 70),
+    ],
+    // South America
+    &[
+        (-78, 8),
+        (-60, 10),
+        (-50, 0),
+        (-35, -6),
+        (-40, -22),
+        (-48, -28),
+        (-58, -38),
+        (-65, -55),
+        (-72, -50),
+        (-74, -40),
+        (-71, -18),
+        (-81, -5),
+        (-80, 2),
+    ],
+    // Europe
+    &[
+        (-10, 36),
+        (-9, 43),
+        (-2, 44),
+        (-5, 48),
+        (2, 51),
+        (8, 54),
+        (10, 57),
+        (5, 62),
+        (15, 69),
+        (28, 71),
+        (40, 67),
+        (30, 60),
+        (28, 46),
+        (41, 41),
+        (26, 40),
+        (22, 37),
+        (16, 38),
+        (12, 44),
+        (3, 43),
+    ],
+    // Great Britain
+    &[(-5, 50), (1, 51), (-2, 56), (-5, 58), (-6, 55)],
+    // Africa
+    &[
+        (-17, 15),
+        (-17, 21),
+        (-10, 30),
+        (-5, 36),
+        (10, 37),
+        (20, 31),
+        (32, 31),
+        (34, 28),
+        (43, 12),
+        (51, 12),
+        (40, -3),
+        (40, -15),
+        (33, -25),
+        (20, -35),
+        (15, -25),
+        (12, -10),
+        (9, 4),
+        (-8, 4),
+        (-15, 10),
+    ],
+    // Asia
+    &[
+        (28, 46),
+        (40, 41),
+        (36, 36),
+        (34, 28),
+        (44, 13),
+        (52, 16),
+        (58, 23),
+        (60, 25),
+        (67, 25),
+        (73, 20),
+        (77, 8),
+        (80, 15),
+        (87, 22),
+        (92, 22),
+        (98, 16),
+        (100, 3),
+        (104, 1),
+        (106, 10),
+        (109, 21),
+        (122, 30),
+        (122, 40),
+        (130, 42),
+        (140, 52),
+        (142, 60),
+        (160, 62),
+        (175, 65),
+        (180, 68),
+        (150, 72),
+        (120, 74),
+        (100, 78),
+        (80, 73),
+        (70, 68),
+        (60, 69),
+        (45, 68),
+        (40, 67),
+        (30, 60),
+    ],
+    // Japan
+    &[
+        (130, 31),
+        (136, 34),
+        (140, 36),
+        (142, 43),
+        (140, 41),
+        (135, 35),
+    ],
+    // Australia
+    &[
+        (114, -22),
+        (122, -18),
+        (130, -12),
+        (137, -12),
+        (142, -10),
+        (146, -19),
+        (153, -25),
+        (150, -37),
+        (140, -38),
+        (131, -32),
+        (115, -34),
+    ],
+    // New Zealand
+    &[(167, -46), (174, -41), (178, -38), (173, -35), (172, -41)],
+];
 
 async fn flavor_choices(
     mc: &web::Data<Mc>,
@@ -456,8 +675,15 @@ async fn flavor_choices(
 }
 
 async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
-    let clusters: Vec<ClusterInst> =
-        show(mc, req, cx.caller(), &cx.region, "ClusterInst", cx.key_filter()).await?;
+    let clusters: Vec<ClusterInst> = show(
+        mc,
+        req,
+        cx.caller(),
+        &cx.region,
+        "ClusterInst",
+        cx.key_filter(),
+    )
+    .await?;
     let rows = clusters
         .iter()
         .map(|c| {
@@ -465,10 +691,20 @@ async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Str
             row(&[
                 esc(&format!("{}/{}", key.organization, key.name)),
                 esc(&cloudlet_name(&c.cloudlet_key)),
-                esc(&c.flavor.as_ref().map(|f| f.name.clone()).unwrap_or_default()),
+                esc(&c
+                    .flavor
+                    .as_ref()
+                    .map(|f| f.name.clone())
+                    .unwrap_or_default()),
                 esc(&c.deployment),
                 badge(state_name(c.state)) + &esc(&c.errors.join("; ")),
-                action(cx, "ctrl/DeleteClusterInst", "ClusterInst", &json!({"key": key}), "Delete"),
+                action(
+                    cx,
+                    "ctrl/DeleteClusterInst",
+                    "ClusterInst",
+                    &json!({"key": key}),
+                    "Delete",
+                ),
             ])
         })
         .collect();
@@ -495,10 +731,30 @@ async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Str
             "ClusterInst",
             "Create cluster",
             vec![
-                field("key.organization", "Organization", Input::Select(orgs), "organization"),
-                field("key.name", "Name", Input::Text(""), "cluster name,clusterinst name,invalid name"),
-                field("cloudlet_key", "Cloudlet", Input::Json(cloudlets), "cloudlet"),
-                field("flavor", "Flavor", Input::Json(flavor_choices(mc, req, cx).await?), "flavor"),
+                field(
+                    "key.organization",
+                    "Organization",
+                    Input::Select(orgs),
+                    "organization",
+                ),
+                field(
+                    "key.name",
+                    "Name",
+                    Input::Text(""),
+                    "cluster name,clusterinst name,invalid name",
+                ),
+                field(
+                    "cloudlet_key",
+                    "Cloudlet",
+                    Input::Json(cloudlets),
+                    "cloudlet",
+                ),
+                field(
+                    "flavor",
+                    "Flavor",
+                    Input::Json(flavor_choices(mc, req, cx).await?),
+                    "flavor",
+                ),
                 field(
                     "deployment",
                     "Deployment",
@@ -539,10 +795,18 @@ async fn apps(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String>
     );
     let orgs = cx.orgs_managing(rbac::APPS, "developer");
     if !orgs.is_empty() {
-        let choice = |v: &[&str]| Input::Select(v.iter().map(|s| (s.to_string(), s.to_string())).collect());
+        let choice =
+            |v: &[&str]| Input::Select(v.iter().map(|s| (s.to_string(), s.to_string())).collect());
         let image_types = [ImageType::Docker, ImageType::Qcow, ImageType::Helm]
             .iter()
-            .map(|t| ((*t as i32).to_string(), t.as_str_name().trim_start_matches("IMAGE_TYPE_").to_string()))
+            .map(|t| {
+                (
+                    (*t as i32).to_string(),
+                    t.as_str_name()
+                        .trim_start_matches("IMAGE_TYPE_")
+                        .to_string(),
+                )
+            })
             .collect();
         out += &form(
             cx,
@@ -551,18 +815,56 @@ async fn apps(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String>
             "App",
             "Create app",
             vec![
-                field("key.organization", "Organization", Input::Select(orgs), "organization"),
-                field("key.name", "Name", Input::Text(""), "app name,invalid name,name"),
+                field(
+                    "key.organization",
+                    "Organization",
+                    Input::Select(orgs),
+                    "organization",
+                ),
+                field(
+                    "key.name",
+                    "Name",
+                    Input::Text(""),
+                    "app name,invalid name,name",
+                ),
                 field("key.version", "Version", Input::Text("1.0"), "version"),
-                field("deployment", "Deployment", choice(&["docker", "kubernetes", "vm", "helm"]), "deployment"),
-                field("image_type", "Image type", Input::Select(image_types), "imagetype,image type"),
-                field("image_path", "Image", Input::Text(""), "imagepath,image path,image"),
-                field("access_ports", "Ports (e.g. tcp:80)", Input::Text("tcp:80"), "accessports,access ports,port"),
-                field("default_flavor", "Flavor", Input::Json(flavor_choices(mc, req, cx).await?), "flavor"),
+                field(
+                    "deployment",
+                    "Deployment",
+                    choice(&["docker", "kubernetes", "vm", "helm"]),
+                    "deployment",
+                ),
+                field(
+                    "image_type",
+                    "Image type",
+                    Input::Select(image_types),
+                    "imagetype,image type",
+                ),
+                field(
+                    "image_path",
+                    "Image",
+                    Input::Text(""),
+                    "imagepath,image path,image",
+                ),
+                field(
+                    "access_ports",
+                    "Ports (e.g. tcp:80)",
+                    Input::Text("tcp:80"),
+                    "accessports,access ports,port",
+                ),
+                field(
+                    "default_flavor",
+                    "Flavor",
+                    Input::Json(flavor_choices(mc, req, cx).await?),
+                    "flavor",
+                ),
                 field("command", "Command (optional)", Input::Text(""), "command"),
             ],
         );
-        out = out.replace(r#"name="image_type""#, r#"name="image_type" data-type="number""#);
+        out = out.replace(
+            r#"name="image_type""#,
+            r#"name="image_type" data-type="number""#,
+        );
     }
     Ok(out)
 }
@@ -619,7 +921,15 @@ async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     let mut out = table(
         cx,
         "appinsts",
-        &["Instance", "App", "Cluster", "State", "Health", "Reach it at", ""],
+        &[
+            "Instance",
+            "App",
+            "Cluster",
+            "State",
+            "Health",
+            "Reach it at",
+            "",
+        ],
         rows,
         "No app instance yet.",
     );
@@ -630,12 +940,24 @@ async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     let orgs = cx.orgs_managing(rbac::APPINSTS, "developer");
     if !orgs.is_empty() {
         let apps: Vec<App> = show(mc, req, cx.caller(), &cx.region, "App", cx.key_filter()).await?;
-        let clusters: Vec<ClusterInst> =
-            show(mc, req, cx.caller(), &cx.region, "ClusterInst", cx.key_filter()).await?;
+        let clusters: Vec<ClusterInst> = show(
+            mc,
+            req,
+            cx.caller(),
+            &cx.region,
+            "ClusterInst",
+            cx.key_filter(),
+        )
+        .await?;
         let apps = apps
             .iter()
             .filter_map(|a| a.key.as_ref())
-            .map(|k| (key_json(k), format!("{}/{} {}", k.organization, k.name, k.version)))
+            .map(|k| {
+                (
+                    key_json(k),
+                    format!("{}/{} {}", k.organization, k.name, k.version),
+                )
+            })
             .collect();
         let clusters = clusters
             .iter()
@@ -643,7 +965,12 @@ async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
             .map(|(k, c)| {
                 (
                     key_json(k),
-                    format!("{}/{} @ {}", k.organization, k.name, cloudlet_name(&c.cloudlet_key)),
+                    format!(
+                        "{}/{} @ {}",
+                        k.organization,
+                        k.name,
+                        cloudlet_name(&c.cloudlet_key)
+                    ),
                 )
             })
             .collect();
@@ -654,8 +981,18 @@ async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
             "AppInst",
             "Deploy app instance",
             vec![
-                field("key.organization", "Organization", Input::Select(orgs), "organization"),
-                field("key.name", "Name", Input::Text(""), "appinst name,instance name,invalid name"),
+                field(
+                    "key.organization",
+                    "Organization",
+                    Input::Select(orgs),
+                    "organization",
+                ),
+                field(
+                    "key.name",
+                    "Name",
+                    Input::Text(""),
+                    "appinst name,instance name,invalid name",
+                ),
                 field("app_key", "App", Input::Json(apps), "app"),
                 field("cluster_key", "Cluster", Input::Json(clusters), "cluster"),
             ],
@@ -672,7 +1009,13 @@ async fn flavors(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Stri
         .map(|f| {
             let key = f.key.clone().unwrap_or_default();
             let delete = if admin {
-                action(cx, "ctrl/DeleteFlavor", "Flavor", &json!({"key": key}), "Delete")
+                action(
+                    cx,
+                    "ctrl/DeleteFlavor",
+                    "Flavor",
+                    &json!({"key": key}),
+                    "Delete",
+                )
             } else {
                 String::new()
             };
@@ -685,7 +1028,13 @@ async fn flavors(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Stri
             ])
         })
         .collect();
-    let mut out = table(cx, "flavors", &["Flavor", "vCPUs", "RAM", "Disk", ""], rows, "No flavor yet.");
+    let mut out = table(
+        cx,
+        "flavors",
+        &["Flavor", "vCPUs", "RAM", "Disk", ""],
+        rows,
+        "No flavor yet.",
+    );
     if admin {
         out += &form(
             cx,
@@ -752,7 +1101,9 @@ fn series_of(reply: &Value, field: &str) -> Vec<(String, Vec<f64>)> {
         };
         for point in s["values"].as_array().into_iter().flatten().rev() {
             let text = |i: Option<usize>| {
-                i.and_then(|i| point[i].as_str()).unwrap_or_default().to_string()
+                i.and_then(|i| point[i].as_str())
+                    .unwrap_or_default()
+                    .to_string()
             };
             let name = format!("{} on {}", text(app), text(cluster));
             let value = point[v].as_f64().unwrap_or_default();
@@ -778,17 +1129,29 @@ async fn monitoring(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<S
             row(&[
                 esc(a.labels.get("alertname").map_or("", String::as_str)),
                 badge(&a.state),
-                esc(a.annotations.get("description").or(a.annotations.get("title")).map_or("", String::as_str)),
+                esc(a
+                    .annotations
+                    .get("description")
+                    .or(a.annotations.get("title"))
+                    .map_or("", String::as_str)),
                 format!("<small>{labels}</small>"),
             ])
         })
         .collect();
-    let mut out = table(cx, "alerts", &["Alert", "State", "Description", "Labels"], rows, "No alert is firing.");
+    let mut out = table(
+        cx,
+        "alerts",
+        &["Alert", "State", "Description", "Labels"],
+        rows,
+        "No alert is firing.",
+    );
     // App metrics of the chosen (or first) developer organization the caller may view.
     let org = std::iter::once(cx.org.as_str())
         .chain(cx.orgs.iter().map(|o| o.name.as_str()))
         .find(|o| {
-            cx.orgs.iter().any(|x| x.name == *o && x.r#type == "developer")
+            cx.orgs
+                .iter()
+                .any(|x| x.name == *o && x.r#type == "developer")
                 && cx.caller().grants.allows(rbac::APPINSTS, rbac::VIEW, o)
         });
     let Some(org) = org else {
@@ -797,8 +1160,12 @@ async fn monitoring(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<S
     let _ = write!(out, "<h2>App instances of {}</h2>", esc(org));
     for (selector, field, title) in [("cpu", "cpu", "CPU (%)"), ("mem", "mem", "Memory (bytes)")] {
         let body = json!({"region": cx.region, "appinst": {"app_key": {"organization": org}}, "selector": selector, "numsamples": 60});
-        let reply = api::monitor::metrics_app(mc.clone(), cx.caller().clone(), Bytes::from(body.to_string()))
-            .await;
+        let reply = api::monitor::metrics_app(
+            mc.clone(),
+            cx.caller().clone(),
+            Bytes::from(body.to_string()),
+        )
+        .await;
         out += &match reply {
             Ok(r) => {
                 let series = series_of(&json_body(r).await?, field);
@@ -825,11 +1192,23 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
             } else {
                 String::new()
             };
-            row(&[esc(&o.name), esc(&o.r#type), esc(&o.address), esc(&o.phone), delete])
+            row(&[
+                esc(&o.name),
+                esc(&o.r#type),
+                esc(&o.address),
+                esc(&o.phone),
+                delete,
+            ])
         })
         .collect();
     let mut out = String::from("<h2>Organizations</h2>");
-    out += &table(cx, "orgs", &["Organization", "Type", "Address", "Phone", ""], org_rows, "You belong to no organization yet.");
+    out += &table(
+        cx,
+        "orgs",
+        &["Organization", "Type", "Address", "Phone", ""],
+        org_rows,
+        "You belong to no organization yet.",
+    );
     out += &form(
         cx,
         "create-org",
@@ -852,19 +1231,30 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
         ],
     );
 
-    let users: Vec<Value> = call(api::accounts::user_show(mc.clone(), c.clone(), Bytes::new()).await).await?;
+    let users: Vec<Value> =
+        call(api::accounts::user_show(mc.clone(), c.clone(), Bytes::new()).await).await?;
     let user_rows = users
         .iter()
         .map(|u| {
             row(&[
                 esc(u["Name"].as_str().unwrap_or_default()),
                 esc(u["Email"].as_str().unwrap_or_default()),
-                if u["Locked"].as_bool().unwrap_or_default() { badge("LOCKED") } else { String::new() },
+                if u["Locked"].as_bool().unwrap_or_default() {
+                    badge("LOCKED")
+                } else {
+                    String::new()
+                },
             ])
         })
         .collect();
     out += "<h2>Users</h2>";
-    out += &table(cx, "users", &["User", "Email", ""], user_rows, "No user to show.");
+    out += &table(
+        cx,
+        "users",
+        &["User", "Email", ""],
+        user_rows,
+        "No user to show.",
+    );
 
     let roles: Vec<crate::api::roles::Role> =
         call(api::roles::role_assignments(mc.clone(), c.clone()).await).await?;
@@ -872,7 +1262,13 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
         .iter()
         .map(|r| {
             let remove = if c.grants.allows(rbac::USERS, MANAGE, &r.org) {
-                action(cx, "role/removeuser", "", &json!({"org": r.org, "username": r.username, "role": r.role}), "Remove")
+                action(
+                    cx,
+                    "role/removeuser",
+                    "",
+                    &json!({"org": r.org, "username": r.username, "role": r.role}),
+                    "Remove",
+                )
             } else {
                 String::new()
             };
@@ -880,7 +1276,13 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
         })
         .collect();
     out += "<h2>Roles</h2>";
-    out += &table(cx, "roles", &["Organization", "User", "Role", ""], role_rows, "No role to show.");
+    out += &table(
+        cx,
+        "roles",
+        &["Organization", "User", "Role", ""],
+        role_rows,
+        "No role to show.",
+    );
     let managed = cx.orgs_managing(rbac::USERS, "");
     if !managed.is_empty() {
         let roles = rbac::ROLES
@@ -916,7 +1318,13 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
         })
         .collect();
     out += "<h2>Your API keys</h2>";
-    out += &table(cx, "apikeys", &["Key id", "Organization", "Description", ""], key_rows, "You have no API key (create them with edgectl).");
+    out += &table(
+        cx,
+        "apikeys",
+        &["Key id", "Organization", "Description", ""],
+        key_rows,
+        "You have no API key (create them with edgectl).",
+    );
     Ok(out)
 }
 
@@ -954,6 +1362,20 @@ async fn audit(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
     };
     Ok(format!(
         r#"<p class="note">{whose}</p>{}"#,
-        table(cx, "audit", &["Time", "User", "Org", "Operation", "Status", "Client", "Error"], rows, "Nothing recorded.")
+        table(
+            cx,
+            "audit",
+            &[
+                "Time",
+                "User",
+                "Org",
+                "Operation",
+                "Status",
+                "Client",
+                "Error"
+            ],
+            rows,
+            "Nothing recorded."
+        )
     ))
 }
