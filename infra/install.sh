@@ -9,10 +9,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: servers (PostgreSQL, etcd, InfluxDB 1.x, Docker Engine), busybox for the local test image,
-# protoc for the gRPC code generation, iproute2 for netns tests.
+# protoc for the gRPC code generation, iproute2 for netns tests, chromium and its WebDriver for the console tests.
 APT_PACKAGES=(postgresql etcd-server etcd-client influxdb docker.io nftables busybox-static
   protobuf-compiler libprotobuf-dev iproute2 ca-certificates python3-venv openssl curl
-  cpio kmod e2fsprogs docker-registry apache2-utils)
+  cpio kmod e2fsprogs docker-registry apache2-utils chromium chromium-driver)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -426,7 +426,7 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
         );
     }
     for c in &cloudlets {
-        let loc = c.location.clone().unwrap_or_default();
+        let loc = c.location.unwrap_or_default();
         let (x, y) = ((loc.longitude + 180.0) * 2.0, (90.0 - loc.latitude) * 2.0);
         let name = cloudlet_name(&c.key);
         let state = state_of(c);
@@ -450,7 +450,7 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     let rows = cloudlets
         .iter()
         .map(|c| {
-            let loc = c.location.clone().unwrap_or_default();
+            let loc = c.location.unwrap_or_default();
             let usage = info_of(&c.key)
                 .map(|i| {
                     i.resources
