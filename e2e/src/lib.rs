@@ -477,3 +477,49 @@ pub async fn reached_through_the_dme(
     )
     .await
 }
+
+/// Logs `user` in to the web console of the MC at `root` (`http://host:port`) the way a browser's form
+/// does, and returns page `page` (e.g. `monitoring`) as HTML.
+pub async fn console_page(root: &str, user: &str, password: &str, page: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie_of = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+    };
+    let form = http
+        .get(format!("{root}/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = cookie_of(&form, "edge_login");
+    let r = http
+        .post(format!("{root}/console/login"))
+        .header("Cookie", format!("edge_login={login_cookie}"))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("csrf", &login_cookie),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "console login of {user}");
+    let session = cookie_of(&r, "edge_session");
+    let r = http
+        .get(format!("{root}/console/{page}"))
+        .header("Cookie", format!("edge_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "console page {page}");
+    r.text().await.unwrap()
+}

@@ -586,6 +586,28 @@ async fn an_app_is_measured_checked_and_alerted_on() {
         (region.app_inst().await.health_check() == HealthCheck::Ok).then_some(())
     })
     .await;
+
+    // The web console draws the same metrics for the app's org, and shows the health; eve gets no chart.
+    let root = format!("http://{}", mc.mc.addr);
+    let page = e2e::console_page(&root, "dev", PASSWORD, "monitoring").await;
+    for part in [
+        r#"<figure class="chart" id="chart-cpu">"#,
+        r#"id="chart-mem""#,
+        "<polyline",
+        "web on ",
+    ] {
+        assert!(
+            page.contains(part),
+            "no {part} in the monitoring page: {page}"
+        );
+    }
+    let page = e2e::console_page(&root, "dev", PASSWORD, "appinsts").await;
+    assert!(page.contains(r#"title="HEALTH_CHECK_OK""#), "{page}");
+    let page = e2e::console_page(&root, "eve", PASSWORD, "monitoring").await;
+    assert!(
+        !page.contains("<polyline") && page.contains("No CPU (%) measured yet."),
+        "{page}"
+    );
     let dme = dme::Dme::start(dme::Config::local(
         REGION,
         &region.ctrl.notify_addr.to_string(),

@@ -1159,7 +1159,7 @@ async fn monitoring(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<S
     };
     let _ = write!(out, "<h2>App instances of {}</h2>", esc(org));
     for (selector, field, title) in [("cpu", "cpu", "CPU (%)"), ("mem", "mem", "Memory (bytes)")] {
-        let body = json!({"region": cx.region, "appinst": {"app_key": {"organization": org}}, "selector": selector, "numsamples": 60});
+        let body = json!({"region": cx.region, "appinst": {"app_key": {"organization": org}}, "selector": selector, "limit": 120});
         let reply = api::monitor::metrics_app(
             mc.clone(),
             cx.caller().clone(),
