@@ -228,6 +228,13 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
         .unwrap();
     b.resize(1280, 1000).await.unwrap();
 
+    // Delete asks for a second click, then the instance goes.
+    b.click("tr[data-appinst=w1] button.danger").await.unwrap();
+    see(&b, "tr[data-appinst=w1] button.danger", "Confirm").await;
+    b.click("tr[data-appinst=w1] button.danger").await.unwrap();
+    see(&b, "#appinsts-empty", "No app instance yet").await;
+    see(&b, "#progress", "Last operation: Delete acme/w1").await;
+
     // Logout ends the session: the old cookie no longer opens pages or calls the API.
     b.click("#logout").await.unwrap();
     see(&b, "main.login h1", "Edge Cloud console").await;
@@ -282,5 +289,16 @@ async fn a_developer_deploys_through_the_console_and_another_org_sees_none_of_it
         assert!(!text.contains("acme"), "eve sees acme on {page}: {text}");
     }
     b.screenshot(&shots.join("other-org.png")).await.unwrap();
+
+    // The cloudlet's operator sees what its cloudlet uses against its quota.
+    b.click("#logout").await.unwrap();
+    see(&b, "main.login h1", "Edge Cloud console").await;
+    log_in(&b, &base, "op").await;
+    open(&b, &base, "cloudlets", "Cloudlets").await;
+    see(&b, "#cloudlets", "vCPUs").await;
+    assert!(b.find("#cloudlets meter").await.unwrap().is_some());
+    b.screenshot(&shots.join("cloudlets-operator.png"))
+        .await
+        .unwrap();
     println!("screenshots in {}", shots.display());
 }

@@ -244,6 +244,28 @@ async fn console_sessions_are_strict_cookies_with_csrf_and_end_at_logout_passwor
     }
     assert_eq!(c.get("/console/nothing").await.0, 404);
 
+    // Long lists come in pages of 20.
+    for n in 0..25 {
+        let flavor =
+            json!({"key": {"name": format!("f{n:02}")}, "vcpus": 1, "ram": 512, "disk": 1});
+        assert_eq!(
+            admin.ctrl("CreateFlavor", "A", "Flavor", flavor).await.0,
+            200
+        );
+    }
+    let (_, _, first) = c.get("/console/flavors").await;
+    assert!(
+        first.contains("Page 1 of 2") && first.contains("<td>f00</td>"),
+        "{first}"
+    );
+    assert!(!first.contains("<td>small</td>"), "{first}");
+    let (_, _, second) = c.get("/console/flavors?page=2").await;
+    assert!(
+        second.contains("Page 2 of 2") && second.contains("<td>small</td>"),
+        "{second}"
+    );
+    assert!(!second.contains("<td>f00</td>"), "{second}");
+
     // The REST handlers behind the console: the CSRF header is required, then the API's own rules.
     let token = c.csrf().await;
     assert_eq!(

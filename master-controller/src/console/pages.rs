@@ -354,11 +354,22 @@ fn form(cx: &Ctx, id: &str, api: &str, kind: &str, title: &str, fields: Vec<Fiel
 
 /// A button that posts `body` to the REST route `api` (a second click confirms).
 fn action(cx: &Ctx, api: &str, kind: &str, body: &Value, label: &str) -> String {
+    // What it acts on, for the page's "Last operation" line.
+    let key = &body["key"];
+    let what = match (key["organization"].as_str(), key["name"].as_str()) {
+        (Some(org), Some(name)) => format!("{org}/{name}"),
+        (None, Some(name)) => name.to_string(),
+        _ => ["Name", "Id", "username"]
+            .iter()
+            .find_map(|f| body[f].as_str())
+            .unwrap_or_default()
+            .to_string(),
+    };
     format!(
         r#"<button type="button" class="danger" data-api="{api}" data-kind="{kind}" data-region="{}" data-body="{}" data-what="{label} {}">{label}</button>"#,
         esc(&cx.region),
         esc(&body.to_string()),
-        esc(api.rsplit('/').next().unwrap_or_default()),
+        esc(&what),
     )
 }
 
@@ -455,14 +466,19 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
                 .map(|i| {
                     i.resources
                         .iter()
-                        .map(|r| {
-                            let pct = (r.used * 100).checked_div(r.total).unwrap_or(0).min(100);
-                            format!(
-                                r#"<div class="usage"><span>{} {} / {}</span><meter min="0" max="100" value="{pct}"></meter></div>"#,
+                        .map(|r| match (r.used * 100).checked_div(r.total) {
+                            Some(pct) => format!(
+                                r#"<div class="usage"><span>{} {} / {}</span><meter min="0" max="100" value="{}"></meter></div>"#,
                                 esc(&r.name),
                                 r.used,
-                                r.total
-                            )
+                                r.total,
+                                pct.min(100)
+                            ),
+                            None => format!(
+                                r#"<div class="usage"><span>{} {} (no quota)</span></div>"#,
+                                esc(&r.name),
+                                r.used
+                            ),
                         })
                         .collect::<String>()
                 })
