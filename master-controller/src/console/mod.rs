@@ -216,10 +216,9 @@ fn login_form(status: StatusCode, username: &str, error: &str) -> HttpResponse {
 <button type="submit" id="login">Log in</button></form></main>"#,
         esc(username)
     );
-    HttpResponse::build(status)
-        .insert_header(set_cookie(LOGIN_CSRF, &csrf, "/console/login", 3600))
-        .content_type("text/html; charset=utf-8")
-        .body(document("Log in", "", &body))
+    let mut r = HttpResponse::build(status);
+    r.insert_header(set_cookie(LOGIN_CSRF, &csrf, "/console/login", 3600));
+    document(r, "Log in", "", &body)
 }
 
 #[derive(Deserialize)]
@@ -424,13 +423,27 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-/// A whole page; `head` goes into `<head>` (the CSRF token).
-fn document(title: &str, head: &str, body: &str) -> String {
-    format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+/// A whole page as the reply `r`; `head` goes into `<head>` (the CSRF token). Pages are never cached,
+/// never framed, and load only the console's own script and stylesheet.
+fn document(
+    mut r: actix_web::HttpResponseBuilder,
+    title: &str,
+    head: &str,
+    body: &str,
+) -> HttpResponse {
+    r.content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .body(format!(
+            r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{} · Edge Cloud</title><link rel="stylesheet" href="/console/console.css">{head}
 <script src="/console/console.js" defer></script></head><body>{body}</body></html>"#,
-        esc(title)
-    )
+            esc(title)
+        ))
 }

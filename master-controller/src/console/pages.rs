@@ -78,13 +78,12 @@ pub(super) async fn render(
 ) -> Result<HttpResponse> {
     let page = page.into_inner();
     let Some(&(_, title)) = NAV.iter().find(|(p, _)| *p == page) else {
-        return Ok(HttpResponse::NotFound()
-            .content_type("text/html; charset=utf-8")
-            .body(document(
-                "Not found",
-                "",
-                r#"<main><h1>Not found</h1><p><a href="/console/">Back to the console</a></p></main>"#,
-            )));
+        return Ok(document(
+            HttpResponse::NotFound(),
+            "Not found",
+            "",
+            r#"<main><h1>Not found</h1><p><a href="/console/">Back to the console</a></p></main>"#,
+        ));
     };
     let Some(s) = session(&mc, &req).await? else {
         return Ok(redirect("/console/login"));
@@ -134,13 +133,10 @@ pub(super) async fn render(
             esc(&e.message)
         )
     });
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(layout(&cx, title, &main)))
+    Ok(layout(&cx, title, &main))
 }
 
-fn layout(cx: &Ctx, title: &str, main: &str) -> String {
+fn layout(cx: &Ctx, title: &str, main: &str) -> HttpResponse {
     let nav: String = NAV
         .iter()
         .map(|(p, t)| {
@@ -185,6 +181,7 @@ fn layout(cx: &Ctx, title: &str, main: &str) -> String {
         title = esc(title),
     );
     document(
+        HttpResponse::Ok(),
         title,
         &format!(r#"<meta name="csrf-token" content="{csrf}">"#),
         &body,
@@ -288,7 +285,7 @@ enum Input {
     Number,
     /// a choice of text values
     Select(Vec<(String, String)>),
-    /// a choice of JSON values (an object's key)
+    /// a choice of JSON values (an object's key, an enum's number)
     Json(Vec<(String, String)>),
 }
 
@@ -853,7 +850,7 @@ async fn apps(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String>
                 field(
                     "image_type",
                     "Image type",
-                    Input::Select(image_types),
+                    Input::Json(image_types),
                     "imagetype,image type",
                 ),
                 field(
@@ -876,10 +873,6 @@ async fn apps(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String>
                 ),
                 field("command", "Command (optional)", Input::Text(""), "command"),
             ],
-        );
-        out = out.replace(
-            r#"name="image_type""#,
-            r#"name="image_type" data-type="number""#,
         );
     }
     Ok(out)
