@@ -148,6 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let region = Region::start(crm::PlatformKind::Vm {
         images: images.into(),
         boot_timeout: Duration::from_secs(120),
+        image_engine: None,
     })
     .await?;
     let a = vm_app("dev", "vmweb", "tcp:80", &vm_web_image(images));

@@ -57,6 +57,8 @@ pub enum PlatformKind {
     Vm {
         images: PathBuf,
         boot_timeout: Duration,
+        /// the Docker Engine (`unix:///run/docker.sock`) images of docker-cluster apps come from
+        image_engine: Option<String>,
     },
 }
 
@@ -148,10 +150,12 @@ impl Crm {
             PlatformKind::Vm {
                 images,
                 boot_timeout,
+                image_engine,
             } => Arc::new(platform::vm::VmPlatform::new(platform::vm::VmConfig {
                 dir: cfg.state_dir.join("vms"),
                 images: images.clone(),
                 boot_timeout: *boot_timeout,
+                image_engine: image_engine.clone(),
             })?),
             PlatformKind::Fake { delay } => Arc::new(platform::fake::FakePlatform::new(
                 *delay,

@@ -28,7 +28,8 @@ struct Args {
     /// Platform driver.
     #[arg(long, env = "EDGE_PLATFORM", value_enum, default_value = "docker")]
     platform: PlatformArg,
-    /// Docker Engine socket (docker platform).
+    /// Docker Engine socket: where the docker platform runs containers; on the vm platform, where the
+    /// images of docker-cluster apps are pulled to and copied into the cluster VMs from.
     #[arg(
         long,
         env = "DOCKER_HOST",
@@ -88,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         PlatformArg::Vm => PlatformKind::Vm {
             images: args.vm_images,
             boot_timeout: Duration::from_secs(args.vm_boot_timeout_secs),
+            image_engine: Some(args.docker_host),
         },
         PlatformArg::Fake => PlatformKind::Fake {
             delay: Duration::from_millis(args.fake_delay_ms),

@@ -237,3 +237,123 @@ async fn a_crm_killed_while_a_vm_boots_finishes_with_exactly_that_vm() {
     );
     assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
 }
+
+/// The pids of this test's qemu processes.
+fn qemu_pids(cloud: &Cloud) -> Vec<String> {
+    let mine = cloud.dir.path().to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("qemu-system") && c.contains(&mine)
+            })
+        })
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answer_through_the_lb() {
+    let mut cloud = vm_cloud().await;
+    // Images of docker apps are pulled to, and copied from, the cloudlet's Docker Engine (the test's).
+    let engine = cloud.docker.host.clone();
+    cloud
+        .platform_args
+        .extend(["--docker-host".to_string(), engine]);
+    let crm = cloud.onboard("berlin", vec![]).await;
+    let info = show(
+        cloud
+            .cloudlets()
+            .show_cloudlet_info(CloudletInfo::default()),
+    )
+    .await;
+    assert!(info[0].features.as_ref().unwrap().supports_docker_clusters);
+
+    // The node boots with its container engine; on this machine (no KVM) that takes tens of seconds, so
+    // the create's stream may end at the controller's wait while the CRM goes on: READY is polled.
+    let mut s = cloud
+        .clusters()
+        .create_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+        .await
+        .unwrap()
+        .into_inner();
+    let progress = drain(&mut s).await;
+    let key = cluster("acme", "c1", "", "").key;
+    testenv::wait_for(
+        "the cluster's node to be READY",
+        std::time::Duration::from_secs(300),
+        async || {
+            let c = show(cloud.clusters().show_cluster_inst(ClusterInst {
+                key: key.clone(),
+                ..Default::default()
+            }))
+            .await;
+            assert_ne!(
+                c[0].state(),
+                TrackedState::CreateError,
+                "{:?} {progress:?}",
+                c[0].errors
+            );
+            (c[0].state() == TrackedState::Ready).then_some(())
+        },
+    )
+    .await;
+    let node = qemu_pids(&cloud);
+    assert_eq!(node.len(), 1);
+
+    // An app on it: its image copied into the node, its container there (not on the cloudlet's engine),
+    // its port answering through the shared LB.
+    cloud
+        .apps()
+        .create_app(web_app("web", "hi from the node"))
+        .await
+        .unwrap();
+    let p = cloud.app_inst_ready("w1", "web", "c1").await;
+    assert!(
+        p.iter().any(|m| m.message.starts_with("Copying image")),
+        "{p:?}"
+    );
+    let addr = cloud.public_addr("w1").await;
+    assert_eq!(get_until_ok(addr).await, "hi from the node");
+    assert!(
+        cloud.containers("w1").is_empty(),
+        "it ran on the cloudlet's engine"
+    );
+    let logs = cloud
+        .exec()
+        .show_logs(logs_of("acme", "w1", ShowLog::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .output;
+    assert!(logs.contains("serving hi from the node"), "{logs}");
+
+    // kill -9 of the CRM: the node and its app keep running and are adopted, not made again.
+    drop(crm);
+    let _crm = cloud.start_crm("berlin");
+    assert_eq!(get_until_ok(addr).await, "hi from the node");
+    assert_eq!(qemu_pids(&cloud), node);
+
+    // Deleting the app removes its route; deleting the cluster stops the node and leaves nothing.
+    let mut s = cloud
+        .app_insts()
+        .delete_app_inst(app_inst("acme", "w1", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("app instance deleted");
+    assert!(
+        testenv::http_get(addr, "/").is_none(),
+        "route still answers"
+    );
+    let mut s = cloud
+        .clusters()
+        .delete_cluster_inst(cluster("acme", "c1", "tmus", "berlin"))
+        .await
+        .unwrap()
+        .into_inner();
+    drain(&mut s).await.expect("cluster deleted");
+    assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (0, 0));
+}

@@ -976,6 +976,7 @@ async fn a_vm_app_is_measured_and_checked() {
         crm::PlatformKind::Vm {
             images: VM_IMAGES.into(),
             boot_timeout: Duration::from_secs(90),
+            image_engine: None,
         },
         influx,
     )

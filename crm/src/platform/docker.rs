@@ -52,7 +52,7 @@ pub struct DockerPlatform {
 /// How often [`Platform::check`] applies the isolation rules again.
 const ISOLATE_EVERY: Duration = Duration::from_secs(30);
 
-fn engine_error(what: &str, e: DockerError) -> PlatformError {
+pub(crate) fn engine_error(what: &str, e: DockerError) -> PlatformError {
     match &e {
         DockerError::DockerResponseServerError {
             status_code,
@@ -62,7 +62,7 @@ fn engine_error(what: &str, e: DockerError) -> PlatformError {
     }
 }
 
-fn not_found(e: &DockerError) -> bool {
+pub(crate) fn not_found(e: &DockerError) -> bool {
     matches!(
         e,
         DockerError::DockerResponseServerError {
@@ -79,7 +79,12 @@ impl DockerPlatform {
     /// Pulls `app`'s image from `registry` with the credentials the controller sent along (always, so a
     /// moved tag is picked up), reporting progress. Refused credentials and unknown images end the
     /// create; an unreachable registry is retried.
-    async fn pull(&self, app: &App, registry: &str, progress: &dyn Progress) -> Result<()> {
+    pub(crate) async fn pull(
+        &self,
+        app: &App,
+        registry: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let image = &app.image_path;
         let name = image.rsplit('/').next().unwrap_or(image);
         // Without a tag the Engine would pull every tag of the repository.
@@ -162,6 +167,11 @@ impl DockerPlatform {
             isolation: None,
             isolated_at: Default::default(),
         })
+    }
+
+    /// The engine's client.
+    pub(crate) fn engine(&self) -> &Docker {
+        &self.docker
     }
 
     /// Keeps the cloudlet's cluster networks apart and away from the host (except `public_addr`, the LB's).

@@ -23,8 +23,11 @@ use std::os::unix::process::CommandExt;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+mod cluster;
+
 use super::{
-    Capacity, ObservedAppInst, Platform, PlatformError, Progress, Result, VmOps, resource_name,
+    Capacity, ClusterOps, ObservedAppInst, Platform, PlatformError, Progress, Result, VmOps,
+    resource_name,
 };
 use crate::lb::Proto;
 
@@ -37,6 +40,9 @@ pub struct VmConfig {
     pub images: PathBuf,
     /// longest wait for a new VM to answer on its ports
     pub boot_timeout: Duration,
+    /// the Docker Engine App images of docker clusters are pulled to and copied from
+    /// (`unix:///path/docker.sock`)
+    pub image_engine: Option<String>,
 }
 
 /// What a VM's directory records besides its disk, sockets and logs.
@@ -50,6 +56,32 @@ struct Spec {
     forwards: Vec<(Proto, u16, u16)>,
     /// TCP guest ports whose answer tells the VM is up
     ready_ports: Vec<u16>,
+    /// a node of a docker cluster (its key is the ClusterInst's), not a VM AppInst
+    #[serde(default)]
+    cluster: bool,
+}
+
+/// A VM to create.
+struct NewVm {
+    key: String,
+    /// the base image of its disk
+    image: PathBuf,
+    /// its disk's size (default: the image's)
+    disk_gb: Option<u64>,
+    /// shell lines `/init` runs before the command (exports, `EDGE_COMMAND`)
+    user_data: String,
+    /// guest ports to forward from loopback, and whether each must answer before the VM counts as up
+    ports: Vec<(Proto, u16, bool)>,
+    /// MB
+    ram: u64,
+    cpus: u64,
+    cluster: bool,
+}
+
+/// qemu's forward of loopback port `host` to `guest` (`hostfwd=` and `hostfwd_add` syntax).
+fn forward_rule(proto: Proto, host: u16, guest: u16) -> String {
+    let p = if proto == Proto::Udp { "udp" } else { "tcp" };
+    format!("{p}:127.0.0.1:{host}-:{guest}")
 }
 
 pub struct VmPlatform {
@@ -113,7 +145,7 @@ async fn answers(port: u16) -> bool {
     }
 }
 
-/// Runs QMP commands on a VM's socket; the last command's reply.
+/// Runs QMP commands on a VM's socket (names, or JSON commands with arguments); the last command's reply.
 async fn qmp(sock: &Path, commands: &[&str]) -> std::io::Result<String> {
     let s = tokio::net::UnixStream::connect(sock).await?;
     let (r, mut w) = s.into_split();
@@ -121,8 +153,13 @@ async fn qmp(sock: &Path, commands: &[&str]) -> std::io::Result<String> {
     lines.next_line().await?; // greeting
     let mut last = String::new();
     for c in std::iter::once("qmp_capabilities").chain(commands.iter().copied()) {
-        w.write_all(format!("{{\"execute\":\"{c}\"}}\n").as_bytes())
-            .await?;
+        // A bare name, or a whole command with its arguments.
+        let line = if c.starts_with('{') {
+            format!("{c}\n")
+        } else {
+            format!("{{\"execute\":\"{c}\"}}\n")
+        };
+        w.write_all(line.as_bytes()).await?;
         // Replies come after any events.
         loop {
             let Some(l) = lines.next_line().await? else {
@@ -312,8 +349,10 @@ impl VmPlatform {
     }
 
     /// Waits until every ready port answers, or the VM dies, or the boot deadline passes.
-    async fn wait_ready(&self, dir: &Path, spec: &Spec) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
+    async fn wait_ready(&self, dir: &Path, spec: &Spec, progress: &dyn Progress) -> Result<()> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + self.cfg.boot_timeout;
+        let mut reported = start;
         let pid: Option<u32> = std::fs::read_to_string(dir.join("pid"))
             .ok()
             .and_then(|p| p.trim().parse().ok());
@@ -343,6 +382,13 @@ impl VmPlatform {
             if up {
                 return Ok(());
             }
+            if reported.elapsed() >= Duration::from_secs(10) {
+                reported = tokio::time::Instant::now();
+                progress.step(&format!(
+                    "Waiting for the VM to answer ({} s)",
+                    start.elapsed().as_secs()
+                ));
+            }
             if tokio::time::Instant::now() > deadline {
                 return Err(PlatformError::permanent(format!(
                     "the VM did not answer on its ports within {} s; console: {}",
@@ -352,6 +398,124 @@ impl VmPlatform {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Creates the VM's directory, disk and user data and boots it until it answers; a VM that cannot
+    /// come up leaves nothing behind (a retry starts afresh, on new ports).
+    async fn create(&self, dir: &Path, vm: NewVm, progress: &dyn Progress) -> Result<Spec> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| err("creating the VM directory", e))?;
+        let result = self.boot_new(dir, vm, progress).await;
+        if result.is_err() {
+            self.stop(dir).await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }
+
+    async fn boot_new(&self, dir: &Path, vm: NewVm, progress: &dyn Progress) -> Result<Spec> {
+        progress.step("Creating disk");
+        let mut cmd = tokio::process::Command::new("qemu-img");
+        cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&vm.image)
+            .arg(dir.join("disk.qcow2"));
+        if let Some(gb) = vm.disk_gb {
+            cmd.arg(format!("{gb}G"));
+        }
+        let out = cmd.output().await.map_err(|e| err("running qemu-img", e))?;
+        if !out.status.success() {
+            return Err(PlatformError::permanent(format!(
+                "creating the VM's disk on {}: {}",
+                vm.image.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dir.join("user-data"))
+                .map_err(|e| err("writing user data", e))?;
+            std::io::Write::write_all(&mut f, vm.user_data.as_bytes())
+                .map_err(|e| err("writing user data", e))?;
+        }
+        let mut forwards = Vec::new();
+        let mut ready_ports = Vec::new();
+        for (proto, guest, ready) in vm.ports {
+            let host = free_port(proto).map_err(|e| err("finding a free port", e))?;
+            forwards.push((proto, guest, host));
+            if ready {
+                ready_ports.push(guest);
+            }
+        }
+        let hostfwd: String = forwards
+            .iter()
+            .map(|(p, guest, host)| format!(",hostfwd={}", forward_rule(*p, *host, *guest)))
+            .collect();
+        let d = dir.display();
+        let images = self.cfg.images.display();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let args: Vec<String> = [
+            "-name",
+            &name,
+            "-accel",
+            &self.accel,
+            "-cpu",
+            "max",
+            "-machine",
+            "q35",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            &vm.ram.to_string(),
+            "-smp",
+            &vm.cpus.to_string(),
+            "-kernel",
+            &format!("{images}/edge-vm.kernel"),
+            "-initrd",
+            &format!("{images}/edge-vm.initrd"),
+            "-append",
+            "console=ttyS0 quiet panic=-1",
+            "-serial",
+            &format!("file:{d}/console.log"),
+            "-drive",
+            &format!("file={d}/disk.qcow2,if=virtio,format=qcow2"),
+            "-netdev",
+            &format!("user,id=n0,restrict=on{hostfwd}"),
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-fw_cfg",
+            &format!("name=opt/edge/user-data,file={d}/user-data"),
+            "-qmp",
+            &format!("unix:{d}/qmp.sock,server=on,wait=off"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let spec = Spec {
+            key: vm.key,
+            args,
+            forwards,
+            ready_ports,
+            cluster: vm.cluster,
+        };
+        std::fs::write(
+            dir.join("spec.json"),
+            serde_json::to_vec(&spec).unwrap_or_default(),
+        )
+        .map_err(|e| err("writing the VM spec", e))?;
+        progress.step("Booting VM");
+        self.spawn(dir, &spec)?;
+        self.wait_ready(dir, &spec, progress).await?;
+        Ok(spec)
     }
 
     /// Last lines of the VM's console and qemu's own messages.
@@ -386,7 +550,7 @@ pub fn running_vms(vms_dir: &Path) -> Vec<RunningVm> {
     dirs.flatten()
         .filter_map(|d| {
             let dir = d.path();
-            let spec = VmPlatform::read_spec(&dir)?;
+            let spec = VmPlatform::read_spec(&dir).filter(|s| !s.cluster)?;
             let pid = VmPlatform::pid(&dir)?;
             Some(RunningVm {
                 observed: VmPlatform::observed(&dir, &spec),
@@ -402,6 +566,7 @@ impl Platform for VmPlatform {
     fn features(&self) -> PlatformFeatures {
         PlatformFeatures {
             supports_vms: true,
+            supports_docker_clusters: true,
             supports_shared_root_lb: true,
             ..Default::default()
         }
@@ -425,6 +590,10 @@ impl Platform for VmPlatform {
     fn vms(&self) -> Option<&dyn VmOps> {
         Some(self)
     }
+
+    fn clusters(&self) -> Option<&dyn ClusterOps> {
+        Some(self)
+    }
 }
 
 #[async_trait::async_trait]
@@ -435,6 +604,7 @@ impl VmOps for VmPlatform {
         for d in dirs.flatten() {
             let dir = d.path();
             match Self::read_spec(&dir) {
+                Some(spec) if spec.cluster => {}
                 Some(spec) => out.push(Self::observed(&dir, &spec)),
                 // Left by a crash before its spec was written: nobody can want it.
                 None => {
@@ -460,7 +630,7 @@ impl VmOps for VmPlatform {
                 progress.step("Starting VM");
                 self.spawn(&dir, &spec)?;
             }
-            self.wait_ready(&dir, &spec).await?;
+            self.wait_ready(&dir, &spec, progress).await?;
             return Ok(Self::observed(&dir, &spec));
         }
         progress.step("Checking image");
@@ -478,138 +648,43 @@ impl VmOps for VmPlatform {
                 image.display()
             )));
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| err("creating the VM directory", e))?;
-        let result = async {
-            progress.step("Creating disk");
-            let mut cmd = tokio::process::Command::new("qemu-img");
-            cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-                .arg(&image)
-                .arg(dir.join("disk.qcow2"));
-            if let Some(f) = flavor.filter(|f| f.disk > 0) {
-                cmd.arg(format!("{}G", f.disk));
-            }
-            let out = cmd.output().await.map_err(|e| err("running qemu-img", e))?;
-            if !out.status.success() {
-                return Err(PlatformError::permanent(format!(
-                    "creating the VM's disk on {}: {}",
-                    image.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            let mut user_data = String::new();
-            for (k, v) in &app.env {
-                user_data.push_str(&format!("export {k}={}\n", sh_quote(v)));
-            }
-            if !app.command.is_empty() {
-                user_data.push_str(&format!("EDGE_COMMAND={}\n", sh_quote(&app.command)));
-            }
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(dir.join("user-data"))
-                    .map_err(|e| err("writing user data", e))?;
-                std::io::Write::write_all(&mut f, user_data.as_bytes())
-                    .map_err(|e| err("writing user data", e))?;
-            }
-            let mut forwards = Vec::new();
-            let mut ready_ports = Vec::new();
-            for p in &inst.mapped_ports {
-                let proto = if p.proto == LProto::Udp as i32 {
-                    Proto::Udp
-                } else {
-                    Proto::Tcp
-                };
-                let last = if p.end_port == 0 {
-                    p.internal_port
-                } else {
-                    p.end_port
-                };
-                for guest in p.internal_port..=last {
-                    let guest = u16::try_from(guest).unwrap_or_default();
-                    let host = free_port(proto).map_err(|e| err("finding a free port", e))?;
-                    forwards.push((proto, guest, host));
-                    if proto == Proto::Tcp && guest as i32 == p.internal_port {
-                        ready_ports.push(guest);
-                    }
-                }
-            }
-            let hostfwd: String = forwards
-                .iter()
-                .map(|(p, guest, host)| {
-                    let p = if *p == Proto::Udp { "udp" } else { "tcp" };
-                    format!(",hostfwd={p}:127.0.0.1:{host}-:{guest}")
-                })
-                .collect();
-            let (ram, cpus) = flavor.map_or((256, 1), |f| (f.ram.max(128), f.vcpus.max(1)));
-            let d = dir.display();
-            let images = self.cfg.images.display();
-            let args: Vec<String> = [
-                "-name",
-                &resource_name("vm", &key),
-                "-accel",
-                &self.accel,
-                "-cpu",
-                "max",
-                "-machine",
-                "q35",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-m",
-                &ram.to_string(),
-                "-smp",
-                &cpus.to_string(),
-                "-kernel",
-                &format!("{images}/edge-vm.kernel"),
-                "-initrd",
-                &format!("{images}/edge-vm.initrd"),
-                "-append",
-                "console=ttyS0 quiet panic=-1",
-                "-serial",
-                &format!("file:{d}/console.log"),
-                "-drive",
-                &format!("file={d}/disk.qcow2,if=virtio,format=qcow2"),
-                "-netdev",
-                &format!("user,id=n0,restrict=on{hostfwd}"),
-                "-device",
-                "virtio-net-pci,netdev=n0",
-                "-fw_cfg",
-                &format!("name=opt/edge/user-data,file={d}/user-data"),
-                "-qmp",
-                &format!("unix:{d}/qmp.sock,server=on,wait=off"),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let spec = Spec {
-                key: key.clone(),
-                args,
-                forwards,
-                ready_ports,
+        let mut user_data = String::new();
+        for (k, v) in &app.env {
+            user_data.push_str(&format!("export {k}={}\n", sh_quote(v)));
+        }
+        if !app.command.is_empty() {
+            user_data.push_str(&format!("EDGE_COMMAND={}\n", sh_quote(&app.command)));
+        }
+        let mut ports = Vec::new();
+        for p in &inst.mapped_ports {
+            let proto = if p.proto == LProto::Udp as i32 {
+                Proto::Udp
+            } else {
+                Proto::Tcp
             };
-            std::fs::write(
-                dir.join("spec.json"),
-                serde_json::to_vec(&spec).unwrap_or_default(),
-            )
-            .map_err(|e| err("writing the VM spec", e))?;
-            progress.step("Booting VM");
-            self.spawn(&dir, &spec)?;
-            self.wait_ready(&dir, &spec).await?;
-            Ok(Self::observed(&dir, &spec))
+            let last = if p.end_port == 0 {
+                p.internal_port
+            } else {
+                p.end_port
+            };
+            for guest in p.internal_port..=last {
+                let ready = proto == Proto::Tcp && guest == p.internal_port;
+                ports.push((proto, u16::try_from(guest).unwrap_or_default(), ready));
+            }
         }
-        .await;
-        if result.is_err() {
-            // A VM that cannot come up leaves nothing behind; a retry starts afresh (new ports).
-            self.stop(&dir).await;
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        result
+        let (ram, cpus) = flavor.map_or((256, 1), |f| (f.ram.max(128), f.vcpus.max(1)));
+        let vm = NewVm {
+            key,
+            image,
+            disk_gb: flavor.map(|f| f.disk).filter(|d| *d > 0),
+            user_data,
+            ports,
+            ram,
+            cpus,
+            cluster: false,
+        };
+        let spec = self.create(&dir, vm, progress).await?;
+        Ok(Self::observed(&dir, &spec))
     }
 
     async fn power_off(&self, key: &str) -> Result<()> {
@@ -625,7 +700,7 @@ impl VmOps for VmPlatform {
         self.stop(&dir).await;
         progress.step("Booting VM");
         self.spawn(&dir, &spec)?;
-        self.wait_ready(&dir, &spec).await
+        self.wait_ready(&dir, &spec, progress).await
     }
 
     async fn console_log(&self, key: &str, tail: usize) -> Result<String> {

@@ -1,0 +1,463 @@
+//! VM-based docker clusters: a docker ClusterInst on the `vm` platform is one VM (the node) booted from
+//! `edge-docker.qcow2`, whose Docker Engine listens on guest port 2375; qemu forwards it to a loopback port
+//! only the CRM uses. Its AppInsts are containers in that engine with the guest's network (the guest has
+//! no bridge and no iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback
+//! port, which the shared root LB routes to, as for VM AppInsts.
+//!
+//! Images: the guest reaches no registry (`restrict=on`), so an App's image is pulled on the cloudlet's
+//! Docker Engine (`VmConfig::image_engine`, with the credentials the controller sent) and copied into the
+//! node (`docker save` into `docker load`).
+//!
+//! What a node runs is recorded next to its disk (`apps/<name>.json`: the AppInst key and its forwards),
+//! so a restarted CRM finds the apps and their forwards, and a restarted node gets its forwards back.
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use edge_proto::edge::ClusterInst;
+use tokio_stream::StreamExt;
+
+use super::*;
+use crate::platform::docker::{DockerPlatform, engine_error, not_found};
+use crate::platform::{LABEL_APPINST, LABEL_MANAGED, LogOptions};
+
+/// The guest port of the node's Docker Engine.
+const ENGINE_PORT: u16 = 2375;
+/// A node's size (the cluster's flavor sizes its containers; the node holds the engine besides).
+const NODE_RAM_MB: u64 = 1024;
+const NODE_CPUS: u64 = 2;
+const NODE_DISK_GB: u64 = 8;
+
+/// An app on a node: what its record file keeps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AppRecord {
+    /// AppInst key
+    key: String,
+    /// (proto, guest port, loopback port)
+    forwards: Vec<(Proto, u16, u16)>,
+}
+
+impl AppRecord {
+    fn observed(&self, name: &str, running: bool) -> ObservedAppInst {
+        ObservedAppInst {
+            key: self.key.clone(),
+            container_ids: vec![name.to_string()],
+            running,
+            backend: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ports: self
+                .forwards
+                .iter()
+                .map(|(p, guest, host)| ((*p, *guest), *host))
+                .collect(),
+        }
+    }
+}
+
+/// The container name of AppInst `key` (also its record's file name).
+fn app_name(key: &str) -> String {
+    resource_name("edge", key)
+}
+
+impl VmPlatform {
+    fn cluster_dir(&self, key: &str) -> PathBuf {
+        self.cfg.dir.join(resource_name("cluster", key))
+    }
+
+    /// Every node directory with its spec.
+    fn nodes(&self) -> Vec<(PathBuf, Spec)> {
+        let Ok(dirs) = std::fs::read_dir(&self.cfg.dir) else {
+            return Vec::new();
+        };
+        dirs.flatten()
+            .filter_map(|d| {
+                let dir = d.path();
+                Self::read_spec(&dir)
+                    .filter(|s| s.cluster)
+                    .map(|s| (dir, s))
+            })
+            .collect()
+    }
+
+    /// The records of the apps on the node in `dir`: (container name, record).
+    fn records(dir: &Path) -> Vec<(String, AppRecord)> {
+        let Ok(files) = std::fs::read_dir(dir.join("apps")) else {
+            return Vec::new();
+        };
+        files
+            .flatten()
+            .filter_map(|f| {
+                let name = f
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".json")?
+                    .to_string();
+                let record = serde_json::from_slice(&std::fs::read(f.path()).ok()?).ok()?;
+                Some((name, record))
+            })
+            .collect()
+    }
+
+    /// The node holding AppInst `key`, with its record.
+    fn node_of(&self, key: &str) -> Option<(PathBuf, Spec, AppRecord)> {
+        let name = app_name(key);
+        self.nodes().into_iter().find_map(|(dir, spec)| {
+            let file = dir.join("apps").join(format!("{name}.json"));
+            let record = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+            Some((dir, spec, record))
+        })
+    }
+
+    /// A client of the node's Docker Engine, through its forward.
+    fn engine(spec: &Spec) -> Result<Docker> {
+        let port = spec
+            .forwards
+            .iter()
+            .find(|(_, guest, _)| *guest == ENGINE_PORT)
+            .map(|(_, _, host)| *host)
+            .ok_or_else(|| PlatformError::permanent("the node has no engine forward"))?;
+        Docker::connect_with_http(
+            &format!("tcp://127.0.0.1:{port}"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| err("connecting to the node's container engine", e))
+    }
+
+    /// Adds (`add`) or removes qemu forwards of the node in `dir`.
+    async fn forward(dir: &Path, forwards: &[(Proto, u16, u16)], add: bool) -> Result<()> {
+        for (proto, guest, host) in forwards {
+            let line = if add {
+                format!("hostfwd_add n0 {}", forward_rule(*proto, *host, *guest))
+            } else {
+                let p = if *proto == Proto::Udp { "udp" } else { "tcp" };
+                format!("hostfwd_remove n0 {p}:127.0.0.1:{host}")
+            };
+            let command = serde_json::json!({
+                "execute": "human-monitor-command",
+                "arguments": {"command-line": line},
+            })
+            .to_string();
+            let reply = qmp(&dir.join("qmp.sock"), &[&command])
+                .await
+                .map_err(|e| err("asking qemu for a port forward", e))?;
+            // hostfwd_add answers an empty string, or the reason it could not.
+            if add && !reply.contains(r#""return": """#) && !reply.contains(r#""return":"""#) {
+                return Err(PlatformError::transient(format!(
+                    "forwarding port {host} to the node: {reply}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `app`'s image into the node's engine: pulled on the cloudlet's engine, then copied.
+    async fn copy_image(&self, node: &Docker, app: &App, progress: &dyn Progress) -> Result<()> {
+        let image = &app.image_path;
+        let registry = edge_common::image_registry(image);
+        if registry.is_none() && node.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let host = self.cfg.image_engine.as_deref().ok_or_else(|| {
+            PlatformError::permanent(
+                "this cloudlet has no Docker Engine to take images from (crm --docker-host)",
+            )
+        })?;
+        let source = DockerPlatform::connect(host, "")
+            .await
+            .map_err(|e| PlatformError::transient(e.to_string()))?;
+        match registry {
+            Some(r) => source.pull(app, r, progress).await?,
+            None => {
+                if let Err(e) = source.engine().inspect_image(image).await {
+                    return Err(if not_found(&e) {
+                        PlatformError::permanent(format!(
+                            "image \"{image}\" is not present on the cloudlet's Docker Engine (an image without a registry host is never pulled)"
+                        ))
+                    } else {
+                        engine_error("inspecting image", e)
+                    });
+                }
+            }
+        }
+        progress.step(&format!("Copying image {image} into the cluster's node"));
+        let tar = source.engine().export_image(image);
+        let mut load = node.import_image_stream(
+            ImportImageOptionsBuilder::default().quiet(true).build(),
+            tar,
+            None,
+        );
+        while let Some(r) = load.next().await {
+            r.map_err(|e| engine_error(&format!("copying image {image} into the node"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the container `name` runs on `node` (`None`: there is no such container).
+    async fn container_running(node: &Docker, name: &str) -> Result<Option<bool>> {
+        match node.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(c.state.and_then(|s| s.running).unwrap_or(false))),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(engine_error("inspecting container", e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterOps for VmPlatform {
+    async fn list_clusters(&self) -> Result<Vec<String>> {
+        Ok(self.nodes().into_iter().map(|(_, s)| s.key).collect())
+    }
+
+    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()> {
+        let key = c.key_string();
+        let dir = self.cluster_dir(&key);
+        if let Some(spec) = Self::read_spec(&dir) {
+            if Self::pid(&dir).is_none() {
+                progress.step("Starting the cluster's node");
+                self.spawn(&dir, &spec)?;
+                self.wait_ready(&dir, &spec, progress).await?;
+                // A fresh qemu has only the engine's forward: the apps' come back.
+                for (_, record) in Self::records(&dir) {
+                    Self::forward(&dir, &record.forwards, true).await?;
+                }
+            } else {
+                self.wait_ready(&dir, &spec, progress).await?;
+            }
+            return Ok(());
+        }
+        let image = self.cfg.images.join("edge-docker.qcow2");
+        if !image.is_file() {
+            return Err(PlatformError::permanent(format!(
+                "{} is missing: build the VM images with infra/vm-images.sh",
+                image.display()
+            )));
+        }
+        progress.step("Creating the cluster's node (a VM with a container engine)");
+        let vm = NewVm {
+            key,
+            image,
+            disk_gb: Some(NODE_DISK_GB),
+            user_data: String::new(),
+            ports: vec![(Proto::Tcp, ENGINE_PORT, true)],
+            ram: NODE_RAM_MB,
+            cpus: NODE_CPUS,
+            cluster: true,
+        };
+        self.create(&dir, vm, progress).await?;
+        progress.step("The cluster's container engine answers");
+        Ok(())
+    }
+
+    async fn delete_cluster(&self, key: &str) -> Result<()> {
+        let dir = self.cluster_dir(key);
+        self.stop(&dir).await;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("removing the node's directory", e)),
+        }
+    }
+
+    async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>> {
+        let mut out = Vec::new();
+        for (dir, spec) in self.nodes() {
+            let node = Self::pid(&dir).and_then(|_| Self::engine(&spec).ok());
+            for (name, record) in Self::records(&dir) {
+                let running = match &node {
+                    Some(node) => Self::container_running(node, &name).await?.unwrap_or(false),
+                    None => false,
+                };
+                out.push(record.observed(&name, running));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn deploy_app(
+        &self,
+        cluster: &ClusterInst,
+        app: &App,
+        inst: &AppInst,
+        flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<ObservedAppInst> {
+        let key = inst.key_string();
+        let name = app_name(&key);
+        let dir = self.cluster_dir(&cluster.key_string());
+        let spec = Self::read_spec(&dir)
+            .ok_or_else(|| PlatformError::transient("the cluster's node is not created yet"))?;
+        if Self::pid(&dir).is_none() {
+            return Err(PlatformError::transient(
+                "the cluster's node is not running",
+            ));
+        }
+        let node = Self::engine(&spec)?;
+        if let Some((_, _, record)) = self.node_of(&key) {
+            if Self::container_running(&node, &name).await? == Some(true) {
+                return Ok(record.observed(&name, true));
+            }
+            // A leftover of an interrupted deploy: start over.
+            self.delete_app(&key).await?;
+        }
+        self.copy_image(&node, app, progress).await?;
+        let labels = std::collections::HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_APPINST.to_string(), key.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(app.image_path.clone()),
+            cmd: (!app.command.is_empty())
+                .then(|| vec!["sh".into(), "-c".into(), app.command.clone()]),
+            env: Some(app.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                network_mode: Some("host".into()),
+                nano_cpus: flavor.map(|f| (f.vcpus as i64) * 1_000_000_000),
+                memory: flavor.map(|f| (f.ram as i64) * 1024 * 1024),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        progress.step(&format!(
+            "Creating container {name} from image {} on the cluster's node",
+            app.image_path
+        ));
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        node.create_container(Some(opts), body)
+            .await
+            .map_err(|e| engine_error("creating container", e))?;
+        let mut ports = Vec::new();
+        for p in &inst.mapped_ports {
+            let proto = if p.proto == LProto::Udp as i32 {
+                Proto::Udp
+            } else {
+                Proto::Tcp
+            };
+            let last = if p.end_port == 0 {
+                p.internal_port
+            } else {
+                p.end_port
+            };
+            for guest in p.internal_port..=last {
+                let host = free_port(proto).map_err(|e| err("finding a free port", e))?;
+                ports.push((proto, u16::try_from(guest).unwrap_or_default(), host));
+            }
+        }
+        let record = AppRecord {
+            key: key.clone(),
+            forwards: ports,
+        };
+        let result = async {
+            std::fs::create_dir_all(dir.join("apps")).map_err(|e| err("recording the app", e))?;
+            std::fs::write(
+                dir.join("apps").join(format!("{name}.json")),
+                serde_json::to_vec(&record).unwrap_or_default(),
+            )
+            .map_err(|e| err("recording the app", e))?;
+            Self::forward(&dir, &record.forwards, true).await?;
+            progress.step("Starting container");
+            node.start_container(&name, None)
+                .await
+                .map_err(|e| engine_error("starting container", e))?;
+            // Up once its first TCP port answers through the forward; a command that exits fails.
+            let first_tcp = record.forwards.iter().find(|(p, _, _)| *p == Proto::Tcp);
+            let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
+            loop {
+                if Self::container_running(&node, &name).await? != Some(true) {
+                    let logs = self
+                        .app_logs(
+                            &key,
+                            "",
+                            LogOptions {
+                                tail: 5,
+                                since: None,
+                                timestamps: false,
+                            },
+                        )
+                        .await
+                        .unwrap_or_default();
+                    return Err(PlatformError::permanent(format!(
+                        "the container exited: {}",
+                        logs.trim()
+                    )));
+                }
+                match first_tcp {
+                    Some((_, _, host)) if !answers(*host).await => {}
+                    _ => return Ok(record.observed(&name, true)),
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(PlatformError::permanent(format!(
+                        "the app did not answer on its first port within {} s",
+                        self.cfg.boot_timeout.as_secs()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.delete_app(&key).await;
+        }
+        result
+    }
+
+    async fn app_logs(&self, key: &str, container: &str, opts: LogOptions) -> Result<String> {
+        let name = app_name(key);
+        let Some((_, spec, _)) = self.node_of(key) else {
+            return Err(PlatformError::permanent(format!(
+                "AppInst \"{key}\" has no container on this cloudlet (not deployed yet, or failed)"
+            )));
+        };
+        if !container.is_empty() && container != name {
+            return Err(PlatformError::permanent(format!(
+                "container \"{container}\" is not part of AppInst \"{key}\": its container is \"{name}\""
+            )));
+        }
+        let mut b = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(opts.timestamps)
+            .tail(&opts.tail.to_string());
+        if let Some(since) = opts.since {
+            b = b.since(since.clamp(0, i64::from(i32::MAX)) as i32);
+        }
+        let node = Self::engine(&spec)?;
+        let mut logs = node.logs(&name, Some(b.build()));
+        let mut out = String::new();
+        while let Some(chunk) = logs.next().await {
+            let chunk = chunk.map_err(|e| engine_error("reading container logs", e))?;
+            out.push_str(&chunk.to_string());
+        }
+        Ok(out)
+    }
+
+    async fn delete_app(&self, key: &str) -> Result<()> {
+        let Some((dir, spec, record)) = self.node_of(key) else {
+            return Ok(());
+        };
+        let name = app_name(key);
+        if Self::pid(&dir).is_some() {
+            let node = Self::engine(&spec)?;
+            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+            match node.remove_container(&name, Some(opts)).await {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(engine_error(&format!("removing container {name}"), e)),
+            }
+            Self::forward(&dir, &record.forwards, false).await?;
+        }
+        match std::fs::remove_file(dir.join("apps").join(format!("{name}.json"))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("removing the app's record", e)),
+        }
+    }
+}
