@@ -473,7 +473,8 @@ impl Reconciler {
             return;
         }
         let steps = self.steps(Kind::Cluster, &key, TrackedState::Creating);
-        match ops.create_cluster(c, &steps).await {
+        let flavor = c.flavor.as_ref().and_then(|f| d.flavors.get(&f.name));
+        match ops.create_cluster(c, flavor, &steps).await {
             Ok(()) => {
                 self.succeeded(&key);
                 self.report(

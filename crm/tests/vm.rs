@@ -336,6 +336,21 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     assert_eq!(get_until_ok(addr).await, "hi from the node");
     assert_eq!(qemu_pids(&cloud), node);
 
+    // A node that dies (kill -9 of its qemu) is started again, with its app and the same route.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &node[0]])
+        .status();
+    testenv::wait_for(
+        "the app to answer again after its node was killed",
+        std::time::Duration::from_secs(180),
+        async || match testenv::http_get(addr, "/") {
+            Some((200, body)) => Some(body),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(qemus(&cloud), 1);
+
     // Deleting the app removes its route; deleting the cluster stops the node and leaves nothing.
     let mut s = cloud
         .app_insts()

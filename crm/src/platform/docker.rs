@@ -460,7 +460,12 @@ impl ClusterOps for DockerPlatform {
             .collect())
     }
 
-    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()> {
+    async fn create_cluster(
+        &self,
+        c: &ClusterInst,
+        _flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         if c.deployment != "docker" {
             return Err(PlatformError::permanent(format!(
                 "the docker platform cannot run {} clusters; use a docker deployment",

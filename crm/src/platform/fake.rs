@@ -67,7 +67,12 @@ impl ClusterOps for FakePlatform {
             .collect())
     }
 
-    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()> {
+    async fn create_cluster(
+        &self,
+        c: &ClusterInst,
+        _flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         progress.step("Creating simulated cluster");
         tokio::time::sleep(self.delay).await;
         self.clusters

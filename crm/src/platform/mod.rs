@@ -119,8 +119,13 @@ pub struct Capacity {
 pub trait ClusterOps: Send + Sync {
     /// Key strings of the clusters that exist.
     async fn list_clusters(&self) -> Result<Vec<String>>;
-    /// Creates the cluster if it does not exist.
-    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()>;
+    /// Creates the cluster if it does not exist (`flavor`: its nodes' size).
+    async fn create_cluster(
+        &self,
+        c: &ClusterInst,
+        flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<()>;
     /// Deletes the cluster if it exists.
     async fn delete_cluster(&self, key: &str) -> Result<()>;
     /// App instances that exist, running or not.

@@ -15,7 +15,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ImportImageOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use edge_proto::edge::ClusterInst;
 use tokio_stream::StreamExt;
@@ -26,10 +26,10 @@ use crate::platform::{LABEL_APPINST, LABEL_MANAGED, LogOptions};
 
 /// The guest port of the node's Docker Engine.
 const ENGINE_PORT: u16 = 2375;
-/// A node's size (the cluster's flavor sizes its containers; the node holds the engine besides).
-const NODE_RAM_MB: u64 = 1024;
-const NODE_CPUS: u64 = 2;
-const NODE_DISK_GB: u64 = 8;
+/// A node is sized by the cluster's flavor, with at least this much for its engine (MB, GB) and its
+/// image's 1 GB file system.
+const NODE_MIN_RAM_MB: u64 = 512;
+const NODE_MIN_DISK_GB: u64 = 2;
 
 /// An app on a node: what its record file keeps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -153,12 +153,13 @@ impl VmPlatform {
         Ok(())
     }
 
-    /// Puts `app`'s image into the node's engine: pulled on the cloudlet's engine, then copied.
-    async fn copy_image(&self, node: &Docker, app: &App, progress: &dyn Progress) -> Result<()> {
+    /// Puts `app`'s image into the node's engine: pulled on the cloudlet's engine, then copied. Whether
+    /// it was copied now (else the node had it).
+    async fn copy_image(&self, node: &Docker, app: &App, progress: &dyn Progress) -> Result<bool> {
         let image = &app.image_path;
         let registry = edge_common::image_registry(image);
         if registry.is_none() && node.inspect_image(image).await.is_ok() {
-            return Ok(());
+            return Ok(false);
         }
         let host = self.cfg.image_engine.as_deref().ok_or_else(|| {
             PlatformError::permanent(
@@ -192,6 +193,21 @@ impl VmPlatform {
         while let Some(r) = load.next().await {
             r.map_err(|e| engine_error(&format!("copying image {image} into the node"), e))?;
         }
+        Ok(true)
+    }
+
+    /// Starts the node in `dir` again if its qemu stopped (its apps' containers restart with the engine,
+    /// their forwards are added again), and waits until its engine answers.
+    async fn start_node(&self, dir: &Path, spec: &Spec, progress: &dyn Progress) -> Result<()> {
+        if Self::pid(dir).is_some() {
+            return self.wait_ready(dir, spec, progress).await;
+        }
+        progress.step("Starting the cluster's node");
+        self.spawn(dir, spec)?;
+        self.wait_ready(dir, spec, progress).await?;
+        for (_, record) in Self::records(dir) {
+            Self::forward(dir, &record.forwards, true).await?;
+        }
         Ok(())
     }
 
@@ -211,22 +227,16 @@ impl ClusterOps for VmPlatform {
         Ok(self.nodes().into_iter().map(|(_, s)| s.key).collect())
     }
 
-    async fn create_cluster(&self, c: &ClusterInst, progress: &dyn Progress) -> Result<()> {
+    async fn create_cluster(
+        &self,
+        c: &ClusterInst,
+        flavor: Option<&Flavor>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let key = c.key_string();
         let dir = self.cluster_dir(&key);
         if let Some(spec) = Self::read_spec(&dir) {
-            if Self::pid(&dir).is_none() {
-                progress.step("Starting the cluster's node");
-                self.spawn(&dir, &spec)?;
-                self.wait_ready(&dir, &spec, progress).await?;
-                // A fresh qemu has only the engine's forward: the apps' come back.
-                for (_, record) in Self::records(&dir) {
-                    Self::forward(&dir, &record.forwards, true).await?;
-                }
-            } else {
-                self.wait_ready(&dir, &spec, progress).await?;
-            }
-            return Ok(());
+            return self.start_node(&dir, &spec, progress).await;
         }
         let image = self.cfg.images.join("edge-docker.qcow2");
         if !image.is_file() {
@@ -239,11 +249,11 @@ impl ClusterOps for VmPlatform {
         let vm = NewVm {
             key,
             image,
-            disk_gb: Some(NODE_DISK_GB),
+            disk_gb: Some(flavor.map_or(0, |f| f.disk).max(NODE_MIN_DISK_GB)),
             user_data: String::new(),
             ports: vec![(Proto::Tcp, ENGINE_PORT, true)],
-            ram: NODE_RAM_MB,
-            cpus: NODE_CPUS,
+            ram: flavor.map_or(0, |f| f.ram).max(NODE_MIN_RAM_MB),
+            cpus: flavor.map_or(0, |f| f.vcpus).max(1),
             cluster: true,
         };
         self.create(&dir, vm, progress).await?;
@@ -266,8 +276,11 @@ impl ClusterOps for VmPlatform {
         for (dir, spec) in self.nodes() {
             let node = Self::pid(&dir).and_then(|_| Self::engine(&spec).ok());
             for (name, record) in Self::records(&dir) {
+                // A node that just died may keep its pid a moment: no answer is "not running".
                 let running = match &node {
-                    Some(node) => Self::container_running(node, &name).await?.unwrap_or(false),
+                    Some(node) => {
+                        matches!(Self::container_running(node, &name).await, Ok(Some(true)))
+                    }
                     None => false,
                 };
                 out.push(record.observed(&name, running));
@@ -289,11 +302,7 @@ impl ClusterOps for VmPlatform {
         let dir = self.cluster_dir(&cluster.key_string());
         let spec = Self::read_spec(&dir)
             .ok_or_else(|| PlatformError::transient("the cluster's node is not created yet"))?;
-        if Self::pid(&dir).is_none() {
-            return Err(PlatformError::transient(
-                "the cluster's node is not running",
-            ));
-        }
+        self.start_node(&dir, &spec, progress).await?;
         let node = Self::engine(&spec)?;
         if let Some((_, _, record)) = self.node_of(&key) {
             if Self::container_running(&node, &name).await? == Some(true) {
@@ -302,7 +311,7 @@ impl ClusterOps for VmPlatform {
             // A leftover of an interrupted deploy: start over.
             self.delete_app(&key).await?;
         }
-        self.copy_image(&node, app, progress).await?;
+        let copied = self.copy_image(&node, app, progress).await?;
         let labels = std::collections::HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_APPINST.to_string(), key.clone()),
@@ -384,10 +393,15 @@ impl ClusterOps for VmPlatform {
                         )
                         .await
                         .unwrap_or_default();
-                    return Err(PlatformError::permanent(format!(
-                        "the container exited: {}",
-                        logs.trim()
-                    )));
+                    let why = format!("the container exited: {}", logs.trim());
+                    if copied {
+                        return Err(PlatformError::permanent(why));
+                    }
+                    // A node that lost power may keep an image whose files never reached its disk
+                    // ("exec format error"): the image goes too, and the retry copies it afresh.
+                    let opts = RemoveImageOptionsBuilder::default().force(true).build();
+                    let _ = node.remove_image(&app.image_path, Some(opts), None).await;
+                    return Err(PlatformError::transient(why));
                 }
                 match first_tcp {
                     Some((_, _, host)) if !answers(*host).await => {}
