@@ -193,13 +193,30 @@ impl Cache {
 
     /// Every object of kind `T`.
     pub fn list<T: Object>(&self) -> Vec<T> {
+        self.list_where(|_: &T| true)
+    }
+
+    /// Copies of the objects of kind `T` that pass `keep` (the others are not copied).
+    pub fn list_where<T: Object>(&self, keep: impl Fn(&T) -> bool) -> Vec<T> {
         let prefix = edge_common::store_prefix(&self.store.region, T::KIND);
         let st = self.state.read().expect("cache lock");
         st.objects
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(_, (_, v))| T::from_any(v).cloned())
+            .filter_map(|(_, (_, v))| T::from_any(v).filter(|o| keep(o)).cloned())
             .collect()
+    }
+
+    /// Whether an object of kind `T` passes `pred` (read in place, nothing copied). `pred` must not use
+    /// the cache.
+    pub fn any<T: Object>(&self, pred: impl Fn(&T) -> bool) -> bool {
+        let prefix = edge_common::store_prefix(&self.store.region, T::KIND);
+        let st = self.state.read().expect("cache lock");
+        st.objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, (_, v))| T::from_any(v))
+            .any(pred)
     }
 
     /// Number of objects of kind `T` of organization `org`.

@@ -557,22 +557,21 @@ impl Session {
             Any::AppInst(i) => on_mine(&i.cloudlet_key),
             // only while it waits for the CRM's answer
             Any::ExecRequest(r) => on_mine(&r.cloudlet_key) && !r.answered,
-            Any::App(a) => cache
-                .list::<AppInst>()
-                .iter()
-                .any(|i| on_mine(&i.cloudlet_key) && i.app_key == a.key),
+            Any::App(a) => cache.any(|i: &AppInst| on_mine(&i.cloudlet_key) && i.app_key == a.key),
             Any::OperatorCode(_) => false,
             Any::AlertPolicy(p) => {
                 let k = p.key.clone().unwrap_or_default();
-                let apps = cache.list::<App>();
-                cache.list::<AppInst>().iter().any(|i| {
-                    on_mine(&i.cloudlet_key)
-                        && apps.iter().any(|a| {
-                            a.key == i.app_key
-                                && a.key.as_ref().map(|x| &x.organization) == Some(&k.organization)
-                                && a.alert_policies.contains(&k.name)
-                        })
-                })
+                let users: Vec<Option<edge_proto::edge::AppKey>> = cache
+                    .list_where(|a: &App| {
+                        a.key.as_ref().map(|x| &x.organization) == Some(&k.organization)
+                            && a.alert_policies.contains(&k.name)
+                    })
+                    .into_iter()
+                    .map(|a| a.key)
+                    .collect();
+                !users.is_empty()
+                    && cache
+                        .any(|i: &AppInst| on_mine(&i.cloudlet_key) && users.contains(&i.app_key))
             }
             Any::Alert(a) => {
                 a.labels.get("cloudletorg") == Some(&mine.organization)

@@ -127,12 +127,11 @@ impl Api {
             )));
         }
         if alert.labels.contains_key("app") {
-            let label = |k: &str| alert.labels.get(k).cloned().unwrap_or_default();
-            let mine = self.cache.list::<AppInst>().into_iter().any(|i| {
-                let (a, c) = (
-                    i.app_key.unwrap_or_default(),
-                    i.cluster_key.unwrap_or_default(),
-                );
+            let label = |k: &str| alert.labels.get(k).map_or("", String::as_str);
+            let mine = self.cache.any(|i: &AppInst| {
+                let (Some(a), Some(c)) = (&i.app_key, &i.cluster_key) else {
+                    return false;
+                };
                 i.cloudlet_key.as_ref() == Some(cloudlet)
                     && a.organization == label("apporg")
                     && a.name == label("app")

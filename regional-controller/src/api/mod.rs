@@ -235,12 +235,7 @@ impl Api {
 
     /// Objects of kind `T` matching `filter` (every key field set in the filter must match).
     pub(crate) fn show<T: Object>(&self, keep: impl Fn(&T) -> bool) -> ObjectStream<T> {
-        let objs: Vec<T> = self
-            .cache
-            .list::<T>()
-            .into_iter()
-            .filter(|o| keep(o))
-            .collect();
+        let objs: Vec<T> = self.cache.list_where(keep);
         let (tx, rx) = mpsc::channel(objs.len().max(1));
         for o in objs {
             let _ = tx.try_send(Ok(o));
