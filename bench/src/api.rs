@@ -126,6 +126,7 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         args.app_insts,
         args.app_insts.div_ceil(10),
         false,
+        0,
     )
     .await?;
     let (ctrl, api) = crate::region::controller(REGION, &etcd.url).await?;

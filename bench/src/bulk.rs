@@ -30,13 +30,15 @@ pub fn position(c: usize, n: usize) -> (f64, f64) {
 /// a READY docker cluster each, and `app_insts` READY instances of the App spread over them, each with
 /// its three reference keys and a public port. With `online`, each cloudlet also has a CloudletInfo
 /// READY and a connection key on an hour's lease, as if its CRM were connected (the DME only sends
-/// clients to such cloudlets). Returns the keys written.
+/// clients to such cloudlets). `on_first` more instances (`s0`, `s1`, ...) go on the first cloudlet `op/c0`.
+/// Returns the keys written.
 pub async fn write_region(
     etcd: &str,
     region: &str,
     app_insts: usize,
     cloudlets: usize,
     online: bool,
+    on_first: usize,
 ) -> anyhow::Result<usize> {
     anyhow::ensure!(cloudlets > 0, "--cloudlets must be at least 1");
     let client = etcd_client::Client::connect([etcd], None).await?;
@@ -105,12 +107,13 @@ pub async fn write_region(
             pending.push((store.conn_key(&key.key_string()), b"bench".to_vec()));
         }
     }
-    for i in 0..app_insts {
-        let c = i % cloudlets;
-        let mut inst = app_inst("dev", &format!("g{i}"), "game", &format!("k{c}"));
+    let spread = (0..app_insts).map(|i| (format!("g{i}"), i % cloudlets, 10_000 + i / cloudlets));
+    let first = (0..on_first).map(|i| (format!("s{i}"), 0, 40_000 + i));
+    for (i, (name, c, port)) in spread.chain(first).enumerate() {
+        let mut inst = app_inst("dev", &name, "game", &format!("k{c}"));
         inst.cloudlet_key = Some(cloudlet_keys[c].clone());
         inst.state = TrackedState::Ready as i32;
-        let port = 10_000 + (i / cloudlets) as i32;
+        let port = port as i32;
         inst.mapped_ports = vec![AppPort {
             proto: LProto::Tcp as i32,
             internal_port: 80,
@@ -144,7 +147,8 @@ pub async fn write_region(
     }
     flush(&mut pending, true).await?;
     println!(
-        "region: {cloudlets} cloudlets, {app_insts} app instances, {keys} keys written in {:.1} s",
+        "region: {cloudlets} cloudlets, {} app instances, {keys} keys written in {:.1} s",
+        app_insts + on_first,
         started.elapsed().as_secs_f64()
     );
     Ok(keys)

@@ -6,7 +6,8 @@
 //! percentiles) and concurrent ones (throughput), bounded in count and time, against the echo, and
 //! prints the ratios. `shepherd`: Shepherd's own CPU and memory with many app instances ([`shepherd`]). `vm`:
 //! a VM AppInst against a bare qemu boot ([`vm`]). `lb`: the shared root LB against direct connections
-//! ([`lb`]). `restart`: a controller restarting on a region of 100,000 AppInsts ([`restart`]).
+//! ([`lb`]). `restart`: a controller restarting on a region of 100,000 AppInsts ([`restart`]). `scale`: that
+//! region with its DME and a CRM's full sync ([`scale`]).
 //! `controller` and `mc`: the controller's creates against raw etcd, the MC against the controller
 //! ([`api`]). `appinst-docker`: an AppInst on the docker platform against `docker run` ([`appinst`]).
 
@@ -17,6 +18,7 @@ mod lb;
 mod notify;
 mod region;
 mod restart;
+mod scale;
 mod shepherd;
 mod vm;
 
@@ -70,6 +72,8 @@ enum Bench {
     Lb(lb::Args),
     /// Restart-to-ready and memory of a controller on a large region written straight into etcd.
     Restart(restart::Args),
+    /// A region of 10,000 cloudlets and 100,000 AppInsts: load, memory, restart, DME, a CRM's full sync.
+    Scale(scale::Args),
     /// CreateAppInst on the docker platform until it answers through the LB, against `docker run`.
     AppinstDocker(appinst::Args),
     /// CreateFlavor and CreateApp through the controller's API against raw etcd transactions.
@@ -216,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Bench::Vm(a)) => vm::run(a).await,
         Some(Bench::Lb(a)) => lb::run(a).await,
         Some(Bench::Restart(a)) => restart::run(a).await,
+        Some(Bench::Scale(a)) => scale::run(a).await,
         Some(Bench::Notify(a)) => notify::fanout(a).await,
         Some(Bench::Resync(a)) => notify::resync(a).await,
         Some(Bench::AppinstDocker(a)) => appinst::run(a).await,
@@ -248,6 +253,7 @@ async fn all() -> anyhow::Result<()> {
     run!("appinst-docker", appinst::run(defaults("appinst-docker")));
     run!("lb", lb::run(defaults("lb")));
     run!("restart", restart::run(defaults("restart")));
+    run!("scale", scale::run(defaults("scale")));
     run!("notify", notify::fanout(defaults("notify")));
     run!("resync", notify::resync(defaults("resync")));
     run!("shepherd", shepherd::run(defaults("shepherd")));
@@ -298,31 +304,13 @@ async fn dme(args: Args) -> anyhow::Result<()> {
         args.app_insts,
         args.cloudlets,
         true,
+        0,
     )
     .await?;
     let (ctrl, _) = region::controller(region::REGION, &etcd.url).await?;
     let loading = Instant::now();
-    let dme = dme::Dme::start(dme::Config::local(
-        region::REGION,
-        &ctrl.notify_addr.to_string(),
-    ))
-    .await?;
-    let mut sdk = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr)).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if sdk.register("dev", "game", "1.0", None).await.is_ok()
-            && sdk.find_cloudlet("", 52.5, 13.4).await?.is_some()
-        {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the DME never saw the app instances"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (dme, cookie) = start_dme(region::REGION, ctrl.notify_addr).await?;
     eprintln!("DME ready in {:.1} s", loading.elapsed().as_secs_f64());
-    let cookie = sdk.session_cookie().to_string();
 
     let echo = EchoClient::new(channel(echo_addr).await?);
     let base = measure(&args.load, move || {
@@ -336,27 +324,7 @@ async fn dme(args: Args) -> anyhow::Result<()> {
         }
     })
     .await;
-    let dme_api = MatchEngineApiClient::new(channel(dme.grpc_addr).await?);
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let find = measure(&args.load, move || {
-        let mut c = dme_api.clone();
-        // Clients all over the region's area, in a fixed order.
-        let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (latitude, longitude) = bulk::position(n.wrapping_mul(7919) % 10_000, 10_000);
-        let req = FindCloudletRequest {
-            session_cookie: cookie.clone(),
-            gps_location: Some(Loc {
-                latitude,
-                longitude,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        async move {
-            c.find_cloudlet(req).await.expect("find");
-        }
-    })
-    .await;
+    let find = find_cloudlets(&args.load, dme.grpc_addr, &cookie).await?;
 
     print_table(&[("grpc echo", &base), ("FindCloudlet", &find)]);
     let (p50, p99, throughput) = (
@@ -379,6 +347,65 @@ async fn dme(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A DME of `region` fed by the controller at `notify`, once it is ready (the region loaded) and finds
+/// the bulk region's App ([`bulk::write_region`]); with the session cookie of a registered client.
+pub async fn start_dme(
+    region: &str,
+    notify: std::net::SocketAddr,
+) -> anyhow::Result<(dme::Dme, String)> {
+    let dme = dme::Dme::start(dme::Config::local(region, &notify.to_string())).await?;
+    let mut sdk = dme_client::DmeClient::connect(&format!("http://{}", dme.grpc_addr)).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Ready once the controller's full sync is in.
+    while !matches!(testenv::http_get(dme.http_addr, "/readyz"), Some((200, _))) {
+        anyhow::ensure!(Instant::now() < deadline, "the DME never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        if sdk.register("dev", "game", "1.0", None).await.is_ok()
+            && sdk.find_cloudlet("", 52.5, 13.4).await?.is_some()
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the DME never saw the app instances"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cookie = sdk.session_cookie().to_string();
+    Ok((dme, cookie))
+}
+
+/// FindCloudlet from points all over the bulk region's area, in a fixed order, driven by `load`.
+pub async fn find_cloudlets(
+    load: &Load,
+    dme: std::net::SocketAddr,
+    cookie: &str,
+) -> anyhow::Result<Measured> {
+    let dme_api = MatchEngineApiClient::new(channel(dme).await?);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cookie = cookie.to_string();
+    Ok(measure(load, move || {
+        let mut c = dme_api.clone();
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (latitude, longitude) = bulk::position(n.wrapping_mul(7919) % 10_000, 10_000);
+        let req = FindCloudletRequest {
+            session_cookie: cookie.clone(),
+            gps_location: Some(Loc {
+                latitude,
+                longitude,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        async move {
+            c.find_cloudlet(req).await.expect("find");
+        }
+    })
+    .await)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -390,6 +417,7 @@ mod tests {
         let _: super::appinst::Args = super::defaults("appinst-docker");
         let _: super::lb::Args = super::defaults("lb");
         let _: super::restart::Args = super::defaults("restart");
+        let _: super::scale::Args = super::defaults("scale");
         let _: super::shepherd::Args = super::defaults("shepherd");
         let _: super::vm::Args = super::defaults("vm");
     }

@@ -56,10 +56,18 @@ async fn region(
 ) -> anyhow::Result<(testenv::Etcd, regional_controller::Controller, String)> {
     eprintln!("writing {objects} app instances on one cloudlet into etcd ...");
     let etcd = testenv::Etcd::start().await?;
-    crate::bulk::write_region(&etcd.url, REGION, objects, 1, false).await?;
+    crate::bulk::write_region(&etcd.url, REGION, objects, 1, false, 0).await?;
+    let private = c0_access_key(&etcd.url, REGION).await?;
+    let (ctrl, _) = crate::region::controller(REGION, &etcd.url).await?;
+    Ok((etcd, ctrl, private))
+}
+
+/// Gives cloudlet `op/c0` of `region` (in etcd at `etcd`) an access key, whose private half is returned:
+/// the benchmarks play its CRM.
+pub async fn c0_access_key(etcd: &str, region: &str) -> anyhow::Result<String> {
     let (private, public) = edge_common::access_key::generate()?;
-    let client = etcd_client::Client::connect([etcd.url.as_str()], None).await?;
-    let store = regional_controller::store::Store::new(client.clone(), REGION);
+    let client = etcd_client::Client::connect([etcd], None).await?;
+    let store = regional_controller::store::Store::new(client.clone(), region);
     let mut cl = testenv::fixtures::cloudlet("op", "c0");
     cl.state = TrackedState::Ready as i32;
     cl.access_public_key = public;
@@ -67,8 +75,7 @@ async fn region(
         .kv_client()
         .put(store.path_of(&cl), serde_json::to_vec(&cl)?, None)
         .await?;
-    let (ctrl, _) = crate::region::controller(REGION, &etcd.url).await?;
-    Ok((etcd, ctrl, private))
+    Ok(private)
 }
 
 fn up(msg: notify_up::Msg) -> NotifyUp {
@@ -93,14 +100,14 @@ async fn open(
     Ok((tx, down))
 }
 
-fn crm_hello(private: &str, since: i64) -> anyhow::Result<Hello> {
+fn crm_hello(region: &str, private: &str, since: i64) -> anyhow::Result<Hello> {
     let at = edge_common::now_ms();
     Ok(Hello {
         client_type: ClientType::Crm as i32,
-        region: REGION.into(),
+        region: region.into(),
         cloudlet_key: Some(c0()),
         signed_at: at,
-        signature: edge_common::access_key::sign(private, REGION, "op", "c0", at)?,
+        signature: edge_common::access_key::sign(private, region, "op", "c0", at)?,
         last_revision: since,
         client_name: "bench-crm".into(),
         ..Default::default()
@@ -108,22 +115,23 @@ fn crm_hello(private: &str, since: i64) -> anyhow::Result<Hello> {
 }
 
 /// What one sync brought: its bytes, objects, time and the revision it ended at.
-struct Sync {
-    bytes: usize,
-    objects: usize,
-    took: Duration,
+pub struct Sync {
+    pub bytes: usize,
+    pub objects: usize,
+    pub took: Duration,
     revision: i64,
     delta: bool,
 }
 
-/// Connects as the CRM of `op/c0` holding revision `since` and reads up to `SendAllEnd`.
-async fn sync(
+/// Connects as the CRM of `op/c0` of `region` holding revision `since` and reads up to `SendAllEnd`.
+pub async fn sync(
     channel: &Channel,
+    region: &str,
     private: &str,
     since: i64,
 ) -> anyhow::Result<(Sync, mpsc::Sender<NotifyUp>, Streaming<NotifyDown>)> {
     let started = Instant::now();
-    let (tx, mut down) = open(channel.clone(), crm_hello(private, since)?).await?;
+    let (tx, mut down) = open(channel.clone(), crm_hello(region, private, since)?).await?;
     let (mut bytes, mut objects) = (0, 0);
     loop {
         let m = tokio::time::timeout(Duration::from_secs(120), down.message())
@@ -156,7 +164,7 @@ pub async fn fanout(args: NotifyArgs) -> anyhow::Result<()> {
         channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
     }
 
-    let (full, _tx, _down) = sync(&channels[0], &private, 0).await?;
+    let (full, _tx, _down) = sync(&channels[0], REGION, &private, 0).await?;
     let per_s = full.objects as f64 / full.took.as_secs_f64();
     println!(
         "full sync to one CRM: {} objects, {:.1} MB in {:.2} s = {per_s:.0} objects/s (target ≥ 50000)",
@@ -236,7 +244,7 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<()> {
     let channel = Channel::from_shared(format!("http://{}", ctrl.notify_addr))?
         .connect()
         .await?;
-    let (first, tx, down) = sync(&channel, &private, 0).await?;
+    let (first, tx, down) = sync(&channel, REGION, &private, 0).await?;
     drop((tx, down));
 
     // While the CRM is away, `changed` of its instances change (their status, as a report would).
@@ -263,15 +271,17 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<()> {
         "the controller to see the changes",
         Duration::from_secs(30),
         async || {
-            let (probe, _tx, _down) = sync(&channel, &private, first.revision).await.ok()?;
+            let (probe, _tx, _down) = sync(&channel, REGION, &private, first.revision)
+                .await
+                .ok()?;
             (probe.revision >= last).then_some(())
         },
     )
     .await;
 
-    let (delta, _tx, _down) = sync(&channel, &private, first.revision).await?;
+    let (delta, _tx, _down) = sync(&channel, REGION, &private, first.revision).await?;
     anyhow::ensure!(delta.delta, "the reconnect was not a delta resync");
-    let (full, _tx2, _down2) = sync(&channel, &private, 0).await?;
+    let (full, _tx2, _down2) = sync(&channel, REGION, &private, 0).await?;
     println!(
         "full resync: {} objects, {} bytes in {:.1} ms",
         full.objects,

@@ -26,7 +26,7 @@ fn rss_mib() -> u64 {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.cloudlets > 0, "--cloudlets must be at least 1");
     let etcd = testenv::Etcd::start().await?;
-    crate::bulk::write_region(&etcd.url, REGION, args.app_insts, args.cloudlets, false).await?;
+    crate::bulk::write_region(&etcd.url, REGION, args.app_insts, args.cloudlets, false, 0).await?;
 
     let mut times = Vec::new();
     for round in 1..=2 {

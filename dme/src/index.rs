@@ -77,6 +77,8 @@ pub struct Index {
     usable: Mutex<HashMap<String, Arc<Vec<Site>>>>,
     /// Fires on every change (edge-event streams re-evaluate their instance).
     changed: broadcast::Sender<()>,
+    /// set once the first full sync from the controller ended (the DME's `/readyz`)
+    pub synced: edge_common::ops::Readiness,
 }
 
 impl Default for Index {
@@ -85,6 +87,7 @@ impl Default for Index {
             state: RwLock::default(),
             usable: Mutex::default(),
             changed: broadcast::channel(64).0,
+            synced: Default::default(),
         }
     }
 }
@@ -316,6 +319,7 @@ impl Sink for Index {
     }
 
     fn sync_end(&self, _revision: i64, keep: Option<&HashSet<String>>) {
+        self.synced.set(true);
         // (These clients send no last revision: every sync is a full one.)
         let Some(keep) = keep else { return };
         {

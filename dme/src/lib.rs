@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_common::ops::{self, Readiness};
+use edge_common::ops;
 use edge_proto::dme::match_engine_api_server::MatchEngineApiServer;
 use edge_proto::edge::{ClientType, Hello, ObjectKind};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -168,9 +168,9 @@ impl Dme {
             first_event_timeout: cfg.first_event_timeout,
         }));
 
-        let ready = Readiness::default();
-        ready.set(true);
-        let ops_server = ops::serve(cfg.http_addr, registry, ready).await?;
+        // Ready once the region's objects are in: before that, FindCloudlet would send clients to
+        // whichever part of the region happened to have arrived.
+        let ops_server = ops::serve(cfg.http_addr, registry, index.synced.clone()).await?;
         let grpc = TcpListener::bind(cfg.grpc_addr).await?;
         let rest = TcpListener::bind(cfg.rest_addr).await?;
         let (grpc_addr, rest_addr) = (grpc.local_addr()?, rest.local_addr()?);
