@@ -78,6 +78,29 @@ struct NewVm {
     cluster: bool,
 }
 
+/// Every guest port of an instance's mapped ports (ranges expanded), and whether it is the first TCP port
+/// of its range (those must answer before the instance counts as up).
+fn guest_ports(inst: &AppInst) -> Vec<(Proto, u16, bool)> {
+    let mut out = Vec::new();
+    for p in &inst.mapped_ports {
+        let proto = if p.proto == LProto::Udp as i32 {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        };
+        let last = if p.end_port == 0 {
+            p.internal_port
+        } else {
+            p.end_port
+        };
+        for guest in p.internal_port..=last {
+            let first = proto == Proto::Tcp && guest == p.internal_port;
+            out.push((proto, u16::try_from(guest).unwrap_or_default(), first));
+        }
+    }
+    out
+}
+
 /// qemu's forward of loopback port `host` to `guest` (`hostfwd=` and `hostfwd_add` syntax).
 fn forward_rule(proto: Proto, host: u16, guest: u16) -> String {
     let p = if proto == Proto::Udp { "udp" } else { "tcp" };
@@ -655,23 +678,7 @@ impl VmOps for VmPlatform {
         if !app.command.is_empty() {
             user_data.push_str(&format!("EDGE_COMMAND={}\n", sh_quote(&app.command)));
         }
-        let mut ports = Vec::new();
-        for p in &inst.mapped_ports {
-            let proto = if p.proto == LProto::Udp as i32 {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            };
-            let last = if p.end_port == 0 {
-                p.internal_port
-            } else {
-                p.end_port
-            };
-            for guest in p.internal_port..=last {
-                let ready = proto == Proto::Tcp && guest == p.internal_port;
-                ports.push((proto, u16::try_from(guest).unwrap_or_default(), ready));
-            }
-        }
+        let ports = guest_ports(inst);
         let (ram, cpus) = flavor.map_or((256, 1), |f| (f.ram.max(128), f.vcpus.max(1)));
         let vm = NewVm {
             key,

@@ -11,8 +11,10 @@ use crate::api::orgs::Org;
 use crate::api::regions::Controller;
 use crate::rbac::{self, MANAGE};
 
-/// What every page knows: the session, the org switcher's and region picker's choices.
+/// What every page knows: the request, the session, the org switcher's and region picker's choices.
 pub(super) struct Ctx {
+    mc: web::Data<Mc>,
+    req: HttpRequest,
     s: Session,
     orgs: Vec<Org>,
     /// the chosen organization; `""`: all the user's
@@ -27,6 +29,19 @@ pub(super) struct Ctx {
 impl Ctx {
     fn caller(&self) -> &Caller {
         &self.s.caller
+    }
+
+    /// What the region's `Show<kind>` with `filter` returns to the caller.
+    async fn show<T: DeserializeOwned>(&self, kind: &str, filter: Value) -> Result<Vec<T>> {
+        show(
+            &self.mc,
+            &self.req,
+            self.caller(),
+            &self.region,
+            kind,
+            filter,
+        )
+        .await
     }
 
     /// Orgs of `kind` ("developer", "operator") where the caller may manage `resource`, the chosen one
@@ -105,6 +120,8 @@ pub(super) async fn render(
         .unwrap_or_default()
         .to_string();
     let cx = Ctx {
+        mc,
+        req,
         s,
         orgs,
         org,
@@ -117,14 +134,14 @@ pub(super) async fn render(
         Ok(r#"<p class="empty">No region is registered yet: an admin adds one with <code>edgectl region create</code>.</p>"#.to_string())
     } else {
         match page.as_str() {
-            "cloudlets" => cloudlets(&mc, &req, &cx).await,
-            "clusters" => clusters(&mc, &req, &cx).await,
-            "apps" => apps(&mc, &req, &cx).await,
-            "appinsts" => app_insts(&mc, &req, &cx).await,
-            "flavors" => flavors(&mc, &req, &cx).await,
-            "monitoring" => monitoring(&mc, &req, &cx).await,
-            "access" => access(&mc, &cx).await,
-            _ => audit(&mc, &cx).await,
+            "cloudlets" => cloudlets(&cx).await,
+            "clusters" => clusters(&cx).await,
+            "apps" => apps(&cx).await,
+            "appinsts" => app_insts(&cx).await,
+            "flavors" => flavors(&cx).await,
+            "monitoring" => monitoring(&cx).await,
+            "access" => access(&cx).await,
+            _ => audit(&cx).await,
         }
     };
     let main = main.unwrap_or_else(|e| {
@@ -382,7 +399,7 @@ fn cloudlet_name(k: &Option<CloudletKey>) -> String {
 
 // ----------------------------------------------------------------------------- pages
 
-async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
+async fn cloudlets(cx: &Ctx) -> Result<String> {
     let mut filter = json!({});
     if cx
         .orgs
@@ -391,12 +408,9 @@ async fn cloudlets(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     {
         filter = cx.key_filter();
     }
-    let cloudlets: Vec<Cloudlet> =
-        show(mc, req, cx.caller(), &cx.region, "Cloudlet", filter.clone()).await?;
+    let cloudlets: Vec<Cloudlet> = cx.show("Cloudlet", filter.clone()).await?;
     // Operators (and admins) also see what their CRMs report; for others the call is refused.
-    let infos: Vec<CloudletInfo> = show(mc, req, cx.caller(), &cx.region, "CloudletInfo", filter)
-        .await
-        .unwrap_or_default();
+    let infos: Vec<CloudletInfo> = cx.show("CloudletInfo", filter).await.unwrap_or_default();
     let info_of = |k: &Option<CloudletKey>| infos.iter().find(|i| i.key == *k);
     let state_of = |c: &Cloudlet| match info_of(&c.key) {
         Some(i) => CloudletState::try_from(i.state)
@@ -674,12 +688,8 @@ const LAND: &[&[(i32, i32)]] = &[
     &[(167, -46), (174, -41), (178, -38), (173, -35), (172, -41)],
 ];
 
-async fn flavor_choices(
-    mc: &web::Data<Mc>,
-    req: &HttpRequest,
-    cx: &Ctx,
-) -> Result<Vec<(String, String)>> {
-    let flavors: Vec<Flavor> = show(mc, req, cx.caller(), &cx.region, "Flavor", json!({})).await?;
+async fn flavor_choices(cx: &Ctx) -> Result<Vec<(String, String)>> {
+    let flavors: Vec<Flavor> = cx.show("Flavor", json!({})).await?;
     Ok(flavors
         .iter()
         .filter_map(|f| f.key.as_ref())
@@ -687,16 +697,8 @@ async fn flavor_choices(
         .collect())
 }
 
-async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
-    let clusters: Vec<ClusterInst> = show(
-        mc,
-        req,
-        cx.caller(),
-        &cx.region,
-        "ClusterInst",
-        cx.key_filter(),
-    )
-    .await?;
+async fn clusters(cx: &Ctx) -> Result<String> {
+    let clusters: Vec<ClusterInst> = cx.show("ClusterInst", cx.key_filter()).await?;
     let rows = clusters
         .iter()
         .map(|c| {
@@ -730,8 +732,7 @@ async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Str
     );
     let orgs = cx.orgs_managing(rbac::CLUSTERINSTS, "developer");
     if !orgs.is_empty() {
-        let cloudlets: Vec<Cloudlet> =
-            show(mc, req, cx.caller(), &cx.region, "Cloudlet", json!({})).await?;
+        let cloudlets: Vec<Cloudlet> = cx.show("Cloudlet", json!({})).await?;
         let cloudlets = cloudlets
             .iter()
             .filter_map(|c| c.key.as_ref())
@@ -765,7 +766,7 @@ async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Str
                 field(
                     "flavor",
                     "Flavor",
-                    Input::Json(flavor_choices(mc, req, cx).await?),
+                    Input::Json(flavor_choices(cx).await?),
                     "flavor",
                 ),
                 field(
@@ -783,8 +784,8 @@ async fn clusters(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<Str
     Ok(out)
 }
 
-async fn apps(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
-    let apps: Vec<App> = show(mc, req, cx.caller(), &cx.region, "App", cx.key_filter()).await?;
+async fn apps(cx: &Ctx) -> Result<String> {
+    let apps: Vec<App> = cx.show("App", cx.key_filter()).await?;
     let rows = apps
         .iter()
         .map(|a| {
@@ -868,7 +869,7 @@ async fn apps(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String>
                 field(
                     "default_flavor",
                     "Flavor",
-                    Input::Json(flavor_choices(mc, req, cx).await?),
+                    Input::Json(flavor_choices(cx).await?),
                     "flavor",
                 ),
                 field("command", "Command (optional)", Input::Text(""), "command"),
@@ -888,9 +889,8 @@ fn port_url(inst: &AppInst, p: &AppPort) -> String {
     }
 }
 
-async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
-    let insts: Vec<AppInst> =
-        show(mc, req, cx.caller(), &cx.region, "AppInst", cx.key_filter()).await?;
+async fn app_insts(cx: &Ctx) -> Result<String> {
+    let insts: Vec<AppInst> = cx.show("AppInst", cx.key_filter()).await?;
     let changing = insts.iter().any(|i| busy(i.state));
     let rows = insts
         .iter()
@@ -948,16 +948,8 @@ async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     }
     let orgs = cx.orgs_managing(rbac::APPINSTS, "developer");
     if !orgs.is_empty() {
-        let apps: Vec<App> = show(mc, req, cx.caller(), &cx.region, "App", cx.key_filter()).await?;
-        let clusters: Vec<ClusterInst> = show(
-            mc,
-            req,
-            cx.caller(),
-            &cx.region,
-            "ClusterInst",
-            cx.key_filter(),
-        )
-        .await?;
+        let apps: Vec<App> = cx.show("App", cx.key_filter()).await?;
+        let clusters: Vec<ClusterInst> = cx.show("ClusterInst", cx.key_filter()).await?;
         let apps = apps
             .iter()
             .filter_map(|a| a.key.as_ref())
@@ -1010,8 +1002,8 @@ async fn app_insts(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<St
     Ok(out)
 }
 
-async fn flavors(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
-    let flavors: Vec<Flavor> = show(mc, req, cx.caller(), &cx.region, "Flavor", json!({})).await?;
+async fn flavors(cx: &Ctx) -> Result<String> {
+    let flavors: Vec<Flavor> = cx.show("Flavor", json!({})).await?;
     let admin = cx.caller().grants.allows(rbac::FLAVORS, MANAGE, "");
     let rows = flavors
         .iter()
@@ -1125,8 +1117,8 @@ fn series_of(reply: &Value, field: &str) -> Vec<(String, Vec<f64>)> {
     out
 }
 
-async fn monitoring(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<String> {
-    let alerts: Vec<Alert> = show(mc, req, cx.caller(), &cx.region, "Alert", json!({})).await?;
+async fn monitoring(cx: &Ctx) -> Result<String> {
+    let alerts: Vec<Alert> = cx.show("Alert", json!({})).await?;
     let rows = alerts
         .iter()
         .map(|a| {
@@ -1170,7 +1162,7 @@ async fn monitoring(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<S
     for (selector, field, title) in [("cpu", "cpu", "CPU (%)"), ("mem", "mem", "Memory (bytes)")] {
         let body = json!({"region": cx.region, "appinst": {"app_key": {"organization": org}}, "selector": selector, "limit": 120});
         let reply = api::monitor::metrics_app(
-            mc.clone(),
+            cx.mc.clone(),
             cx.caller().clone(),
             Bytes::from(body.to_string()),
         )
@@ -1190,7 +1182,7 @@ async fn monitoring(mc: &web::Data<Mc>, req: &HttpRequest, cx: &Ctx) -> Result<S
     Ok(out)
 }
 
-async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
+async fn access(cx: &Ctx) -> Result<String> {
     let c = cx.caller();
     let org_rows = cx
         .orgs
@@ -1241,7 +1233,7 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
     );
 
     let users: Vec<Value> =
-        call(api::accounts::user_show(mc.clone(), c.clone(), Bytes::new()).await).await?;
+        call(api::accounts::user_show(cx.mc.clone(), c.clone(), Bytes::new()).await).await?;
     let user_rows = users
         .iter()
         .map(|u| {
@@ -1266,7 +1258,7 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
     );
 
     let roles: Vec<crate::api::roles::Role> =
-        call(api::roles::role_assignments(mc.clone(), c.clone()).await).await?;
+        call(api::roles::role_assignments(cx.mc.clone(), c.clone()).await).await?;
     let role_rows = roles
         .iter()
         .map(|r| {
@@ -1313,7 +1305,7 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
         );
     }
 
-    let keys: Vec<Value> = call(api::apikeys::apikey_show(mc.clone(), c.clone()).await).await?;
+    let keys: Vec<Value> = call(api::apikeys::apikey_show(cx.mc.clone(), c.clone()).await).await?;
     let key_rows = keys
         .iter()
         .map(|k| {
@@ -1337,13 +1329,14 @@ async fn access(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
     Ok(out)
 }
 
-async fn audit(mc: &web::Data<Mc>, cx: &Ctx) -> Result<String> {
+async fn audit(cx: &Ctx) -> Result<String> {
     let c = cx.caller();
     let entries: Vec<Value> = if cx.org.is_empty() {
-        call(api::audit_log::audit_self(mc.clone(), c.clone(), None).await).await?
+        call(api::audit_log::audit_self(cx.mc.clone(), c.clone(), None).await).await?
     } else {
         let q = serde_json::from_value(json!({"org": cx.org})).expect("an audit query");
-        call(api::audit_log::audit_org(mc.clone(), c.clone(), crate::json::Json(q)).await).await?
+        call(api::audit_log::audit_org(cx.mc.clone(), c.clone(), crate::json::Json(q)).await)
+            .await?
     };
     let rows = entries
         .iter()

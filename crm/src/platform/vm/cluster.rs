@@ -344,21 +344,9 @@ impl ClusterOps for VmPlatform {
             .await
             .map_err(|e| engine_error("creating container", e))?;
         let mut ports = Vec::new();
-        for p in &inst.mapped_ports {
-            let proto = if p.proto == LProto::Udp as i32 {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            };
-            let last = if p.end_port == 0 {
-                p.internal_port
-            } else {
-                p.end_port
-            };
-            for guest in p.internal_port..=last {
-                let host = free_port(proto).map_err(|e| err("finding a free port", e))?;
-                ports.push((proto, u16::try_from(guest).unwrap_or_default(), host));
-            }
+        for (proto, guest, _) in guest_ports(inst) {
+            let host = free_port(proto).map_err(|e| err("finding a free port", e))?;
+            ports.push((proto, guest, host));
         }
         let record = AppRecord {
             key: key.clone(),
