@@ -56,14 +56,7 @@ fn vm_dirs(cloud: &Cloud) -> Vec<std::path::PathBuf> {
 
 /// qemu processes running a VM of this test's CRM.
 fn qemus(cloud: &Cloud) -> usize {
-    let mine = cloud.dir.path().to_string_lossy().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).to_string())
-        .filter(|c| c.contains("qemu-system") && c.contains(&mine))
-        .count()
+    testenv::processes_in(cloud.dir.path(), "qemu-system").len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,22 +231,6 @@ async fn a_crm_killed_while_a_vm_boots_finishes_with_exactly_that_vm() {
     assert_eq!((vm_dirs(&cloud).len(), qemus(&cloud)), (1, 1));
 }
 
-/// The pids of this test's qemu processes.
-fn qemu_pids(cloud: &Cloud) -> Vec<String> {
-    let mine = cloud.dir.path().to_string_lossy().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("qemu-system") && c.contains(&mine)
-            })
-        })
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answer_through_the_lb() {
     let mut cloud = vm_cloud().await;
@@ -300,7 +277,7 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
         },
     )
     .await;
-    let node = qemu_pids(&cloud);
+    let node = testenv::processes_in(cloud.dir.path(), "qemu-system");
     assert_eq!(node.len(), 1);
 
     // An app on it: its image copied into the node, its container there (not on the cloudlet's engine),
@@ -334,11 +311,11 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     drop(crm);
     let _crm = cloud.start_crm("berlin");
     assert_eq!(get_until_ok(addr).await, "hi from the node");
-    assert_eq!(qemu_pids(&cloud), node);
+    assert_eq!(testenv::processes_in(cloud.dir.path(), "qemu-system"), node);
 
     // A node that dies (kill -9 of its qemu) is started again, with its app and the same route.
     let _ = std::process::Command::new("kill")
-        .args(["-KILL", &node[0]])
+        .args(["-KILL", &node[0].to_string()])
         .status();
     testenv::wait_for(
         "the app to answer again after its node was killed",

@@ -39,6 +39,13 @@ struct Region {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Region {
+    fn drop(&mut self) {
+        // VMs (and the LB) outlive their CRM by design; the test's end is theirs.
+        testenv::kill_processes_in(self._dir.path());
+    }
+}
+
 fn cloudlet_key() -> CloudletKey {
     CloudletKey {
         organization: "tmus".into(),

@@ -32,7 +32,9 @@ pub use influx::Influx;
 pub use load::WriteLoad;
 pub use openbao::OpenBao;
 pub use postgres::Postgres;
-pub use process::{free_port, http_get, loopback_ip, loopback_ip_nth, metric};
+pub use process::{
+    free_port, http_get, kill_processes_in, loopback_ip, loopback_ip_nth, metric, processes_in,
+};
 pub use proxy::Proxy;
 pub use registry::Registry;
 pub use smtp::Smtp;

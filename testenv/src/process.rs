@@ -58,6 +58,33 @@ pub(crate) fn free_port_pair() -> u16 {
     }
 }
 
+/// Pids of the processes whose command line contains `program` and names `dir` (e.g. the qemu VMs a
+/// test's CRM started under its temp dir).
+pub fn processes_in(dir: &Path, program: &str) -> Vec<u32> {
+    let dir = dir.to_string_lossy();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains(program) && cmdline.contains(&*dir)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) every process whose command line names `dir`: what a test started that outlives its
+/// parent by design (a CRM's VMs, its load balancer) ends with the test.
+pub fn kill_processes_in(dir: &Path) {
+    let pids: Vec<String> = processes_in(dir, "").iter().map(u32::to_string).collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+    }
+}
+
 /// A plain HTTP/1.0 GET against loopback: `(status, body)`, or `None` when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;

@@ -36,6 +36,13 @@ pub struct CrmProcess {
     pub http: SocketAddr,
 }
 
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        // VMs (and LBs) outlive their CRM by design; the test's end is theirs.
+        testenv::kill_processes_in(self.dir.path());
+    }
+}
+
 impl Drop for CrmProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
