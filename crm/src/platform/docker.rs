@@ -62,6 +62,18 @@ pub(crate) fn engine_error(what: &str, e: DockerError) -> PlatformError {
     }
 }
 
+/// The error of creating our own container `name`: a name conflict means a create of the same instance got
+/// there first (a CRM killed mid-create, whose request the engine still carried out); the next pass
+/// adopts or replaces that container, so it is worth a retry.
+pub(crate) fn create_error(name: &str, e: DockerError) -> PlatformError {
+    match &e {
+        DockerError::DockerResponseServerError {
+            status_code: 409, ..
+        } => PlatformError::transient(format!("creating container {name}: {e}")),
+        _ => engine_error("creating container", e),
+    }
+}
+
 pub(crate) fn not_found(e: &DockerError) -> bool {
     matches!(
         e,
@@ -601,7 +613,7 @@ impl ClusterOps for DockerPlatform {
         self.docker
             .create_container(Some(opts), body)
             .await
-            .map_err(|e| engine_error("creating container", e))?;
+            .map_err(|e| create_error(&name, e))?;
         progress.step("Starting container");
         if let Err(e) = self.docker.start_container(&name, None).await {
             let err = engine_error("starting container", e);

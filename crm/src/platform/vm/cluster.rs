@@ -21,7 +21,7 @@ use edge_proto::edge::ClusterInst;
 use tokio_stream::StreamExt;
 
 use super::*;
-use crate::platform::docker::{DockerPlatform, engine_error, not_found};
+use crate::platform::docker::{DockerPlatform, create_error, engine_error, not_found};
 use crate::platform::{LABEL_APPINST, LABEL_MANAGED, LogOptions};
 
 /// The guest port of the node's Docker Engine.
@@ -342,7 +342,7 @@ impl ClusterOps for VmPlatform {
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         node.create_container(Some(opts), body)
             .await
-            .map_err(|e| engine_error("creating container", e))?;
+            .map_err(|e| create_error(&name, e))?;
         let mut ports = Vec::new();
         for (proto, guest, _) in guest_ports(inst) {
             let host = free_port(proto).map_err(|e| err("finding a free port", e))?;
