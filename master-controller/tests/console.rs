@@ -164,6 +164,13 @@ async fn console_sessions_are_strict_cookies_with_csrf_and_end_at_logout_passwor
         .await;
     assert_eq!(s, 200, "{b}");
 
+    // A user of no organization is told how to get one, on every region page.
+    let _loner = p.user("loner").await;
+    let mut lone = Console::new(&p);
+    assert_eq!(lone.log_in("loner", PASSWORD).await.0, 303);
+    let (s, _, html) = lone.get("/console/apps").await;
+    assert!(s == 200 && html.contains(r#"id="no-org""#), "{html}");
+
     // Pages need a session.
     let mut c = Console::new(&p);
     assert_eq!(c.get("/console/apps").await.1, "/console/login");
@@ -358,10 +365,11 @@ async fn console_sessions_are_strict_cookies_with_csrf_and_end_at_logout_passwor
     let token = c.csrf().await;
     let (s, to, _) = c.form("/console/logout", &[("csrf", &token)]).await;
     assert_eq!((s, to.as_str()), (303, "/console/login"));
-    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM console_sessions")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let (left,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM console_sessions WHERE username = 'alice'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!(left, 0, "logout and the ended sessions left rows");
     c.cookies.push(("edge_session".into(), id));
     assert_eq!(c.get("/console/apps").await.1, "/console/login");

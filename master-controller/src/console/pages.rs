@@ -130,7 +130,10 @@ pub(super) async fn render(
         page: q.page.unwrap_or(1).max(1),
         path: format!("/console/{page}"),
     };
-    let main = if cx.region.is_empty() && !matches!(page.as_str(), "access" | "audit") {
+    let region_page = !matches!(page.as_str(), "access" | "audit");
+    let main = if region_page && cx.orgs.is_empty() && !cx.caller().grants.is_admin() {
+        Ok(r#"<p class="empty" id="no-org">You belong to no organization yet: create one under <a href="/console/access">Users &amp; orgs</a>, or ask an organization's manager to add you.</p>"#.to_string())
+    } else if region_page && cx.region.is_empty() {
         Ok(r#"<p class="empty">No region is registered yet: an admin adds one with <code>edgectl region create</code>.</p>"#.to_string())
     } else {
         match page.as_str() {
