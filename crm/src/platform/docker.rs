@@ -74,6 +74,49 @@ pub(crate) fn create_error(name: &str, e: DockerError) -> PlatformError {
     }
 }
 
+/// What container `name` on `engine` wrote to stdout and stderr, as `opts` selects.
+pub(crate) async fn read_logs(engine: &Docker, name: &str, opts: LogOptions) -> Result<String> {
+    let mut b = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(opts.timestamps)
+        .tail(&opts.tail.to_string());
+    if let Some(since) = opts.since {
+        b = b.since(since.clamp(0, i64::from(i32::MAX)) as i32);
+    }
+    let mut logs = engine.logs(name, Some(b.build()));
+    let mut out = String::new();
+    while let Some(chunk) = logs.next().await {
+        let chunk = chunk.map_err(|e| engine_error("reading container logs", e))?;
+        out.push_str(&chunk.to_string());
+    }
+    Ok(out)
+}
+
+/// The container of an App's instance: its image, `sh -c` command, env, `labels`, the flavor's CPU and
+/// memory limits, on `network_mode`.
+pub(crate) fn container_body(
+    app: &App,
+    flavor: Option<&Flavor>,
+    labels: HashMap<String, String>,
+    network_mode: String,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(app.image_path.clone()),
+        cmd: (!app.command.is_empty()).then(|| vec!["sh".into(), "-c".into(), app.command.clone()]),
+        env: Some(app.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            init: Some(true),
+            network_mode: Some(network_mode),
+            nano_cpus: flavor.map(|f| (f.vcpus as i64) * 1_000_000_000),
+            memory: flavor.map(|f| (f.ram as i64) * 1024 * 1024),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn not_found(e: &DockerError) -> bool {
     matches!(
         e,
@@ -586,24 +629,14 @@ impl ClusterOps for DockerPlatform {
             });
         }
         let network = self.name_of(LABEL_CLUSTER, &cluster.key_string()).await?;
-        let host_config = HostConfig {
-            init: Some(true),
-            network_mode: Some(network.clone()),
-            nano_cpus: flavor.map(|f| (f.vcpus as i64) * 1_000_000_000),
-            memory: flavor.map(|f| (f.ram as i64) * 1024 * 1024),
-            ..Default::default()
-        };
         let body = ContainerCreateBody {
-            image: Some(app.image_path.clone()),
-            cmd: (!app.command.is_empty())
-                .then(|| vec!["sh".into(), "-c".into(), app.command.clone()]),
-            env: Some(app.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(self.labels(LABEL_APPINST, &key)),
-            host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(network, EndpointSettings::default())])),
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings::default(),
+                )])),
             }),
-            ..Default::default()
+            ..container_body(app, flavor, self.labels(LABEL_APPINST, &key), network)
         };
         progress.step(&format!(
             "Creating container {name} from image {}",
@@ -664,21 +697,7 @@ impl ClusterOps for DockerPlatform {
                 "container \"{container}\" is not part of AppInst \"{key}\": its container is \"{name}\""
             )));
         }
-        let mut b = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(opts.timestamps)
-            .tail(&opts.tail.to_string());
-        if let Some(since) = opts.since {
-            b = b.since(since.clamp(0, i64::from(i32::MAX)) as i32);
-        }
-        let mut logs = self.docker.logs(&name, Some(b.build()));
-        let mut out = String::new();
-        while let Some(chunk) = logs.next().await {
-            let chunk = chunk.map_err(|e| engine_error("reading container logs", e))?;
-            out.push_str(&chunk.to_string());
-        }
-        Ok(out)
+        read_logs(&self.docker, &name, opts).await
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {

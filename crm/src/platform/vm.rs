@@ -371,6 +371,16 @@ impl VmPlatform {
         tracing::warn!(pid, dir = %dir.display(), "qemu did not stop");
     }
 
+    /// Stops the VM in `dir` and removes the directory (disk, spec, sockets, logs), if it exists.
+    async fn destroy(&self, dir: &Path) -> Result<()> {
+        self.stop(dir).await;
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("removing the VM directory", e)),
+        }
+    }
+
     /// Waits until every ready port answers, or the VM dies, or the boot deadline passes.
     async fn wait_ready(&self, dir: &Path, spec: &Spec, progress: &dyn Progress) -> Result<()> {
         let start = tokio::time::Instant::now();
@@ -430,8 +440,7 @@ impl VmPlatform {
         std::fs::create_dir_all(dir).map_err(|e| err("creating the VM directory", e))?;
         let result = self.boot_new(dir, vm, progress).await;
         if result.is_err() {
-            self.stop(dir).await;
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = self.destroy(dir).await;
         }
         result
     }
@@ -631,8 +640,7 @@ impl VmOps for VmPlatform {
                 Some(spec) => out.push(Self::observed(&dir, &spec)),
                 // Left by a crash before its spec was written: nobody can want it.
                 None => {
-                    self.stop(&dir).await;
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = self.destroy(&dir).await;
                 }
             }
         }
@@ -723,13 +731,7 @@ impl VmOps for VmPlatform {
     }
 
     async fn delete_vm(&self, key: &str) -> Result<()> {
-        let dir = self.vm_dir(key);
-        self.stop(&dir).await;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(err("removing the VM directory", e)),
-        }
+        self.destroy(&self.vm_dir(key)).await
     }
 }
 

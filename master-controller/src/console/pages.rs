@@ -327,6 +327,26 @@ fn field(name: &'static str, label: &'static str, input: Input, hints: &'static 
     }
 }
 
+/// A choice among text values shown as they are.
+fn choice(values: &[&str]) -> Input {
+    Input::Select(
+        values
+            .iter()
+            .map(|v| (v.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// The organization an object is created in (the orgs where the caller may, the chosen one first).
+fn org_field(orgs: Vec<(String, String)>) -> Field {
+    field(
+        "key.organization",
+        "Organization",
+        Input::Select(orgs),
+        "organization",
+    )
+}
+
 /// A form `console.js` posts to the REST route `api` (under `/auth`); with `kind`, the body is
 /// `{"Region": <region>, kind: <object>}` as the `ctrl` routes take it, else the object itself.
 fn form(cx: &Ctx, id: &str, api: &str, kind: &str, title: &str, fields: Vec<Field>) -> String {
@@ -748,12 +768,7 @@ async fn clusters(cx: &Ctx) -> Result<String> {
             "ClusterInst",
             "Create cluster",
             vec![
-                field(
-                    "key.organization",
-                    "Organization",
-                    Input::Select(orgs),
-                    "organization",
-                ),
+                org_field(orgs),
                 field(
                     "key.name",
                     "Name",
@@ -775,10 +790,7 @@ async fn clusters(cx: &Ctx) -> Result<String> {
                 field(
                     "deployment",
                     "Deployment",
-                    Input::Select(vec![
-                        ("docker".into(), "docker".into()),
-                        ("kubernetes".into(), "kubernetes".into()),
-                    ]),
+                    choice(&["docker", "kubernetes"]),
                     "deployment",
                 ),
             ],
@@ -812,8 +824,6 @@ async fn apps(cx: &Ctx) -> Result<String> {
     );
     let orgs = cx.orgs_managing(rbac::APPS, "developer");
     if !orgs.is_empty() {
-        let choice =
-            |v: &[&str]| Input::Select(v.iter().map(|s| (s.to_string(), s.to_string())).collect());
         let image_types = [ImageType::Docker, ImageType::Qcow, ImageType::Helm]
             .iter()
             .map(|t| {
@@ -832,12 +842,7 @@ async fn apps(cx: &Ctx) -> Result<String> {
             "App",
             "Create app",
             vec![
-                field(
-                    "key.organization",
-                    "Organization",
-                    Input::Select(orgs),
-                    "organization",
-                ),
+                org_field(orgs),
                 field(
                     "key.name",
                     "Name",
@@ -985,12 +990,7 @@ async fn app_insts(cx: &Ctx) -> Result<String> {
             "AppInst",
             "Deploy app instance",
             vec![
-                field(
-                    "key.organization",
-                    "Organization",
-                    Input::Select(orgs),
-                    "organization",
-                ),
+                org_field(orgs),
                 field(
                     "key.name",
                     "Name",
@@ -1221,15 +1221,7 @@ async fn access(cx: &Ctx) -> Result<String> {
         "Create organization",
         vec![
             field("Name", "Name", Input::Text(""), "name"),
-            field(
-                "Type",
-                "Type",
-                Input::Select(vec![
-                    ("developer".into(), "developer".into()),
-                    ("operator".into(), "operator".into()),
-                ]),
-                "type",
-            ),
+            field("Type", "Type", choice(&["developer", "operator"]), "type"),
             field("Address", "Address", Input::Text(""), "address"),
             field("Phone", "Phone", Input::Text(""), "phone"),
         ],
@@ -1289,10 +1281,10 @@ async fn access(cx: &Ctx) -> Result<String> {
     );
     let managed = cx.orgs_managing(rbac::USERS, "");
     if !managed.is_empty() {
-        let roles = rbac::ROLES
+        let roles: Vec<&str> = rbac::ROLES
             .iter()
+            .copied()
             .filter(|r| !rbac::is_admin_role(r))
-            .map(|r| (r.to_string(), r.to_string()))
             .collect();
         out += &form(
             cx,
@@ -1303,7 +1295,7 @@ async fn access(cx: &Ctx) -> Result<String> {
             vec![
                 field("org", "Organization", Input::Select(managed), "org"),
                 field("username", "User", Input::Text(""), "user"),
-                field("role", "Role", Input::Select(roles), "role"),
+                field("role", "Role", choice(&roles), "role"),
             ],
         );
     }

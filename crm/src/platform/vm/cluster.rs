@@ -12,16 +12,18 @@
 //! so a restarted CRM finds the apps and their forwards, and a restarted node gets its forwards back.
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
 };
 use edge_proto::edge::ClusterInst;
 use tokio_stream::StreamExt;
 
 use super::*;
-use crate::platform::docker::{DockerPlatform, create_error, engine_error, not_found};
+use crate::platform::docker::{
+    DockerPlatform, container_body, create_error, engine_error, not_found, read_logs,
+};
 use crate::platform::{LABEL_APPINST, LABEL_MANAGED, LogOptions};
 
 /// The guest port of the node's Docker Engine.
@@ -262,13 +264,7 @@ impl ClusterOps for VmPlatform {
     }
 
     async fn delete_cluster(&self, key: &str) -> Result<()> {
-        let dir = self.cluster_dir(key);
-        self.stop(&dir).await;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(err("removing the node's directory", e)),
-        }
+        self.destroy(&self.cluster_dir(key)).await
     }
 
     async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>> {
@@ -316,25 +312,13 @@ impl ClusterOps for VmPlatform {
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_APPINST.to_string(), key.clone()),
         ]);
-        let body = ContainerCreateBody {
-            image: Some(app.image_path.clone()),
-            cmd: (!app.command.is_empty())
-                .then(|| vec!["sh".into(), "-c".into(), app.command.clone()]),
-            env: Some(app.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                init: Some(true),
-                network_mode: Some("host".into()),
-                nano_cpus: flavor.map(|f| (f.vcpus as i64) * 1_000_000_000),
-                memory: flavor.map(|f| (f.ram as i64) * 1024 * 1024),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut body = container_body(app, flavor, labels, "host".into());
+        if let Some(h) = body.host_config.as_mut() {
+            h.restart_policy = Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            });
+        }
         progress.step(&format!(
             "Creating container {name} from image {} on the cluster's node",
             app.image_path
@@ -423,22 +407,7 @@ impl ClusterOps for VmPlatform {
                 "container \"{container}\" is not part of AppInst \"{key}\": its container is \"{name}\""
             )));
         }
-        let mut b = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(opts.timestamps)
-            .tail(&opts.tail.to_string());
-        if let Some(since) = opts.since {
-            b = b.since(since.clamp(0, i64::from(i32::MAX)) as i32);
-        }
-        let node = Self::engine(&spec)?;
-        let mut logs = node.logs(&name, Some(b.build()));
-        let mut out = String::new();
-        while let Some(chunk) = logs.next().await {
-            let chunk = chunk.map_err(|e| engine_error("reading container logs", e))?;
-            out.push_str(&chunk.to_string());
-        }
-        Ok(out)
+        read_logs(&Self::engine(&spec)?, &name, opts).await
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {
