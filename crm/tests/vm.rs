@@ -319,7 +319,7 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
         .status();
     testenv::wait_for(
         "the app to answer again after its node was killed",
-        std::time::Duration::from_secs(180),
+        std::time::Duration::from_secs(420),
         async || match testenv::http_get(addr, "/") {
             Some((200, body)) => Some(body),
             _ => None,
