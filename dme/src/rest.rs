@@ -253,7 +253,13 @@ pub async fn serve(
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let result = match tls {
-        None => axum::serve(listener, router(engine)).await,
+        // As over TLS (below): replies go out without Nagle's delay.
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router(engine)).await
+        }
         Some(cfg) => axum::serve(TlsListener::new(listener, cfg), router(engine)).await,
     };
     if let Err(e) = result {

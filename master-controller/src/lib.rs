@@ -252,10 +252,11 @@ impl MasterController {
         // Signals are the binary's to handle (actix's own handler took SIGTERM and left the process
         // running).
         .disable_signals();
+        let listener = listener(cfg.http_addr)?;
         let server = match &cfg.tls {
             Some((cert, key)) => server
-                .bind_rustls_0_23(cfg.http_addr, edge_common::pki::server_config(cert, key)?)?,
-            None => server.bind(cfg.http_addr)?,
+                .listen_rustls_0_23(listener, edge_common::pki::server_config(cert, key)?)?,
+            None => server.listen(listener)?,
         };
         let addr = server.addrs()[0];
         let server = server.run();
@@ -273,6 +274,20 @@ impl MasterController {
         self.alerts.abort();
         self.handle.stop(true).await;
     }
+}
+
+/// The MC's listening socket. Its connections send without Nagle's delay (Linux hands TCP_NODELAY down to
+/// accepted sockets; actix leaves it unset): a streamed reply ends in a small chunk that otherwise waits
+/// for the client's delayed ACK, 40 ms.
+fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// Creates the admin account with the AdminManager role on first start.
