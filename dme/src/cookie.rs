@@ -2,12 +2,15 @@
 //! claim layout (`exp`, `iat`, and the identity under `key`). The secret comes from Vault/OpenBao when
 //! configured (so every DME of a region accepts every other's cookies), else it is random per process.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use edge_common::go_jwt;
 use edge_proto::dme::{Loc, Timestamp};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tonic::Status;
 
 fn empty(s: &str) -> bool {
@@ -137,18 +140,27 @@ struct Claims<K> {
     key: K,
 }
 
+/// Session cookies kept once verified (a client sends the same one with every call).
+const VERIFIED_SESSIONS: usize = 100_000;
+
 pub struct Cookies {
-    secret: Vec<u8>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
     pub session_ttl: Duration,
     pub events_ttl: Duration,
+    /// session cookies whose form and signature checked out, with their claims: their times are
+    /// checked again on every use. Emptied when it holds `VERIFIED_SESSIONS`.
+    sessions: Mutex<HashMap<String, (SessionKey, Map<String, Value>)>>,
 }
 
 impl Cookies {
     pub fn new(secret: Vec<u8>, session_ttl: Duration, events_ttl: Duration) -> Self {
         Self {
-            secret,
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
             session_ttl,
             events_ttl,
+            sessions: Mutex::default(),
         }
     }
 
@@ -159,17 +171,23 @@ impl Cookies {
             iat: now,
             key,
         };
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims,
-            &EncodingKey::from_secret(&self.secret),
-        )
-        .expect("HS512 signing cannot fail")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &self.encoding)
+            .expect("HS512 signing cannot fail")
     }
 
     /// Checks `cookie` as MobiledgeX's DME does (jwt-go v3), failing with jwt-go's texts: the token's
     /// form first, then its signature, then its times.
     fn verify<K: for<'de> Deserialize<'de>>(&self, cookie: &str) -> Result<K, Status> {
+        let (key, claims) = self.verify_signed(cookie)?;
+        check_times(&claims)?;
+        Ok(key)
+    }
+
+    /// The identity and claims of `cookie` once its form and signature check out (not its times).
+    fn verify_signed<K: for<'de> Deserialize<'de>>(
+        &self,
+        cookie: &str,
+    ) -> Result<(K, Map<String, Value>), Status> {
         if cookie.is_empty() {
             return Err(Status::unauthenticated(
                 "VerifyCookie failed: missing cookie",
@@ -177,11 +195,7 @@ impl Cookies {
         }
         let unauthenticated = |m: String| Status::unauthenticated(m);
         let token = go_jwt::parse_unverified(cookie).map_err(unauthenticated)?;
-        if token
-            .claims
-            .get("key")
-            .is_none_or(serde_json::Value::is_null)
-        {
+        if token.claims.get("key").is_none_or(Value::is_null) {
             return Err(Status::unauthenticated(
                 "VerifyCookie failed: Invalid cookie, no key",
             ));
@@ -193,21 +207,18 @@ impl Cookies {
         v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
         v.validate_exp = false;
         v.required_spec_claims.clear();
-        let key =
-            jsonwebtoken::decode::<Claims<K>>(cookie, &DecodingKey::from_secret(&self.secret), &v)
-                .map_err(|e| {
-                    unauthenticated(match e.kind() {
-                        ErrorKind::InvalidSignature => "signature is invalid".into(),
-                        ErrorKind::InvalidAlgorithm => "key is of invalid type".into(),
-                        ErrorKind::Base64(_) => "illegal base64 data at input byte 0".into(),
-                        _ => e.to_string(),
-                    })
-                })?
-                .claims
-                .key;
-        go_jwt::check_times(&token.claims, edge_common::now_ms() / 1000)
-            .map_err(unauthenticated)?;
-        Ok(key)
+        let key = jsonwebtoken::decode::<Claims<K>>(cookie, &self.decoding, &v)
+            .map_err(|e| {
+                unauthenticated(match e.kind() {
+                    ErrorKind::InvalidSignature => "signature is invalid".into(),
+                    ErrorKind::InvalidAlgorithm => "key is of invalid type".into(),
+                    ErrorKind::Base64(_) => "illegal base64 data at input byte 0".into(),
+                    _ => e.to_string(),
+                })
+            })?
+            .claims
+            .key;
+        Ok((key, token.claims))
     }
 
     pub fn session(&self, key: SessionKey) -> String {
@@ -215,13 +226,26 @@ impl Cookies {
     }
 
     pub fn verify_session(&self, cookie: &str) -> Result<SessionKey, Status> {
-        let key: SessionKey = self.verify(cookie)?;
-        if key.orgname.is_empty() && key.appname.is_empty() {
-            return Err(Status::unauthenticated(
-                "VerifyCookie failed: Invalid cookie, no key",
-            ));
+        let check = |key: &SessionKey, claims: &Map<String, Value>| {
+            check_times(claims)?;
+            if key.orgname.is_empty() && key.appname.is_empty() {
+                return Err(Status::unauthenticated(
+                    "VerifyCookie failed: Invalid cookie, no key",
+                ));
+            }
+            Ok(key.clone())
+        };
+        if let Some((key, claims)) = self.sessions.lock().expect("sessions lock").get(cookie) {
+            return check(key, claims);
         }
-        Ok(key)
+        let (key, claims) = self.verify_signed::<SessionKey>(cookie)?;
+        let checked = check(&key, &claims);
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if sessions.len() >= VERIFIED_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(cookie.to_string(), (key, claims));
+        checked
     }
 
     pub fn edge_events(&self, key: EdgeEventsKey) -> String {
@@ -247,6 +271,11 @@ impl Cookies {
         }
         Ok(key)
     }
+}
+
+/// jwt-go's checks of a token's times (expired, used before issued or before valid).
+fn check_times(claims: &Map<String, Value>) -> Result<(), Status> {
+    go_jwt::check_times(claims, edge_common::now_ms() / 1000).map_err(Status::unauthenticated)
 }
 
 pub use edge_common::vault::random_bytes;
@@ -293,21 +322,25 @@ mod tests {
             &Claims {
                 exp: edge_common::now_ms() / 1000 - 3600,
                 iat: 0,
-                key,
+                key: key.clone(),
             },
-            &EncodingKey::from_secret(&c.secret),
+            &c.encoding,
         )
         .unwrap();
-        let err = c.verify_session(&old).unwrap_err();
-        assert!(
-            err.message().starts_with("token is expired by 1h0m"),
-            "{}",
-            err.message()
-        );
+        // Asked again, from the verified cookies: still checked for its times.
+        for _ in 0..2 {
+            let err = c.verify_session(&old).unwrap_err();
+            assert!(
+                err.message().starts_with("token is expired by 1h0m"),
+                "{}",
+                err.message()
+            );
+        }
+        assert_eq!(c.verify_session(&cookie).unwrap(), key);
         let no_key = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &serde_json::json!({"exp": 1}),
-            &EncodingKey::from_secret(&c.secret),
+            &c.encoding,
         )
         .unwrap();
         assert_eq!(

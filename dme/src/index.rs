@@ -33,6 +33,18 @@ fn inner_term(km: f64) -> f64 {
         .powi(2)
 }
 
+/// A location as a point on the unit sphere.
+fn unit(latitude: f64, longitude: f64) -> [f64; 3] {
+    let (lat, lon) = (latitude.to_radians(), longitude.to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+/// The haversine's inner term between two points on the unit sphere, sin²(θ/2) = (1 − cos θ) / 2, from
+/// their dot product: no trigonometry per candidate.
+fn inner_term_between(p: &[f64; 3], q: &[f64; 3]) -> f64 {
+    ((1.0 - (p[0] * q[0] + p[1] * q[1] + p[2] * q[2])) / 2.0).clamp(0.0, 1.0)
+}
+
 /// The great-circle distance of a haversine inner term.
 fn km_of(a: f64) -> f64 {
     2.0 * EARTH_RADIUS_KM * a.sqrt().atan2((1.0 - a).sqrt())
@@ -65,9 +77,8 @@ struct Site {
     cloudlet: String,
     operator: String,
     public_cloud: bool,
-    lat: f64,
-    lon: f64,
-    cos_lat: f64,
+    /// the cloudlet's location on the unit sphere
+    at: [f64; 3],
 }
 
 pub struct Index {
@@ -165,9 +176,7 @@ impl Index {
                 cloudlet: cloudlet.clone(),
                 public_cloud: PUBLIC_CLOUDS.contains(&ck.organization.as_str()),
                 operator: ck.organization,
-                lat: loc.latitude.to_radians(),
-                lon: loc.longitude.to_radians(),
-                cos_lat: loc.latitude.to_radians().cos(),
+                at: unit(loc.latitude, loc.longitude),
             };
             sites.insert(cloudlet, site);
         }
@@ -194,18 +203,15 @@ impl Index {
         let st = self.state.read().expect("index lock");
         let operator = (!carrier.is_empty()).then(|| Self::operator_of(&st, carrier));
         let sites = self.usable_of(&st, &app.key_string());
-        // Rank by the haversine's inner term, which grows with the distance: the trigonometry of the
-        // client's side is done once, the cloudlet's cosine is kept.
-        let (lat, lon) = (lat.to_radians(), lon.to_radians());
-        let cos_client = lat.cos();
+        // Rank by the haversine's inner term, which grows with the distance.
+        let client = unit(lat, lon);
         let mut best: Vec<(f64, &str, &Site)> = Vec::with_capacity(limit + 1);
         for site in sites.iter() {
             let other = operator.as_ref().is_some_and(|o| *o != site.operator);
             if other && !site.public_cloud {
                 continue;
             }
-            let mut a = ((site.lat - lat) / 2.0).sin().powi(2)
-                + cos_client * site.cos_lat * ((site.lon - lon) / 2.0).sin().powi(2);
+            let mut a = inner_term_between(&client, &site.at);
             if other {
                 a = inner_term(km_of(a) + PUBLIC_CLOUD_PADDING_KM);
             }
@@ -523,5 +529,17 @@ mod tests {
         let d = distance_km(52.52, 13.405, 48.8566, 2.3522);
         assert!((d - 878.0).abs() < 5.0, "{d}");
         assert_eq!(distance_km(10.0, 10.0, 10.0, 10.0), 0.0);
+        // The ranking's dot-product form agrees with the haversine, to a metre, near and far.
+        for (a, b) in [
+            ((52.52, 13.405), (48.8566, 2.3522)),
+            ((10.0, 10.0), (10.0, 10.0)),
+            ((10.0, 10.0), (10.00001, 10.0)),
+            ((-33.9, 151.2), (51.5, -0.1)),
+            ((0.0, 0.0), (0.0, 180.0)),
+        ] {
+            let dot = km_of(inner_term_between(&unit(a.0, a.1), &unit(b.0, b.1)));
+            let hav = distance_km(a.0, a.1, b.0, b.1);
+            assert!((dot - hav).abs() < 1e-3, "{a:?} {b:?}: {dot} vs {hav}");
+        }
     }
 }

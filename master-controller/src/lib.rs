@@ -254,8 +254,9 @@ impl MasterController {
         .disable_signals();
         let listener = listener(cfg.http_addr)?;
         let server = match &cfg.tls {
-            Some((cert, key)) => server
-                .listen_rustls_0_23(listener, edge_common::pki::server_config(cert, key)?)?,
+            Some((cert, key)) => {
+                server.listen_rustls_0_23(listener, edge_common::pki::server_config(cert, key)?)?
+            }
             None => server.listen(listener)?,
         };
         let addr = server.addrs()[0];
