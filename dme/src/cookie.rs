@@ -140,6 +140,9 @@ struct Claims<K> {
     key: K,
 }
 
+/// A token's claims as jwt-go reads them (for its time checks).
+type Claimed = Map<String, Value>;
+
 /// Session cookies kept once verified (a client sends the same one with every call).
 const VERIFIED_SESSIONS: usize = 100_000;
 
@@ -150,7 +153,7 @@ pub struct Cookies {
     pub events_ttl: Duration,
     /// session cookies whose form and signature checked out, with their claims: their times are
     /// checked again on every use. Emptied when it holds `VERIFIED_SESSIONS`.
-    sessions: Mutex<HashMap<String, (SessionKey, Map<String, Value>)>>,
+    sessions: Mutex<HashMap<String, (SessionKey, Claimed)>>,
 }
 
 impl Cookies {
