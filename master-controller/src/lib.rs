@@ -91,8 +91,8 @@ pub struct Mc {
     pub user_create_limit: usize,
     /// the platform's own admin account (`Config::admin_user`), which cannot be deleted
     pub superuser: String,
-    /// region → (address, renew after (unix s), channel)
-    channels: Mutex<HashMap<String, (String, i64, Channel)>>,
+    /// region → its controller's channel
+    channels: Mutex<HashMap<String, Region>>,
     pki: edge_common::pki::VaultPki,
     /// secrets of the MC (alert receivers' URLs)
     pub vault: edge_common::vault::Kv,
@@ -101,6 +101,20 @@ pub struct Mc {
     /// the relay of email alert receivers
     pub smtp: Option<Smtp>,
 }
+
+/// A region's controller channel as the MC last found it registered.
+struct Region {
+    address: String,
+    /// when the channel's client certificate is renewed (unix s)
+    renew: i64,
+    /// when the registration was last read from the database
+    checked: std::time::Instant,
+    channel: Channel,
+}
+
+/// How long a region's registration is used without reading it again. Deregistering through this MC
+/// takes effect at once; through another MC replica, within this time.
+const REGION_RECHECK: Duration = Duration::from_secs(5);
 
 impl Mc {
     pub fn pki(&self) -> &edge_common::pki::VaultPki {
@@ -113,6 +127,13 @@ impl Mc {
         if region.is_empty() {
             return Err(ApiError::bad_request("region is required"));
         }
+        let now = edge_common::now_ms() / 1000;
+        if let Some(r) = self.channels.lock().expect("channels lock").get(region)
+            && r.checked.elapsed() < REGION_RECHECK
+            && r.renew > now
+        {
+            return Ok(r.channel.clone());
+        }
         let row: Option<(String, String, String)> = sqlx::query_as(
             "SELECT address, ca_cert, server_name FROM controllers WHERE region = $1",
         )
@@ -124,12 +145,16 @@ impl Mc {
                 "Region \"{region}\" not found"
             )));
         };
-        let now = edge_common::now_ms() / 1000;
-        if let Some((a, renew, ch)) = self.channels.lock().expect("channels lock").get(region)
-            && *a == addr
-            && *renew > now
+        let checked = std::time::Instant::now();
+        if let Some(r) = self
+            .channels
+            .lock()
+            .expect("channels lock")
+            .get_mut(region)
+            .filter(|r| r.address == addr && r.renew > now)
         {
-            return Ok(ch.clone());
+            r.checked = checked;
+            return Ok(r.channel.clone());
         }
         let bad_addr = |e: &dyn std::fmt::Display| {
             ApiError::bad_request(format!(
@@ -168,11 +193,21 @@ impl Mc {
                 .connect_lazy();
             (ch, now + cert.renew_in(now).as_secs() as i64)
         };
-        self.channels
-            .lock()
-            .expect("channels lock")
-            .insert(region.to_string(), (addr, renew, ch.clone()));
+        self.channels.lock().expect("channels lock").insert(
+            region.to_string(),
+            Region {
+                address: addr,
+                renew,
+                checked,
+                channel: ch.clone(),
+            },
+        );
         Ok(ch)
+    }
+
+    /// Forgets the channel of a region whose registration changed.
+    pub fn forget_region(&self, region: &str) {
+        self.channels.lock().expect("channels lock").remove(region);
     }
 }
 

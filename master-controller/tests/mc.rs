@@ -672,6 +672,26 @@ async fn forwarding_reaches_only_the_named_region() {
     );
     let (s, _) = admin.ctrl("NoSuchMethod", "A", "Flavor", json!({})).await;
     assert_eq!(s, 404);
+    // The MC keeps region B's channel after using it; deregistering B ends it at once, and registering it
+    // again brings it back.
+    let (s, b) = admin
+        .post("/auth/controller/delete", json!({"Region": "B"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = admin.ctrl("ShowFlavor", "B", "Flavor", json!({})).await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap()),
+        (400, "Region \"B\" not found")
+    );
+    let (s, b) = admin
+        .post(
+            "/auth/controller/create",
+            json!({"Region": "B", "Address": p.region_b.api_addr.to_string()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = admin.ctrl("ShowFlavor", "B", "Flavor", json!({})).await;
+    assert_eq!((s, b), (200, Value::Array(vec![])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

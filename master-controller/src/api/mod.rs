@@ -139,12 +139,17 @@ pub(crate) async fn account_caller(
     token_gen: i64,
     req: &HttpRequest,
 ) -> Result<Caller> {
-    let user: Option<(String, i64, i64, bool)> =
-        sqlx::query_as("SELECT email, id, token_gen, locked FROM users WHERE name = $1")
-            .bind(username)
-            .fetch_optional(&mc.db)
-            .await?;
-    let Some((email, id, generation, locked)) = user else {
+    // The account and its roles in one round trip (this runs before every authenticated call).
+    let user: Option<(String, i64, i64, bool, Vec<String>, Vec<String>)> = sqlx::query_as(
+        "SELECT u.email, u.id, u.token_gen, u.locked, \
+           COALESCE(array_agg(r.org) FILTER (WHERE r.org IS NOT NULL), '{}'), \
+           COALESCE(array_agg(r.role) FILTER (WHERE r.org IS NOT NULL), '{}') \
+         FROM users u LEFT JOIN roles r ON r.username = u.name WHERE u.name = $1 GROUP BY u.name",
+    )
+    .bind(username)
+    .fetch_optional(&mc.db)
+    .await?;
+    let Some((email, id, generation, locked, orgs, roles)) = user else {
         return Err(expired());
     };
     if id != uid || generation != token_gen {
@@ -156,7 +161,7 @@ pub(crate) async fn account_caller(
     Ok(Caller {
         username: username.to_string(),
         email,
-        grants: grants_of(mc, username).await?,
+        grants: Grants::from_roles(orgs.into_iter().zip(roles)),
         client_ip: client_ip(req),
         api_key: None,
     })

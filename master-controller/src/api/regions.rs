@@ -92,6 +92,7 @@ pub(crate) async fn controller_delete(
             .bind(&body.region)
             .execute(&mc.db)
             .await?;
+        mc.forget_region(&body.region);
         if n.rows_affected() == 0 {
             return Err(ApiError::not_found(format!(
                 "Region \"{}\" not found",
