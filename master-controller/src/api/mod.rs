@@ -140,16 +140,33 @@ pub(crate) async fn account_caller(
     req: &HttpRequest,
 ) -> Result<Caller> {
     // The account and its roles in one round trip (this runs before every authenticated call).
-    let user: Option<(String, i64, i64, bool, Vec<String>, Vec<String>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Account {
+        email: String,
+        id: i64,
+        token_gen: i64,
+        locked: bool,
+        orgs: Vec<String>,
+        roles: Vec<String>,
+    }
+    let user: Option<Account> = sqlx::query_as(
         "SELECT u.email, u.id, u.token_gen, u.locked, \
-           COALESCE(array_agg(r.org) FILTER (WHERE r.org IS NOT NULL), '{}'), \
-           COALESCE(array_agg(r.role) FILTER (WHERE r.org IS NOT NULL), '{}') \
+           COALESCE(array_agg(r.org) FILTER (WHERE r.org IS NOT NULL), '{}') AS orgs, \
+           COALESCE(array_agg(r.role) FILTER (WHERE r.org IS NOT NULL), '{}') AS roles \
          FROM users u LEFT JOIN roles r ON r.username = u.name WHERE u.name = $1 GROUP BY u.name",
     )
     .bind(username)
     .fetch_optional(&mc.db)
     .await?;
-    let Some((email, id, generation, locked, orgs, roles)) = user else {
+    let Some(Account {
+        email,
+        id,
+        token_gen: generation,
+        locked,
+        orgs,
+        roles,
+    }) = user
+    else {
         return Err(expired());
     };
     if id != uid || generation != token_gen {
