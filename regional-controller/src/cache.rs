@@ -174,6 +174,12 @@ impl Cache {
         self.events.subscribe()
     }
 
+    /// The revision of the last change of the object at etcd `path`, as far as the cache has seen.
+    pub fn revision_of(&self, path: &str) -> Option<i64> {
+        let st = self.state.read().expect("cache lock");
+        st.objects.get(path).map(|(rev, _)| *rev)
+    }
+
     pub fn get<T: Object>(&self, key: &str) -> Option<T> {
         let st = self.state.read().expect("cache lock");
         st.objects

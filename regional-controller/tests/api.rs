@@ -601,3 +601,69 @@ async fn acknowledged_writes_survive_an_etcd_restart_under_load() {
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_on_one_replica_see_reference_changes_made_on_another() {
+    // Replica B guards a create with the revisions its cache holds of the references; a write through
+    // replica A reaches that cache a moment later. Whatever the timing, B's create sees what etcd holds.
+    let r = Region::start().await;
+    let b = regional_controller::Controller::start(config(&r.etcd))
+        .await
+        .unwrap();
+    let b_channel = connect(b.api_addr).await;
+    let mut b_apps = app_api_client::AppApiClient::new(b_channel.clone());
+    let b_flavors = flavor_api_client::FlavorApiClient::new(b_channel);
+    let mut a_flavors = r.flavors();
+    let app_on = |name: &str, flavor: &str| {
+        let mut a = app("acme", name, "tcp:80");
+        a.default_flavor = Some(FlavorKey {
+            name: flavor.into(),
+        });
+        a
+    };
+    for i in 0..10 {
+        let (kept, gone) = (format!("kept{i}"), format!("gone{i}"));
+        r.create_flavor(&kept).await;
+        r.create_flavor(&gone).await;
+        testenv::wait_for(
+            "replica B to hold both flavors",
+            std::time::Duration::from_secs(10),
+            async || {
+                let mut c = b_flavors.clone();
+                let held = show(c.show_flavor(Flavor::default())).await;
+                let holds = |n: &str| held.iter().any(|f| f.key.as_ref().unwrap().name == n);
+                (holds(&kept) && holds(&gone)).then_some(())
+            },
+        )
+        .await;
+        // Changed through A: B's create still succeeds.
+        let mut bigger = flavor(&kept);
+        bigger.vcpus = 4;
+        a_flavors
+            .update_flavor(FlavorUpdate {
+                flavor: Some(bigger),
+                fields: vec!["vcpus".into()],
+            })
+            .await
+            .unwrap();
+        b_apps
+            .create_app(app_on(&format!("on-kept{i}"), &kept))
+            .await
+            .unwrap();
+        // Deleted through A: B's create fails and leaves nothing.
+        a_flavors.delete_flavor(flavor(&gone)).await.unwrap();
+        assert_code(
+            b_apps
+                .create_app(app_on(&format!("on-gone{i}"), &gone))
+                .await,
+            Code::NotFound,
+            &format!("Flavor \"{gone}\" not found"),
+        );
+    }
+    let apps = show(b_apps.show_app(App::default())).await;
+    let mut names: Vec<String> = apps.iter().map(|a| a.key.clone().unwrap().name).collect();
+    names.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("on-kept{i}")).collect();
+    want.sort();
+    assert_eq!(names, want);
+}

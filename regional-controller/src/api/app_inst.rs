@@ -205,7 +205,7 @@ impl AppInstService {
         inst.mapped_ports = ports;
 
         let refs = inst.references();
-        api.guard_refs(w, &refs).await?;
+        api.guard_refs(w, &refs, attempt == 0).await?;
         w.absent(&api.store.path_of(inst));
         api.store.put_refs(w, inst, &refs);
         Ok(())

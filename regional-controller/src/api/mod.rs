@@ -100,15 +100,22 @@ impl Api {
         Err(CtrlError::Conflict(what.to_string()))
     }
 
-    /// Reads the targets of `refs`, failing with NotFound for the first missing one; returns their
-    /// revisions as transaction guards.
+    /// Guards the write with the revisions of the targets of `refs`, failing with NotFound for the first
+    /// missing one. With `cached`, a revision comes from the cache when it holds the target (no read
+    /// from etcd; if the cache is behind, the transaction fails and the next attempt reads etcd); a
+    /// target the cache does not hold is always read from etcd (another replica may have just made it).
     pub(crate) async fn guard_refs(
         &self,
         w: &mut Write,
         refs: &[(&'static str, String)],
+        cached: bool,
     ) -> Result<()> {
         for (kind, key) in refs {
             let path = self.store.path(kind, key);
+            if let Some(rev) = self.cache.revision_of(&path).filter(|_| cached) {
+                w.unchanged(&path, rev);
+                continue;
+            }
             let resp = self
                 .store
                 .client
@@ -128,17 +135,23 @@ impl Api {
     pub(crate) async fn create_plain<T: Object>(&self, obj: &T) -> Result<i64> {
         let path = self.store.path_of(obj);
         let refs = obj.references();
-        self.write(&obj.describe(), || async {
-            let mut w = Write::default();
-            self.guard_refs(&mut w, &refs).await?;
-            w.absent(&path);
-            self.store.put_obj(&mut w, obj);
-            self.store.put_refs(&mut w, obj, &refs);
-            let done = self.store.commit(w).await?;
-            if done.is_none() && self.store.get::<T>(&obj.key_string()).await?.is_some() {
-                return Err(CtrlError::AlreadyExists(obj.describe()));
+        let mut attempts = 0;
+        self.write(&obj.describe(), || {
+            attempts += 1;
+            let first = attempts == 1;
+            let (path, refs) = (&path, &refs);
+            async move {
+                let mut w = Write::default();
+                self.guard_refs(&mut w, refs, first).await?;
+                w.absent(path);
+                self.store.put_obj(&mut w, obj);
+                self.store.put_refs(&mut w, obj, refs);
+                let done = self.store.commit(w).await?;
+                if done.is_none() && self.store.get::<T>(&obj.key_string()).await?.is_some() {
+                    return Err(CtrlError::AlreadyExists(obj.describe()));
+                }
+                Ok(done)
             }
-            Ok(done)
         })
         .await
     }
@@ -187,7 +200,7 @@ impl Api {
                         .filter(|r| !old_refs.contains(r))
                         .cloned()
                         .collect();
-                    self.guard_refs(&mut w, &added).await?;
+                    self.guard_refs(&mut w, &added, false).await?;
                     self.store.delete_refs(&mut w, &obj, &gone);
                     self.store.put_refs(&mut w, &obj, &added);
                 }
