@@ -576,7 +576,7 @@ impl MatchEngineApi for MatchEngineService {
             };
             let _ = &s.key;
             Ok(AppOfficialFqdnReply {
-                app_official_fqdn: app.official_fqdn,
+                app_official_fqdn: app.official_fqdn.clone(),
                 client_token: B64.encode(serde_json::to_vec(&token).expect("token serializes")),
                 status: app_official_fqdn_reply::AofStatus::AofSuccess as i32,
                 ..Default::default()

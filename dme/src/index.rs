@@ -51,21 +51,22 @@ fn km_of(a: f64) -> f64 {
 }
 
 #[derive(Default)]
+/// Objects are shared (`Arc`): a call takes what it needs without copying them.
 struct State {
-    apps: HashMap<String, App>,
-    insts: HashMap<String, AppInst>,
+    apps: HashMap<String, Arc<App>>,
+    insts: HashMap<String, Arc<AppInst>>,
     /// AppInst keys of each App key
     by_app: HashMap<String, BTreeSet<String>>,
-    cloudlets: HashMap<String, Cloudlet>,
-    infos: HashMap<String, CloudletInfo>,
-    operator_codes: HashMap<String, OperatorCode>,
+    cloudlets: HashMap<String, Arc<Cloudlet>>,
+    infos: HashMap<String, Arc<CloudletInfo>>,
+    operator_codes: HashMap<String, Arc<OperatorCode>>,
 }
 
 /// An AppInst a client may use, with its cloudlet and distance from the client.
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    pub inst: AppInst,
-    pub cloudlet: Cloudlet,
+    pub inst: Arc<AppInst>,
+    pub cloudlet: Arc<Cloudlet>,
     pub distance_km: f64,
 }
 
@@ -116,7 +117,7 @@ impl Index {
         self.changed.subscribe()
     }
 
-    pub fn app(&self, key: &AppKey) -> Option<App> {
+    pub fn app(&self, key: &AppKey) -> Option<Arc<App>> {
         self.state
             .read()
             .expect("index lock")
@@ -125,7 +126,7 @@ impl Index {
             .cloned()
     }
 
-    pub fn apps(&self) -> Vec<App> {
+    pub fn apps(&self) -> Vec<Arc<App>> {
         self.state
             .read()
             .expect("index lock")
@@ -272,12 +273,12 @@ pub enum Unusable {
 
 impl Sink for Index {
     fn apply(&self, action: ChangeAction, _revision: i64, object: change::Object) {
-        fn set<T: Keyed>(map: &mut HashMap<String, T>, action: ChangeAction, o: T) {
+        fn set<T: Keyed>(map: &mut HashMap<String, Arc<T>>, action: ChangeAction, o: T) {
             let k = o.key_string();
             if action == ChangeAction::Delete {
                 map.remove(&k);
             } else {
-                map.insert(k, o);
+                map.insert(k, Arc::new(o));
             }
         }
         {
@@ -412,7 +413,7 @@ mod tests {
         };
         assert_eq!(best(&index).as_deref(), Some("acme/near"));
         let update = |f: &dyn Fn(&mut AppInst)| {
-            let mut i = index.state.read().unwrap().insts["acme/near"].clone();
+            let mut i = AppInst::clone(&index.state.read().unwrap().insts["acme/near"]);
             f(&mut i);
             index.apply(ChangeAction::Update, 2, change::Object::AppInst(i));
         };
@@ -484,7 +485,7 @@ mod tests {
         index.apply(
             ChangeAction::Delete,
             2,
-            change::Object::AppInst(first.clone()),
+            change::Object::AppInst(AppInst::clone(&first)),
         );
         assert_ne!(
             index.candidates(&app, "", 52.5, 13.4, 1)[0].inst.key,
