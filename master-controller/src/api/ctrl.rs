@@ -295,86 +295,97 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
     serde_json::from_value(v).map_err(invalid_json)
 }
 
-fn line(v: Value) -> Bytes {
-    let mut s = v.to_string();
-    s.push('\n');
-    Bytes::from(s)
-}
-
 /// What a caller may see of each object of a Show: everything (`None`), or what the filter returns
 /// (`None` from it: nothing of that object).
 type Keep = Option<Box<dyn Fn(Value) -> Option<Value> + Send + Sync>>;
 
-/// `{"data": <item>}` and a newline, if `keep` lets the caller see `item`. Unfiltered objects are written
-/// straight from the message, without a JSON tree in between.
-fn data_line<T: Serialize>(item: &T, keep: &Keep) -> Option<Bytes> {
-    match keep {
-        None => {
-            let mut buf = b"{\"data\":".to_vec();
-            serde_json::to_writer(&mut buf, item).ok()?;
-            buf.extend_from_slice(b"}\n");
-            Some(Bytes::from(buf))
-        }
-        Some(k) => {
-            k(serde_json::to_value(item).unwrap_or_default()).map(|v| line(json!({ "data": v })))
+/// Appends a `{"data": <item>}` line for each item `keep` lets the caller see, up to the first error,
+/// which it returns. Unfiltered objects are written straight from the message, without a JSON tree in
+/// between.
+fn write_lines<T: Serialize>(
+    buf: &mut Vec<u8>,
+    items: Vec<std::result::Result<T, Status>>,
+    keep: &Keep,
+) -> Option<Status> {
+    for item in items {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => return Some(e),
+        };
+        let data = match keep {
+            None => {
+                buf.extend_from_slice(b"{\"data\":");
+                if serde_json::to_writer(&mut *buf, &item).is_err() {
+                    continue;
+                }
+                buf.extend_from_slice(b"}\n");
+                continue;
+            }
+            Some(k) => k(serde_json::to_value(&item).unwrap_or_default()),
+        };
+        if let Some(v) = data {
+            serde_json::to_writer(&mut *buf, &json!({ "data": v }))
+                .expect("a JSON value serializes");
+            buf.push(b'\n');
         }
     }
+    None
 }
 
-/// Streams `{"data": ...}` lines; the first message is awaited so an immediate error is a normal reply.
+/// The last line of a stream that failed after it began (the status is 200 by then).
+fn write_error(buf: &mut Vec<u8>, e: &Status) {
+    let err = from_status(e);
+    let v = json!({"result": {"message": err.message, "code": err.status.as_u16()}});
+    serde_json::to_writer(&mut *buf, &v).expect("a JSON value serializes");
+    buf.push(b'\n');
+}
+
+/// Streams `{"data": ...}` lines; the first visible item is awaited so an immediate error is a normal
+/// reply. Messages already at hand are written together into one chunk (a Show's objects); one that comes
+/// alone (a progress message) goes out at once.
 async fn stream_reply<T: Serialize + Send + 'static>(
-    mut s: tonic::Streaming<T>,
+    s: tonic::Streaming<T>,
     keep: Keep,
 ) -> Result<HttpResponse> {
+    const READY: usize = 256;
+    let mut s = s.ready_chunks(READY);
     let mut first = Vec::new();
-    loop {
-        match s.message().await {
-            Ok(Some(item)) => {
-                if let Some(l) = data_line(&item, &keep) {
-                    first.push(l);
-                    break;
-                }
-            }
-            Ok(None) => {
-                return Ok(HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(first.concat()));
-            }
-            Err(e) => return Err(from_status(&e)),
+    let failed = loop {
+        let Some(items) = s.next().await else {
+            return Ok(HttpResponse::Ok().content_type("application/json").finish());
+        };
+        match write_lines(&mut first, items, &keep) {
+            Some(e) if first.is_empty() => return Err(from_status(&e)),
+            Some(e) => break Some(e),
+            None if !first.is_empty() => break None,
+            None => {}
         }
+    };
+    if let Some(e) = failed {
+        write_error(&mut first, &e);
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(first));
     }
-    let keep = std::sync::Arc::new(keep);
-    let rest = futures::stream::unfold((s, false), move |(mut s, done)| {
-        let keep = keep.clone();
-        async move {
-            if done {
-                return None;
+    let rest = futures::stream::unfold((s, keep, false), |(mut s, keep, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let items = s.next().await?;
+            let mut buf = Vec::new();
+            if let Some(e) = write_lines(&mut buf, items, &keep) {
+                write_error(&mut buf, &e);
+                return Some((buf, (s, keep, true)));
             }
-            loop {
-                match s.message().await {
-                    Ok(Some(item)) => {
-                        if let Some(l) = data_line(&item, &keep) {
-                            return Some((l, (s, false)));
-                        }
-                    }
-                    Ok(None) => return None,
-                    Err(e) => {
-                        let err = from_status(&e);
-                        let l = line(
-                            json!({"result": {"message": err.message, "code": err.status.as_u16()}}),
-                        );
-                        return Some((l, (s, true)));
-                    }
-                }
+            if !buf.is_empty() {
+                return Some((buf, (s, keep, false)));
             }
         }
     });
-    // Lines already at hand go out together (a Show's objects); one that comes alone (a progress
-    // message) goes out at once.
-    let body = futures::stream::iter(first)
+    let body = futures::stream::once(async { first })
         .chain(rest)
-        .ready_chunks(256)
-        .map(|lines| Ok::<_, actix_web::Error>(Bytes::from(lines.concat())));
+        .map(|b| Ok::<_, actix_web::Error>(Bytes::from(b)));
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(body))
@@ -735,5 +746,54 @@ async fn call_controller(
         "DeleteAlertPolicy" => u!(P, delete_alert_policy),
         "ShowAlertPolicy" => s!(P, show_alert_policy),
         other => Err(ApiError::not_found(format!("Unknown method {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flavor(name: &str) -> Flavor {
+        Flavor {
+            key: Some(FlavorKey { name: name.into() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stream_lines_keep_what_the_caller_may_see_and_stop_at_an_error() {
+        let lines = |buf: &[u8]| -> Vec<Value> {
+            String::from_utf8_lossy(buf)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let mut buf = Vec::new();
+        let items = vec![Ok(flavor("a")), Ok(flavor("b"))];
+        assert!(write_lines(&mut buf, items, &None).is_none());
+        let all = lines(&buf);
+        assert_eq!(
+            (all.len(), &all[1]["data"]["key"]["name"]),
+            (2, &json!("b"))
+        );
+
+        // A filter drops what the caller may not see; an error ends the items at that point.
+        let only_b: Keep = Some(Box::new(|v: Value| (v["key"]["name"] == "b").then_some(v)));
+        let mut buf = Vec::new();
+        let items = vec![
+            Ok(flavor("a")),
+            Ok(flavor("b")),
+            Err(Status::failed_precondition("Flavor \"c\" is in use")),
+            Ok(flavor("d")),
+        ];
+        let err = write_lines(&mut buf, items, &only_b).expect("the error");
+        write_error(&mut buf, &err);
+        assert_eq!(
+            lines(&buf),
+            vec![
+                json!({"data": serde_json::to_value(flavor("b")).unwrap()}),
+                json!({"result": {"message": "Flavor \"c\" is in use", "code": 400}}),
+            ]
+        );
     }
 }
