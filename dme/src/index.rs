@@ -50,8 +50,8 @@ fn km_of(a: f64) -> f64 {
     2.0 * EARTH_RADIUS_KM * a.sqrt().atan2((1.0 - a).sqrt())
 }
 
-#[derive(Default)]
 /// Objects are shared (`Arc`): a call takes what it needs without copying them.
+#[derive(Default)]
 struct State {
     apps: HashMap<String, Arc<App>>,
     insts: HashMap<String, Arc<AppInst>>,
