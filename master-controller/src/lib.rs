@@ -91,8 +91,8 @@ pub struct Mc {
     pub user_create_limit: usize,
     /// the platform's own admin account (`Config::admin_user`), which cannot be deleted
     pub superuser: String,
-    /// region → its controller's channel
-    channels: Mutex<HashMap<String, Region>>,
+    /// each region's controller channel
+    channels: Mutex<Channels>,
     pki: edge_common::pki::VaultPki,
     /// secrets of the MC (alert receivers' URLs)
     pub vault: edge_common::vault::Kv,
@@ -112,6 +112,15 @@ struct Region {
     channel: Channel,
 }
 
+/// The controller channels of the regions in use.
+#[derive(Default)]
+struct Channels {
+    regions: HashMap<String, Region>,
+    /// how many registrations were forgotten: a lookup that read the database before one was does not
+    /// keep what it read
+    forgotten: u64,
+}
+
 /// How long a region's registration is used without reading it again. Deregistering through this MC
 /// takes effect at once; through another MC replica, within this time.
 const REGION_RECHECK: Duration = Duration::from_secs(5);
@@ -128,12 +137,16 @@ impl Mc {
             return Err(ApiError::bad_request("region is required"));
         }
         let now = edge_common::now_ms() / 1000;
-        if let Some(r) = self.channels.lock().expect("channels lock").get(region)
-            && r.checked.elapsed() < REGION_RECHECK
-            && r.renew > now
-        {
-            return Ok(r.channel.clone());
-        }
+        let forgotten = {
+            let channels = self.channels.lock().expect("channels lock");
+            if let Some(r) = channels.regions.get(region)
+                && r.checked.elapsed() < REGION_RECHECK
+                && r.renew > now
+            {
+                return Ok(r.channel.clone());
+            }
+            channels.forgotten
+        };
         let row: Option<(String, String, String)> = sqlx::query_as(
             "SELECT address, ca_cert, server_name FROM controllers WHERE region = $1",
         )
@@ -150,6 +163,7 @@ impl Mc {
             .channels
             .lock()
             .expect("channels lock")
+            .regions
             .get_mut(region)
             .filter(|r| r.address == addr && r.renew > now)
         {
@@ -193,21 +207,26 @@ impl Mc {
                 .connect_lazy();
             (ch, now + cert.renew_in(now).as_secs() as i64)
         };
-        self.channels.lock().expect("channels lock").insert(
-            region.to_string(),
-            Region {
-                address: addr,
-                renew,
-                checked,
-                channel: ch.clone(),
-            },
-        );
+        let mut channels = self.channels.lock().expect("channels lock");
+        if channels.forgotten == forgotten {
+            channels.regions.insert(
+                region.to_string(),
+                Region {
+                    address: addr,
+                    renew,
+                    checked,
+                    channel: ch.clone(),
+                },
+            );
+        }
         Ok(ch)
     }
 
     /// Forgets the channel of a region whose registration changed.
     pub fn forget_region(&self, region: &str) {
-        self.channels.lock().expect("channels lock").remove(region);
+        let mut channels = self.channels.lock().expect("channels lock");
+        channels.regions.remove(region);
+        channels.forgotten += 1;
     }
 }
 
