@@ -108,11 +108,6 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// RSS of this process in MiB.
-fn rss_mib() -> u64 {
-    edge_common::process_usage(std::process::id()).map_or(0, |(_, rss)| rss >> 20)
-}
-
 pub async fn mc(args: McArgs) -> anyhow::Result<()> {
     let (pg, bao, etcd) = tokio::join!(
         testenv::Postgres::start(),
@@ -199,7 +194,7 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
     .await;
 
     // Memory around a burst of logins, 16 at a time.
-    let before = rss_mib();
+    let before = crate::rss_mib();
     let started = Instant::now();
     let done = counter();
     let workers: Vec<_> = (0..16)
@@ -216,7 +211,7 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         w.await?;
     }
     let logins_s = started.elapsed().as_secs_f64();
-    let after = rss_mib();
+    let after = crate::rss_mib();
 
     print_table(&[
         (&format!("ShowAppInst x{want} direct") as &str, &direct),

@@ -18,11 +18,6 @@ pub struct Args {
 
 const REGION: &str = "scale";
 
-/// RSS of this process in MiB.
-fn rss_mib() -> u64 {
-    edge_common::process_usage(std::process::id()).map_or(0, |(_, rss)| rss >> 20)
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.cloudlets > 0, "--cloudlets must be at least 1");
     let etcd = testenv::Etcd::start().await?;
@@ -30,14 +25,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut times = Vec::new();
     for round in 1..=2 {
-        let before = rss_mib();
+        let before = crate::rss_mib();
         let t = Instant::now();
         let ctrl = regional_controller::Controller::start(regional_controller::Config::local(
             REGION, &etcd.url,
         ))
         .await?;
         let ready = t.elapsed();
-        let loaded = rss_mib();
+        let loaded = crate::rss_mib();
         println!(
             "restart {round}: ready in {:.2} s; RSS {before} MiB before, {loaded} MiB loaded (+{} MiB)",
             ready.as_secs_f64(),

@@ -27,13 +27,6 @@ pub struct Args {
 
 const REGION: &str = "scale";
 
-/// RSS of this process in MiB. The controller and the DME run in it, and memory freed by earlier benches
-/// of `all` is reused, so a difference would understate them: the figures are this process's whole RSS
-/// with each loaded (upper bounds).
-fn rss_mib() -> u64 {
-    edge_common::process_usage(std::process::id()).map_or(0, |(_, rss)| rss >> 20)
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let etcd = testenv::Etcd::start().await?;
     let t = Instant::now();
@@ -52,7 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let (ctrl, _) = crate::region::controller(REGION, &etcd.url).await?;
     let start = t.elapsed();
-    let ctrl_rss = rss_mib();
+    let ctrl_rss = crate::rss_mib();
     println!(
         "controller: ready in {:.2} s; process RSS {ctrl_rss} MiB",
         start.as_secs_f64()
@@ -71,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let (dme, cookie) = start_dme(REGION, ctrl.notify_addr).await?;
     let dme_load = t.elapsed();
-    let both_rss = rss_mib();
+    let both_rss = crate::rss_mib();
     println!(
         "DME: ready and finding the app after {:.2} s; process RSS with the controller {both_rss} MiB",
         dme_load.as_secs_f64()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use edge_common::Keyed;
 use edge_proto::edge::{
     App, AppInst, AppInstInfo, AppInstRuntime, CloudletInfo, CloudletKey, CloudletState,
-    ClusterInst, ClusterInstInfo, FlavorInfo, IpAccess, LProto, PlatformFeatures, PowerState,
+    ClusterInst, ClusterInstInfo, FlavorInfo, IpAccess, PlatformFeatures, PowerState,
     ResourceUsage, TrackedState, notify_up,
 };
 use tokio::sync::Notify;
@@ -812,11 +812,7 @@ impl Reconciler {
         };
         if let (Some(lb), Some(ip)) = (lb, o.backend) {
             for p in &inst.mapped_ports {
-                let proto = if p.proto == LProto::Udp as i32 {
-                    Proto::Udp
-                } else {
-                    Proto::Tcp
-                };
+                let proto = Proto::of(p);
                 let count = if p.end_port == 0 {
                     1
                 } else {

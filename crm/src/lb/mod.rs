@@ -30,6 +30,17 @@ pub enum Proto {
     Udp,
 }
 
+impl Proto {
+    /// The protocol of an App's port (anything but UDP is TCP).
+    pub fn of(port: &edge_proto::edge::AppPort) -> Self {
+        if port.proto == edge_proto::edge::LProto::Udp as i32 {
+            Self::Udp
+        } else {
+            Self::Tcp
+        }
+    }
+}
+
 /// A public port of the load balancer.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RouteKey {

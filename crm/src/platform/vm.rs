@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edge_common::Keyed;
-use edge_proto::edge::{App, AppInst, Flavor, LProto, PlatformFeatures};
+use edge_proto::edge::{App, AppInst, Flavor, PlatformFeatures};
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 
@@ -83,11 +83,7 @@ struct NewVm {
 fn guest_ports(inst: &AppInst) -> Vec<(Proto, u16, bool)> {
     let mut out = Vec::new();
     for p in &inst.mapped_ports {
-        let proto = if p.proto == LProto::Udp as i32 {
-            Proto::Udp
-        } else {
-            Proto::Tcp
-        };
+        let proto = Proto::of(p);
         let last = if p.end_port == 0 {
             p.internal_port
         } else {
