@@ -303,6 +303,10 @@ impl MasterController {
                 .configure(api::routes)
         })
         .workers(2)
+        // Idle connections stay open longer than the pools of common HTTP clients (Go's and reqwest's
+        // keep them 90 s). With actix's 5 s, a client reusing a connection just as the MC closed it got
+        // an empty reply to a POST, which it cannot safely resend.
+        .keep_alive(Duration::from_secs(120))
         // Signals are the binary's to handle (actix's own handler took SIGTERM and left the process
         // running).
         .disable_signals();
