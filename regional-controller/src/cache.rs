@@ -47,6 +47,8 @@ struct State {
     objects: BTreeMap<String, (i64, Arc<Any>)>,
     /// cloudlet key strings whose CRM holds a notify connection (on any replica)
     connected: BTreeSet<String>,
+    /// etcd keys of the public ports held on the cloudlets' shared LBs
+    ports: BTreeSet<String>,
     revision: i64,
 }
 
@@ -238,6 +240,16 @@ impl Cache {
             .count()
     }
 
+    /// The held public-port keys that start with `prefix` (one cloudlet's), as far as the cache has seen.
+    pub fn ports_under(&self, prefix: &str) -> Vec<String> {
+        let st = self.state.read().expect("cache lock");
+        st.ports
+            .range(prefix.to_string()..)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     pub fn is_connected(&self, cloudlet: &str) -> bool {
         self.state
             .read()
@@ -342,6 +354,9 @@ impl Cache {
                     Some(Entry::Conn(c)) => {
                         fresh.connected.insert(c);
                     }
+                    Some(Entry::Port) => {
+                        fresh.ports.insert(path);
+                    }
                     None => {}
                 }
             }
@@ -443,6 +458,12 @@ impl Cache {
                     (Some(Entry::Conn(c)), EventType::Delete) => {
                         st.connected.remove(&c);
                     }
+                    (Some(Entry::Port), EventType::Put) => {
+                        st.ports.insert(path);
+                    }
+                    (Some(Entry::Port), EventType::Delete) => {
+                        st.ports.remove(&path);
+                    }
                     (None, _) => {}
                 }
             }
@@ -462,7 +483,8 @@ impl Cache {
         let (kind, key) = rest.split_once('/')?;
         match kind {
             "Conn" => Some(Entry::Conn(key.to_string())),
-            "Ref" | "Port" | "Mark" => None,
+            "Port" => Some(Entry::Port),
+            "Ref" | "Mark" => None,
             k => Some(Entry::Object(k)),
         }
     }
@@ -471,6 +493,7 @@ impl Cache {
 enum Entry<'a> {
     Object(&'a str),
     Conn(String),
+    Port,
 }
 
 enum WatchEnd {

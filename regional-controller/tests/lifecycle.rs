@@ -672,3 +672,71 @@ async fn concurrent_creates_on_one_cloudlet_all_get_distinct_ports() {
     tcp.dedup();
     assert_eq!(tcp.len(), 16, "{tcp:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_holds_stay_exact_through_two_replicas() {
+    // A create picks its ports by its replica's cache, which learns of holds made through the other
+    // replica a moment later: the commit's guards refuse a port held meanwhile and the retry reads etcd.
+    // A delete releases exactly the ports its instance holds.
+    let (r, _crm) = region_with_cluster().await;
+    let b = regional_controller::Controller::start(config(&r.etcd))
+        .await
+        .unwrap();
+    let b_insts = app_inst_api_client::AppInstApiClient::new(connect(b.api_addr).await);
+    let replica = |i: usize| {
+        if i.is_multiple_of(2) {
+            r.app_insts()
+        } else {
+            b_insts.clone()
+        }
+    };
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let mut insts = replica(i);
+            tokio::spawn(async move {
+                insts
+                    .create_app_inst(app_inst("acme", &format!("p{i}"), "game", "c1"))
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().expect("every create is accepted");
+    }
+    let shown = show(r.app_insts().show_app_inst(AppInst::default())).await;
+    let starts = |proto: LProto| {
+        let mut s: Vec<i32> = shown
+            .iter()
+            .flat_map(|i| i.mapped_ports.iter())
+            .filter(|p| p.proto == proto as i32)
+            .map(|p| p.public_port)
+            .collect();
+        s.sort();
+        s
+    };
+    let (tcp, udp) = (starts(LProto::Tcp), starts(LProto::Udp));
+    assert_eq!(tcp.len(), 12);
+    assert!(tcp.windows(2).all(|w| w[0] < w[1]), "{tcp:?}");
+    assert!(udp.windows(2).all(|w| w[1] - w[0] >= 3), "{udp:?}");
+    assert_eq!(
+        held_ports(&r).await,
+        12 * 4,
+        "tcp:80 and three udp ports each"
+    );
+
+    // Deleted through the replica that did not create it; the first half while the second half stays.
+    for i in 0..12 {
+        let mut inst = app_inst("acme", &format!("p{i}"), "", "");
+        inst.crm_override = CrmOverride::IgnoreCrm as i32;
+        let mut insts = replica(i + 1);
+        drain(&mut insts.delete_app_inst(inst).await.unwrap().into_inner())
+            .await
+            .unwrap();
+        assert_eq!(
+            held_ports(&r).await,
+            (11 - i as i64) * 4,
+            "after deleting p{i}"
+        );
+    }
+}

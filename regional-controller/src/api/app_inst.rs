@@ -215,6 +215,10 @@ impl AppInstService {
     /// separately; a range gets a contiguous block) and holds them in the same write. After `attempt`
     /// lost races (two or more) it picks at random among the lowest `attempt²` free ones instead:
     /// callers created at once would otherwise all want the same port again.
+    ///
+    /// The first attempt takes the held ports from the cache (no etcd read that grows with the
+    /// cloudlet); the write's `absent` guards make a hold the cache had not seen yet fail the commit, and
+    /// a retry reads etcd.
     async fn allocate_ports(
         &self,
         w: &mut Write,
@@ -225,9 +229,12 @@ impl AppInstService {
     ) -> Result<()> {
         let store = &self.0.store;
         let prefix = store.ports_prefix(cloudlet);
-        let mut held: BTreeSet<(String, i32)> = store
-            .keys(&prefix)
-            .await?
+        let keys = if attempt == 0 {
+            self.0.cache.ports_under(&prefix)
+        } else {
+            store.keys(&prefix).await?
+        };
+        let mut held: BTreeSet<(String, i32)> = keys
             .iter()
             .filter_map(|k| {
                 let (proto, port) = k.strip_prefix(&prefix)?.split_once('/')?;
@@ -272,24 +279,38 @@ fn random_below(n: usize) -> usize {
     (h.finish() % n.max(1) as u64) as usize
 }
 
-/// The public-port keys an AppInst holds, for release when it is deleted.
+/// The public-port keys an AppInst holds, for release when it is deleted: those of its mapped ports
+/// that name it (an instance on a dedicated cluster holds none; its ports are its cluster's own).
 pub async fn held_ports(store: &Store, inst: &AppInst) -> Result<Vec<String>> {
+    use etcd_client::{Txn, TxnOp, TxnOpResponse};
     let cloudlet = inst.cloudlet_key.clone().unwrap_or_default().key_string();
     let me = inst.key_string();
-    let resp = store
-        .client
-        .kv_client()
-        .get(
-            store.ports_prefix(&cloudlet),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await?;
-    Ok(resp
-        .kvs()
+    let keys: Vec<String> = inst
+        .mapped_ports
         .iter()
-        .filter(|kv| kv.value() == me.as_bytes())
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect())
+        .flat_map(|p| port_keys(store, &cloudlet, p))
+        .collect();
+    let mut held = Vec::new();
+    // etcd allows 128 operations per transaction by default.
+    for chunk in keys.chunks(128) {
+        let reads = chunk.iter().map(|k| TxnOp::get(k.as_str(), None));
+        let resp = store
+            .client
+            .kv_client()
+            .txn(Txn::new().and_then(reads.collect::<Vec<_>>()))
+            .await?;
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                held.extend(
+                    get.kvs()
+                        .iter()
+                        .filter(|kv| kv.value() == me.as_bytes())
+                        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned()),
+                );
+            }
+        }
+    }
+    Ok(held)
 }
 
 #[tonic::async_trait]
