@@ -234,19 +234,20 @@ impl AppInstService {
         } else {
             store.keys(&prefix).await?
         };
-        let mut held: BTreeSet<(String, i32)> = keys
+        let mut held: BTreeSet<(&'static str, i32)> = keys
             .iter()
             .filter_map(|k| {
                 let (proto, port) = k.strip_prefix(&prefix)?.split_once('/')?;
-                Some((proto.to_string(), port.parse().ok()?))
+                let proto = ["tcp", "udp"].into_iter().find(|p| *p == proto)?;
+                Some((proto, port.parse().ok()?))
             })
             .collect();
         let (lo, hi) = self.0.config.port_range;
         for p in ports.iter_mut() {
-            let proto = proto_name(p.proto).to_string();
+            let proto = proto_name(p.proto);
             let n = validate::port_count(p);
             let free = (i32::from(lo)..=i32::from(hi) - n + 1)
-                .filter(|s| (*s..*s + n).all(|port| !held.contains(&(proto.clone(), port))));
+                .filter(|s| (*s..*s + n).all(|port| !held.contains(&(proto, port))));
             let skip = random_below(attempt * attempt);
             // The `skip`-th free start, or the last free one when there are fewer.
             let start = free
@@ -260,7 +261,7 @@ impl AppInstService {
             // end_port stays the end of the internal range; the public range has the same length.
             p.public_port = start;
             for port in start..start + n {
-                held.insert((proto.clone(), port));
+                held.insert((proto, port));
             }
             for k in port_keys(store, cloudlet, p) {
                 w.absent(&k);
