@@ -182,6 +182,17 @@ impl Cache {
         st.objects.get(path).map(|(rev, _)| *rev)
     }
 
+    /// The cache's copy of `key` with the revision of its last change, read together (a guard on that
+    /// revision holds exactly when the copy is still what etcd has).
+    pub fn get_versioned<T: Object>(&self, key: &str) -> Option<crate::store::Versioned<T>> {
+        let st = self.state.read().expect("cache lock");
+        let (rev, obj) = st.objects.get(&self.store.path(T::KIND, key))?;
+        Some(crate::store::Versioned {
+            obj: T::from_any(obj)?.clone(),
+            rev: *rev,
+        })
+    }
+
     pub fn get<T: Object>(&self, key: &str) -> Option<T> {
         let st = self.state.read().expect("cache lock");
         st.objects

@@ -740,3 +740,36 @@ async fn port_holds_stay_exact_through_two_replicas() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_through_another_replica_sees_a_cluster_just_made_ready() {
+    // Replica B judges a create on its cache first, and a cluster made READY through replica A reaches
+    // that cache a moment later: B must not refuse the create for that.
+    let (r, mut crm) = region_with_cluster().await;
+    let b = regional_controller::Controller::start(config(&r.etcd))
+        .await
+        .unwrap();
+    let mut b_insts = app_inst_api_client::AppInstApiClient::new(connect(b.api_addr).await);
+    for i in 2..7 {
+        let name = format!("c{i}");
+        let mut stream = r
+            .clusters()
+            .create_cluster_inst(cluster("acme", &name, "tmus", "berlin"))
+            .await
+            .unwrap()
+            .into_inner();
+        crm.wait_for(
+            |o| matches!(o, change::Object::ClusterInst(c) if c.key.as_ref().unwrap().name == name),
+        )
+        .await;
+        for state in [TrackedState::Creating, TrackedState::Ready] {
+            crm.report_cluster(&name, "acme", state, &[], &[]).await;
+        }
+        let done = drain(&mut stream).await.unwrap();
+        assert_eq!(done.last().unwrap().state, TrackedState::Ready as i32);
+        b_insts
+            .create_app_inst(app_inst("acme", &format!("on-{name}"), "game", &name))
+            .await
+            .expect("replica B accepts the create at once");
+    }
+}

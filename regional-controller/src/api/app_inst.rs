@@ -48,9 +48,12 @@ fn port_keys(store: &Store, cloudlet: &str, p: &AppPort) -> Vec<String> {
 impl AppInstService {
     /// Checks `inst` against the objects it refers to, fills the derived fields (cloudlet, flavor, ports,
     /// URI) and adds guards, reference keys and port holds to `w`.
-    /// `attempt` counts the races this create lost already (its public ports spread out with it).
+    /// `attempt` counts the races this create lost already (its public ports spread out with it). The
+    /// first attempt reads the App, cluster, cloudlet and held ports from the cache, guarded by the
+    /// revisions it holds; later ones read etcd.
     async fn prepare(&self, inst: &mut AppInst, w: &mut Write, attempt: usize) -> Result<()> {
         let api = &self.0;
+        let cached = attempt == 0;
         let key = inst.key.clone().unwrap_or_default();
         let app_key = inst
             .app_key
@@ -67,7 +70,7 @@ impl AppInstService {
         }
         // Every object read here is guarded at the revision read, so the create commits only if none of
         // them changed meanwhile (an App's ports, a cluster leaving READY).
-        let got = api.store.must_get::<App>(&app_key.key_string()).await?;
+        let got = api.read::<App>(&app_key.key_string(), cached).await?;
         w.unchanged(&api.store.path_of(&got.obj), got.rev);
         let app = got.obj;
 
@@ -97,7 +100,7 @@ impl AppInstService {
                         ck.organization, key.organization
                     )));
                 }
-                let got = api.store.must_get::<ClusterInst>(&ck.key_string()).await?;
+                let got = api.read::<ClusterInst>(&ck.key_string(), cached).await?;
                 w.unchanged(&api.store.path_of(&got.obj), got.rev);
                 let c = got.obj;
                 if c.state() != TrackedState::Ready {
@@ -139,7 +142,7 @@ impl AppInstService {
         validate::name("cloudlet_key.organization", &cloudlet_key.organization)?;
         validate::name("cloudlet_key.name", &cloudlet_key.name)?;
         let ck = cloudlet_key.key_string();
-        let got = api.store.must_get::<Cloudlet>(&ck).await?;
+        let got = api.read::<Cloudlet>(&ck, cached).await?;
         w.unchanged(&api.store.path_of(&got.obj), got.rev);
         let cloudlet = got.obj;
         if cloudlet.state() != TrackedState::Ready {
@@ -205,7 +208,7 @@ impl AppInstService {
         inst.mapped_ports = ports;
 
         let refs = inst.references();
-        api.guard_refs(w, &refs, attempt == 0).await?;
+        api.guard_refs(w, &refs, cached).await?;
         w.absent(&api.store.path_of(inst));
         api.store.put_refs(w, inst, &refs);
         Ok(())
@@ -333,7 +336,12 @@ impl AppInstApi for AppInstService {
             let mut inst = req.clone();
             inst.crm_override = 0;
             let mut w = Write::default();
-            self.prepare(&mut inst, &mut w, attempt).await?;
+            match self.prepare(&mut inst, &mut w, attempt).await {
+                // Refused on the cache's view, which may lag a write made through another replica:
+                // the next attempt judges on etcd's.
+                Err(_) if attempt == 0 => return Ok(None),
+                done => done?,
+            }
             inst.request(TrackedState::CreateRequested);
             inst.created_at = now();
             inst.updated_at = inst.created_at;

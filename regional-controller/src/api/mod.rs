@@ -100,6 +100,20 @@ impl Api {
         Err(CtrlError::Conflict(what.to_string()))
     }
 
+    /// `key` of kind `T` and the revision to guard a write with: from the cache with `cached` when it
+    /// holds it (if the cache is behind, the guard fails the transaction and the next attempt reads
+    /// etcd), else from etcd.
+    pub(crate) async fn read<T: Object>(
+        &self,
+        key: &str,
+        cached: bool,
+    ) -> Result<crate::store::Versioned<T>> {
+        match self.cache.get_versioned(key).filter(|_| cached) {
+            Some(v) => Ok(v),
+            None => self.store.must_get(key).await,
+        }
+    }
+
     /// Guards the write with the revisions of the targets of `refs`, failing with NotFound for the first
     /// missing one. With `cached`, a revision comes from the cache when it holds the target (no read
     /// from etcd; if the cache is behind, the transaction fails and the next attempt reads etcd); a
@@ -328,6 +342,8 @@ impl Api {
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
+                    // Nobody follows any more: stop looking at every change of the region for it.
+                    () = f.tx.closed() => return,
                     _ = &mut deadline => {
                         let state = f.state.map(|s| s.as_str_name()).unwrap_or("unknown");
                         let msg = format!(
