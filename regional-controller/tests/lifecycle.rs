@@ -643,13 +643,15 @@ async fn objects_of_a_crm_gone_for_good_are_deleted_with_crm_override() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_creates_on_one_cloudlet_all_get_distinct_ports() {
-    let (r, _crm) = region_with_cluster().await;
-    // 16 callers at once all want the lowest free port: the losers of each race try again, spread out.
-    let calls: Vec<_> = (0..16)
+/// Creates AppInsts `acme/p0` … `acme/p<n-1>` of App game on cluster c1 all at once, `p<i>` through
+/// `client(i)`; every create must be accepted.
+async fn create_at_once(
+    n: usize,
+    client: impl Fn(usize) -> app_inst_api_client::AppInstApiClient<tonic::transport::Channel>,
+) {
+    let calls: Vec<_> = (0..n)
         .map(|i| {
-            let mut insts = r.app_insts();
+            let mut insts = client(i);
             tokio::spawn(async move {
                 insts
                     .create_app_inst(app_inst("acme", &format!("p{i}"), "game", "c1"))
@@ -661,6 +663,13 @@ async fn concurrent_creates_on_one_cloudlet_all_get_distinct_ports() {
     for c in calls {
         c.await.unwrap().expect("every create is accepted");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_on_one_cloudlet_all_get_distinct_ports() {
+    let (r, _crm) = region_with_cluster().await;
+    // 16 callers at once all want the lowest free port: the losers of each race try again, spread out.
+    create_at_once(16, |_| r.app_insts()).await;
     let shown = show(r.app_insts().show_app_inst(AppInst::default())).await;
     let mut tcp: Vec<i32> = shown
         .iter()
@@ -690,20 +699,7 @@ async fn port_holds_stay_exact_through_two_replicas() {
             b_insts.clone()
         }
     };
-    let calls: Vec<_> = (0..12)
-        .map(|i| {
-            let mut insts = replica(i);
-            tokio::spawn(async move {
-                insts
-                    .create_app_inst(app_inst("acme", &format!("p{i}"), "game", "c1"))
-                    .await
-                    .map(drop)
-            })
-        })
-        .collect();
-    for c in calls {
-        c.await.unwrap().expect("every create is accepted");
-    }
+    create_at_once(12, replica).await;
     let shown = show(r.app_insts().show_app_inst(AppInst::default())).await;
     let starts = |proto: LProto| {
         let mut s: Vec<i32> = shown
@@ -752,21 +748,7 @@ async fn a_create_through_another_replica_sees_a_cluster_just_made_ready() {
     let mut b_insts = app_inst_api_client::AppInstApiClient::new(connect(b.api_addr).await);
     for i in 2..7 {
         let name = format!("c{i}");
-        let mut stream = r
-            .clusters()
-            .create_cluster_inst(cluster("acme", &name, "tmus", "berlin"))
-            .await
-            .unwrap()
-            .into_inner();
-        crm.wait_for(
-            |o| matches!(o, change::Object::ClusterInst(c) if c.key.as_ref().unwrap().name == name),
-        )
-        .await;
-        for state in [TrackedState::Creating, TrackedState::Ready] {
-            crm.report_cluster(&name, "acme", state, &[], &[]).await;
-        }
-        let done = drain(&mut stream).await.unwrap();
-        assert_eq!(done.last().unwrap().state, TrackedState::Ready as i32);
+        r.ready_cluster(&mut crm, &name).await;
         b_insts
             .create_app_inst(app_inst("acme", &format!("on-{name}"), "game", &name))
             .await
