@@ -14,7 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .message_attribute(".", "#[serde(default)]")
         // The DME's REST gateway walks these descriptors to speak MobiledgeX's JSON.
         .file_descriptor_set_path(out.join("descriptors.bin"))
-        .compile_protos(
+        .compile_with_config(
+            {
+                // `prost::Name` on every message: its full proto name finds its descriptor.
+                let mut c = prost_build::Config::new();
+                c.enable_type_names();
+                c
+            },
             &[
                 "proto/edge/objects.proto",
                 "proto/edge/notify.proto",

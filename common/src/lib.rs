@@ -8,6 +8,7 @@ pub mod keys;
 pub mod notify_client;
 pub mod ops;
 pub mod pki;
+pub mod proto_json;
 pub mod telemetry;
 pub mod vault;
 

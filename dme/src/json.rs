@@ -7,74 +7,29 @@
 //! 64-bit integers as numbers or strings, enums as numbers, proto names or either CamelCase form.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
+use edge_common::proto_json::{camel, enum_prefix, parse_enum, pool};
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MapKey,
-    MessageDescriptor, ReflectMessage, Value,
+    DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MapKey, MessageDescriptor,
+    ReflectMessage, Value,
 };
 use serde_json::{Map, Value as Json, json};
 
-static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(edge_proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptors built by edge-proto")
-});
-
 /// Descriptor of a DME message by its short name, e.g. `FindCloudletRequest`.
 pub fn descriptor(name: &str) -> MessageDescriptor {
-    POOL.get_message_by_name(&format!("distributed_match_engine.{name}"))
+    pool()
+        .get_message_by_name(&format!("distributed_match_engine.{name}"))
         .unwrap_or_else(|| panic!("no descriptor for distributed_match_engine.{name}"))
-}
-
-fn camel(s: &str) -> String {
-    s.split('_')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let mut c = p.chars();
-            let first = c.next().map(|f| f.to_ascii_uppercase()).into_iter();
-            first
-                .chain(c.map(|x| x.to_ascii_lowercase()))
-                .collect::<String>()
-        })
-        .collect()
-}
-
-/// The common prefix of an enum's value names, cut after its last `_`.
-fn common_prefix(e: &EnumDescriptor) -> String {
-    let values: Vec<_> = e.values().collect();
-    let names: Vec<&str> = values.iter().map(|v| v.name()).collect();
-    let prefix = edge_common::common_prefix(&names);
-    prefix
-        .rfind('_')
-        .map(|i| prefix[..=i].to_string())
-        .unwrap_or_default()
 }
 
 /// How MobiledgeX prints enum value `number` of `e`.
 pub fn enum_name(e: &EnumDescriptor, number: i32) -> Json {
     match e.get_value(number) {
         Some(v) => Json::String(camel(
-            v.name().strip_prefix(&common_prefix(e)).unwrap_or(v.name()),
+            v.name().strip_prefix(&enum_prefix(e)).unwrap_or(v.name()),
         )),
         None => json!(number),
     }
-}
-
-fn parse_enum(e: &EnumDescriptor, v: &Json) -> Result<i32, String> {
-    if let Some(n) = v.as_i64() {
-        return Ok(n as i32);
-    }
-    let s = v
-        .as_str()
-        .ok_or_else(|| format!("expected a {} name or number", e.name()))?;
-    let prefix = common_prefix(e);
-    e.values()
-        .find(|x| {
-            let n = x.name();
-            n == s || camel(n) == s || camel(n.strip_prefix(&prefix).unwrap_or(n)) == s
-        })
-        .map(|x| x.number())
-        .ok_or_else(|| format!("unknown {} value \"{s}\"", e.name()))
 }
 
 /// A message as MobiledgeX's JSON.

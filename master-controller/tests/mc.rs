@@ -341,8 +341,9 @@ async fn rbac_matrix_and_show_filtering() {
     assert_eq!(s, 403, "a non-admin learns nothing about other orgs");
 
     let flavor = json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1});
-    let cloudlet = |org: &str, name: &str| json!({"key": {"organization": org, "name": name}, "location": {"latitude": 52.5, "longitude": 13.4}, "platform_type": 0});
-    let app = |org: &str, name: &str| json!({"key": {"organization": org, "name": name, "version": "1.0"}, "image_type": 1, "image_path": "img", "deployment": "docker", "default_flavor": {"name": "small"}});
+    let cloudlet = |org: &str, name: &str| json!({"key": {"organization": org, "name": name}, "location": {"latitude": 52.5, "longitude": 13.4}, "platform_type": "PlatformTypeFake"});
+    // Enums by name, as MobiledgeX's Go clients marshal them (or by number).
+    let app = |org: &str, name: &str| json!({"key": {"organization": org, "name": name, "version": "1.0"}, "image_type": "ImageTypeDocker", "image_path": "img", "deployment": "docker", "default_flavor": {"name": "small"}});
     let cases = [
         Case {
             who: "dev1c",
@@ -528,6 +529,17 @@ async fn rbac_matrix_and_show_filtering() {
     };
     let (s, b) = users["dev1v"].ctrl("ShowApp", "A", "App", json!({})).await;
     assert_eq!((s, names(&b)), (200, vec!["game".to_string()]));
+    assert_eq!(b[0]["data"]["image_type"], 1, "stored by number: {b}");
+    let mut bad = app("dev1", "floppy");
+    bad["image_type"] = json!("ImageTypeFloppy");
+    let (s, b) = users["dev1m"].ctrl("CreateApp", "A", "App", bad).await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap()),
+        (
+            400,
+            "Invalid JSON data: App.image_type: unknown ImageType value \"ImageTypeFloppy\""
+        )
+    );
     let (_, b) = users["dev2m"].ctrl("ShowApp", "A", "App", json!({})).await;
     assert_eq!(names(&b), vec!["other".to_string()]);
     let (_, b) = admin.ctrl("ShowApp", "A", "App", json!({})).await;

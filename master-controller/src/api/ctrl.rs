@@ -80,12 +80,21 @@ struct Typed {
     refs: Vec<Ref>,
 }
 
-/// Parses `obj` as `T`; a field `T` does not have is refused by its path (`App.organization`).
-fn typed<T: DeserializeOwned + Serialize>(obj: &Value, path: &str) -> Result<(T, Value)> {
-    let t: T = serde_json::from_value(obj.clone())
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON data: {path}: {e}")))?;
+/// Parses `obj` as `T`; a field `T` does not have is refused by its path (`App.organization`). Enum
+/// values may be given by name as MobiledgeX's clients send them (`"IpAccessDedicated"`, `"READY"`) or
+/// by number.
+fn typed<T: DeserializeOwned + Serialize + prost::Name>(
+    obj: &Value,
+    path: &str,
+) -> Result<(T, Value)> {
+    let invalid = |why: String| ApiError::bad_request(format!("Invalid JSON data: {why}"));
+    let mut obj = obj.clone();
+    if let Some(m) = edge_common::proto_json::pool().get_message_by_name(&T::full_name()) {
+        edge_common::proto_json::enum_names_to_numbers(&m, &mut obj, path).map_err(invalid)?;
+    }
+    let t: T = serde_json::from_value(obj.clone()).map_err(|e| invalid(format!("{path}: {e}")))?;
     let canonical = serde_json::to_value(&t).unwrap_or_default();
-    if let Some(f) = unknown_field(obj, &canonical, path) {
+    if let Some(f) = unknown_field(&obj, &canonical, path) {
         return Err(ApiError::bad_request(format!(
             "Invalid JSON data: unknown field \"{f}\""
         )));
