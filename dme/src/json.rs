@@ -4,7 +4,7 @@
 //! field present (`""`, `0`, `false`, `[]`, `{}`; an unset message is `null`), 64-bit integers as strings,
 //! enums as CamelCase with the enum's common prefix removed (`FIND_FOUND` → `"Found"`, `RS_SUCCESS` →
 //! `"Success"`). Input is lenient: snake_case or lowerCamelCase names, unknown fields and `null` ignored,
-//! 64-bit integers as numbers or strings, enums as numbers, proto names or either CamelCase form.
+//! 64-bit integers as numbers or strings, enums as numbers or names (`edge_common::proto_json::parse_enum`).
 
 use std::collections::HashMap;
 

@@ -2,9 +2,11 @@
 //! `edge-docker.qcow2`, whose Docker Engine listens on guest port 2376 with TLS; qemu forwards it to a
 //! loopback port. The engine takes only clients with a certificate of the node's own CA, which only the
 //! CRM holds (in the node's directory, mode 0600), and the CRM takes only an engine whose certificate that
-//! CA signed: another process on the host that reaches the port can do nothing with it. Its AppInsts are containers in that engine with the guest's network (the guest has
-//! no bridge and no iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback
-//! port, which the shared root LB routes to, as for VM AppInsts.
+//! CA signed: another process on the host that reaches the port can do nothing with it.
+//!
+//! Its AppInsts are containers in that engine with the guest's network (the guest has no bridge and no
+//! iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback port, which the
+//! shared root LB routes to, as for VM AppInsts.
 //!
 //! Images: the guest reaches no registry (`restrict=on`), so an App's image is pulled on the cloudlet's
 //! Docker Engine (`VmConfig::image_engine`, with the credentials the controller sent) and copied into the
