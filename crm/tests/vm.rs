@@ -280,52 +280,6 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     let node = testenv::processes_in(cloud.dir.path(), "qemu-system");
     assert_eq!(node.len(), 1);
 
-    // Only the CRM can use the node's engine: it speaks TLS only and takes only a client certificate of
-    // the node's own CA, which the CRM keeps in the node's directory (mode 0600).
-    let dir = vm_dirs(&cloud).pop().unwrap();
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("spec.json")).unwrap()).unwrap();
-    let port = spec["forwards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f[1] == 2376)
-        .expect("the engine's forward")[2]
-        .as_u64()
-        .unwrap();
-    let stranger = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let refused = stranger
-        .get(format!("https://127.0.0.1:{port}/version"))
-        .send()
-        .await;
-    assert!(
-        refused.is_err(),
-        "served without a client certificate: {refused:?}"
-    );
-    let plain = testenv::http_get(([127, 0, 0, 1], port as u16).into(), "/version");
-    assert!(plain.as_ref().is_none_or(|(s, _)| *s != 200), "{plain:?}");
-    for f in ["engine-key.pem", "user-data"] {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "{f}");
-    }
-    let crm_side = bollard::Docker::connect_with_ssl(
-        &format!("tcp://127.0.0.1:{port}"),
-        &dir.join("engine-key.pem"),
-        &dir.join("engine-cert.pem"),
-        &dir.join("engine-ca.pem"),
-        30,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .unwrap();
-    crm_side
-        .version()
-        .await
-        .expect("the CRM's certificate is taken");
-
     // An app on it: its image copied into the node, its container there (not on the cloudlet's engine),
     // its port answering through the shared LB.
     cloud

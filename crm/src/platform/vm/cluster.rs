@@ -1,12 +1,8 @@
 //! VM-based docker clusters: a docker ClusterInst on the `vm` platform is one VM (the node) booted from
-//! `edge-docker.qcow2`, whose Docker Engine listens on guest port 2376 with TLS; qemu forwards it to a
-//! loopback port. The engine takes only clients with a certificate of the node's own CA, which only the
-//! CRM holds (in the node's directory, mode 0600), and the CRM takes only an engine whose certificate that
-//! CA signed: another process on the host that reaches the port can do nothing with it.
-//!
-//! Its AppInsts are containers in that engine with the guest's network (the guest has no bridge and no
-//! iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback port, which the
-//! shared root LB routes to, as for VM AppInsts.
+//! `edge-docker.qcow2`, whose Docker Engine listens on guest port 2375; qemu forwards it to a loopback port
+//! only the CRM uses. Its AppInsts are containers in that engine with the guest's network (the guest has
+//! no bridge and no iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback
+//! port, which the shared root LB routes to, as for VM AppInsts.
 //!
 //! Images: the guest reaches no registry (`restrict=on`), so an App's image is pulled on the cloudlet's
 //! Docker Engine (`VmConfig::image_engine`, with the credentials the controller sent) and copied into the
@@ -30,12 +26,8 @@ use crate::platform::docker::{
 };
 use crate::platform::{LABEL_APPINST, LABEL_MANAGED, LogOptions};
 
-/// The guest port of the node's Docker Engine (TLS, client certificates required).
-const ENGINE_PORT: u16 = 2376;
-/// In the node's directory: its CA's certificate, and the CRM's client certificate and key.
-const ENGINE_CA: &str = "engine-ca.pem";
-const ENGINE_CERT: &str = "engine-cert.pem";
-const ENGINE_KEY: &str = "engine-key.pem";
+/// The guest port of the node's Docker Engine.
+const ENGINE_PORT: u16 = 2375;
 /// A node is sized by the cluster's flavor, with at least this much for its engine (MB, GB) and its
 /// image's 1 GB file system.
 const NODE_MIN_RAM_MB: u64 = 512;
@@ -64,52 +56,6 @@ impl AppRecord {
                 .collect(),
         }
     }
-}
-
-/// TLS for a new node's engine, from a CA made for that node alone (its key is dropped here): the guest's
-/// user data (the engine's certificate for 127.0.0.1, where its forward ends, its key and the CA) and the
-/// CRM's files (the CA and a client certificate with its key).
-fn engine_tls() -> std::result::Result<(String, Secrets), rcgen::Error> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose, SanType,
-    };
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "edge cluster node engine CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-    let leaf = |usage: ExtendedKeyUsagePurpose, name: &str| {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        p
-    };
-    let mut server = leaf(
-        ExtendedKeyUsagePurpose::ServerAuth,
-        "edge cluster node engine",
-    );
-    server.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
-    let server_key = KeyPair::generate()?;
-    let server_cert = server.signed_by(&server_key, &ca)?;
-    let client_key = KeyPair::generate()?;
-    let client_cert =
-        leaf(ExtendedKeyUsagePurpose::ClientAuth, "edge crm").signed_by(&client_key, &ca)?;
-    let user_data = [
-        ("EDGE_ENGINE_CA", ca.pem()),
-        ("EDGE_ENGINE_CERT", server_cert.pem()),
-        ("EDGE_ENGINE_KEY", server_key.serialize_pem()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
-    .collect();
-    let crm = vec![
-        (ENGINE_CA, ca.pem()),
-        (ENGINE_CERT, client_cert.pem()),
-        (ENGINE_KEY, client_key.serialize_pem()),
-    ];
-    Ok((user_data, crm))
 }
 
 /// The container name of AppInst `key` (also its record's file name).
@@ -166,19 +112,16 @@ impl VmPlatform {
         })
     }
 
-    /// A client of the node's Docker Engine in `dir`, through its forward.
-    fn engine(dir: &Path, spec: &Spec) -> Result<Docker> {
+    /// A client of the node's Docker Engine, through its forward.
+    fn engine(spec: &Spec) -> Result<Docker> {
         let port = spec
             .forwards
             .iter()
             .find(|(_, guest, _)| *guest == ENGINE_PORT)
             .map(|(_, _, host)| *host)
             .ok_or_else(|| PlatformError::permanent("the node has no engine forward"))?;
-        Docker::connect_with_ssl(
+        Docker::connect_with_http(
             &format!("tcp://127.0.0.1:{port}"),
-            &dir.join(ENGINE_KEY),
-            &dir.join(ENGINE_CERT),
-            &dir.join(ENGINE_CA),
             120,
             bollard::API_DEFAULT_VERSION,
         )
@@ -305,14 +248,11 @@ impl ClusterOps for VmPlatform {
             )));
         }
         progress.step("Creating the cluster's node (a VM with a container engine)");
-        let (user_data, secrets) =
-            engine_tls().map_err(|e| err("making the node engine's certificates", e))?;
         let vm = NewVm {
             key,
             image,
             disk_gb: Some(flavor.map_or(0, |f| f.disk).max(NODE_MIN_DISK_GB)),
-            user_data,
-            secrets,
+            user_data: String::new(),
             ports: vec![(Proto::Tcp, ENGINE_PORT, true)],
             ram: flavor.map_or(0, |f| f.ram).max(NODE_MIN_RAM_MB),
             cpus: flavor.map_or(0, |f| f.vcpus).max(1),
@@ -330,7 +270,7 @@ impl ClusterOps for VmPlatform {
     async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>> {
         let mut out = Vec::new();
         for (dir, spec) in self.nodes() {
-            let node = Self::pid(&dir).and_then(|_| Self::engine(&dir, &spec).ok());
+            let node = Self::pid(&dir).and_then(|_| Self::engine(&spec).ok());
             for (name, record) in Self::records(&dir) {
                 // A node that just died may keep its pid a moment: no answer is "not running".
                 let running = match &node {
@@ -359,7 +299,7 @@ impl ClusterOps for VmPlatform {
         let spec = Self::read_spec(&dir)
             .ok_or_else(|| PlatformError::transient("the cluster's node is not created yet"))?;
         self.start_node(&dir, &spec, progress).await?;
-        let node = Self::engine(&dir, &spec)?;
+        let node = Self::engine(&spec)?;
         if let Some((_, _, record)) = self.node_of(&key) {
             if Self::container_running(&node, &name).await? == Some(true) {
                 return Ok(record.observed(&name, true));
@@ -457,7 +397,7 @@ impl ClusterOps for VmPlatform {
 
     async fn app_logs(&self, key: &str, container: &str, opts: LogOptions) -> Result<String> {
         let name = app_name(key);
-        let Some((dir, spec, _)) = self.node_of(key) else {
+        let Some((_, spec, _)) = self.node_of(key) else {
             return Err(PlatformError::permanent(format!(
                 "AppInst \"{key}\" has no container on this cloudlet (not deployed yet, or failed)"
             )));
@@ -467,7 +407,7 @@ impl ClusterOps for VmPlatform {
                 "container \"{container}\" is not part of AppInst \"{key}\": its container is \"{name}\""
             )));
         }
-        read_logs(&Self::engine(&dir, &spec)?, &name, opts).await
+        read_logs(&Self::engine(&spec)?, &name, opts).await
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {
@@ -476,7 +416,7 @@ impl ClusterOps for VmPlatform {
         };
         let name = app_name(key);
         if Self::pid(&dir).is_some() {
-            let node = Self::engine(&dir, &spec)?;
+            let node = Self::engine(&spec)?;
             let opts = RemoveContainerOptionsBuilder::default().force(true).build();
             match node.remove_container(&name, Some(opts)).await {
                 Ok(()) => {}
