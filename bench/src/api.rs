@@ -1,8 +1,9 @@
 //! `edge-bench controller`: creates through the regional controller's API against raw etcd transactions
 //! of the same size on the same etcd; CreateAppInst on a cloudlet that already holds thousands of
-//! instances (its cost must not grow with them). `edge-bench mc`: ShowAppInst of a region's instances through the
-//! master controller against the same call directly on the controller, and the MC's memory around a burst
-//! of logins.
+//! instances (its cost must not grow with them).
+//!
+//! `edge-bench mc`: ShowAppInst of a region's instances through the master controller against the same
+//! call directly on the controller, and the MC's memory around a burst of logins.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -144,7 +144,6 @@ impl Measured {
     }
 }
 
-/// Prints the measurements as a table.
 /// RSS of this process in MiB. The servers a bench starts in process run in it, and memory freed by
 /// earlier benches of `all` is reused, so a difference would understate them: the figures are this
 /// process's whole RSS (upper bounds).
@@ -152,6 +151,7 @@ pub fn rss_mib() -> u64 {
     edge_common::process_usage(std::process::id()).map_or(0, |(_, rss)| rss >> 20)
 }
 
+/// Prints the measurements as a table.
 pub fn print_table(rows: &[(&str, &Measured)]) {
     println!(
         "{:<24} {:>10} {:>10} {:>12}",

@@ -27,6 +27,8 @@ pub struct Versioned<T> {
 pub struct Write {
     pub when: Vec<Compare>,
     pub ops: Vec<TxnOp>,
+    /// keys guarded by [`unchanged`](Self::unchanged)
+    guarded: std::collections::HashSet<String>,
 }
 
 impl Write {
@@ -37,6 +39,11 @@ impl Write {
     pub fn unchanged(&mut self, key: &str, rev: i64) {
         self.when
             .push(Compare::mod_revision(key, CompareOp::Equal, rev));
+        self.guarded.insert(key.to_string());
+    }
+    /// Whether the write already guards `key` at a revision.
+    pub fn guards(&self, key: &str) -> bool {
+        self.guarded.contains(key)
     }
     /// No key exists under `prefix`.
     pub fn empty_prefix(&mut self, prefix: &str) {

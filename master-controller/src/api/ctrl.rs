@@ -92,7 +92,7 @@ fn typed<T: DeserializeOwned + Serialize + prost::Name>(
     if let Some(m) = edge_common::proto_json::pool().get_message_by_name(&T::full_name()) {
         edge_common::proto_json::enum_names_to_numbers(&m, &mut obj, path).map_err(invalid)?;
     }
-    let t: T = serde_json::from_value(obj.clone()).map_err(|e| invalid(format!("{path}: {e}")))?;
+    let t = T::deserialize(&obj).map_err(|e| invalid(format!("{path}: {e}")))?;
     let canonical = serde_json::to_value(&t).unwrap_or_default();
     if let Some(f) = unknown_field(&obj, &canonical, path) {
         return Err(ApiError::bad_request(format!(

@@ -118,6 +118,7 @@ impl Api {
     /// missing one. With `cached`, a revision comes from the cache when it holds the target (no read
     /// from etcd; if the cache is behind, the transaction fails and the next attempt reads etcd); a
     /// target the cache does not hold is always read from etcd (another replica may have just made it).
+    /// A target the write guards already (read by the caller) is not guarded again.
     pub(crate) async fn guard_refs(
         &self,
         w: &mut Write,
@@ -126,6 +127,9 @@ impl Api {
     ) -> Result<()> {
         for (kind, key) in refs {
             let path = self.store.path(kind, key);
+            if w.guards(&path) {
+                continue;
+            }
             if let Some(rev) = self.cache.revision_of(&path).filter(|_| cached) {
                 w.unchanged(&path, rev);
                 continue;
