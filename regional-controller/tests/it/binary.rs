@@ -1,11 +1,9 @@
 //! The `regional-controller` binary as a process: flags, /healthz, /readyz, /metrics, and the API.
 
-mod common;
-
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 struct Kill(Child);
 impl Drop for Kill {

@@ -8,11 +8,9 @@
 //! The expectations below restate, route by route, which permission each route needs; a route added to
 //! the table without an expectation here fails the test.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 use master_controller::rbac::{self, *};
 use serde_json::{Value, json};
 
@@ -230,7 +228,7 @@ impl Env {
                     expect(!p.api_key && allows(g, USERS, MANAGE, &dev)),
                 )
             }
-            // (Reserved names are refused as bad input, 400, as MobiledgeX did: tests/security.rs.)
+            // (Reserved names are refused as bad input, 400, as MobiledgeX did: tests/it/security.rs.)
             "/auth/org/create" => (
                 json!({"Name": format!("neworg{i}"), "Type": "developer"}),
                 expect(!p.api_key),

@@ -1,9 +1,7 @@
 //! Random request bodies on every route of the route table, as an admin and without a token: the MC never
 //! answers 5xx, every error is JSON with a message, and it keeps serving afterwards.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use testenv::fuzz::{self, Rng};
 

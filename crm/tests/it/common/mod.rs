@@ -123,7 +123,7 @@ impl Cloud {
             .arg("--access-key")
             .arg(self.dir.path().join(format!("{name}.key")))
             .args(&self.platform_args)
-            // This region's controller serves plaintext; mTLS is tested in e2e/tests/mtls.rs.
+            // This region's controller serves plaintext; mTLS is tested in e2e/tests/it/mtls.rs.
             .arg("--insecure-plaintext")
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("{name}-state")))

@@ -1,11 +1,9 @@
 //! Notify: per-cloudlet filtering, authentication, resync, offline detection, several replicas and an
 //! etcd restart — all against real etcd.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use edge_proto::edge::*;
 use regional_controller::Controller;
 use tonic::Code;

@@ -1,11 +1,9 @@
 //! One regression test per authorization hole the security issue named: each shows the attack answered
 //! as it must be, and that nothing changed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn app(org: &str, name: &str) -> Value {

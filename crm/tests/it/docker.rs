@@ -1,12 +1,10 @@
 //! The CRM with the real docker platform: onboarding, apps reachable through the shared root LB,
 //! failures, crash recovery, controller outages and quotas.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use edge_proto::edge::*;
 use tonic::Code;
 

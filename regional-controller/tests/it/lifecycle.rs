@@ -1,11 +1,9 @@
 //! Lifecycle of ClusterInst and AppInst driven by a test CRM over notify: progress streams, error
 //! states and retries, public port allocation and release.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use edge_proto::edge::*;
 use tonic::Code;
 

@@ -1,9 +1,7 @@
 //! The object API against a real etcd: CRUD of each kind, validation messages, reference rules,
 //! concurrent creates.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use edge_proto::edge::*;
 use tonic::Code;
 

@@ -1,10 +1,8 @@
 //! The master controller's REST API against real PostgreSQL, OpenBao, etcd and regional controllers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,7 @@
 //! flags, login CSRF, the CSRF header on every call, the same RBAC as the REST API, and what ends a
 //! session (logout, a password change, a lock).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// A browser-like client of the console: follows no redirects and keeps the cookies it is given.

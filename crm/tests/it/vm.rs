@@ -2,9 +2,7 @@
 //! from the project's images, answers through the shared root LB, is adopted by a restarted CRM, and leaves
 //! nothing behind; bad images and quotas end in CREATE_ERROR.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use edge_proto::edge::*;
 
 /// A region whose CRMs run the vm platform.

@@ -11,7 +11,7 @@
 //! `EDGE_FAULT_FIRST_SEED` (default 0); the victim cycles controller, CRM, DME, MC with the seed. The
 //! report (a line per seed, then totals) goes to stdout and as JSON to `EDGE_FAULT_REPORT` (default
 //! `<target>/tmp/fault-report.json`). The README's "Reliability" table comes from a long run:
-//! `EDGE_FAULT_SEEDS=80 cargo nextest run -p e2e --test faults --no-capture` (20 seeds per component).
+//! `EDGE_FAULT_SEEDS=80 cargo nextest run -p e2e faults:: --no-capture` (20 seeds per component).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
