@@ -255,11 +255,16 @@ fn enum_number(values: &[(i32, &str)], given: &str) -> Option<i32> {
         .map(|(i, _)| *i)
 }
 
-/// Replaces the enum numbers in `obj` (an object of `kind` as the MC returns it) by their names.
+/// Writes the enum values in `obj` (an object of `kind` as the MC returns it: MobiledgeX's CamelCase
+/// names, or numbers) as their proto names, `READY`.
 pub fn names(kind: &str, obj: &mut Value) {
     walk(kind, obj, &mut |values, v| {
-        if let Some(n) = v.as_i64()
-            && let Some((_, name)) = values.iter().find(|(i, _)| i64::from(*i) == n)
+        let n = match &*v {
+            Value::String(s) => enum_number(values, s),
+            n => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        };
+        if let Some(n) = n
+            && let Some((_, name)) = values.iter().find(|(i, _)| *i == n)
         {
             *v = Value::String(name.to_string());
         }
@@ -679,7 +684,7 @@ mod tests {
 
     #[test]
     fn enum_numbers_show_as_names_and_read_back() {
-        let mut inst = json!({"state": 5, "health_check": 3, "mapped_ports": [{"proto": 1, "public_port": 10000, "internal_port": 80}]});
+        let mut inst = json!({"state": "Ready", "health_check": 3, "mapped_ports": [{"proto": "LProtoTcp", "public_port": 10000, "internal_port": 80}]});
         names("AppInst", &mut inst);
         assert_eq!(inst["state"], "READY");
         assert_eq!(inst["health_check"], "HEALTH_CHECK_OK");

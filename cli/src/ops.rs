@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::mc::{Failure, Mc};
-use crate::objects::{Doc, Kind, describe, key_of, names};
+use crate::objects::{Doc, Kind, describe, key_of, names, numbers};
 
 /// Output format of `show`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -32,7 +32,7 @@ async fn ctrl(
     .await
 }
 
-/// The objects of `kind` matching `filter`, as the MC returns them (enums as numbers).
+/// The objects of `kind` matching `filter`, with enums as numbers (the MC writes MobiledgeX's names).
 pub async fn list(
     mc: &Mc,
     region: &str,
@@ -40,7 +40,13 @@ pub async fn list(
     filter: &Value,
 ) -> Result<Vec<Value>, Failure> {
     let mut rows = Vec::new();
-    ctrl(mc, region, "Show", kind, filter, |l| rows.push(l.clone())).await?;
+    ctrl(mc, region, "Show", kind, filter, |l| {
+        let mut row = l.clone();
+        // A name this edgectl does not know (a newer MC's) stays a name.
+        let _ = numbers(kind.name, &mut row);
+        rows.push(row)
+    })
+    .await?;
     Ok(rows)
 }
 

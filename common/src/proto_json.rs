@@ -1,11 +1,14 @@
 //! The protobuf descriptors of every message, and enum values in JSON the way MobiledgeX's clients write
 //! them: a number, the proto name (`IP_ACCESS_DEDICATED`), its CamelCase (`IpAccessDedicated`, what
 //! MobiledgeX's Go structs marshal to), either of those in any case, or the CamelCase without the enum's
-//! common prefix (`Dedicated`, what its DME gateway prints).
+//! common prefix (`Dedicated`, what its DME gateway prints). [`EnumsByName`] writes them the way
+//! MobiledgeX's MC replies do.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, EnumDescriptor, Kind, MessageDescriptor};
+use serde::ser::{self, Serialize, Serializer};
 use serde_json::Value as Json;
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
@@ -112,6 +115,292 @@ fn convert(kind: &Kind, v: &mut Json, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// For each message (by its short name, as serde sees it), the CamelCase names of each enum field's
+/// values by number. A short name in both packages (`AppPort`, `Loc`) takes `edge`'s message.
+type EnumFields = HashMap<String, HashMap<String, HashMap<i32, String>>>;
+
+static ENUM_FIELDS: LazyLock<EnumFields> = LazyLock::new(|| {
+    let mut all = EnumFields::new();
+    for m in pool().all_messages() {
+        if all.contains_key(m.name()) && m.package_name() != "edge" {
+            continue;
+        }
+        let fields = m
+            .fields()
+            .filter_map(|f| match f.kind() {
+                Kind::Enum(e) => Some((
+                    f.name().to_string(),
+                    e.values().map(|v| (v.number(), camel(v.name()))).collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        all.insert(m.name().to_string(), fields);
+    }
+    all
+});
+
+/// Serializes an `edge-proto` message (its serde derive) with enum values as MobiledgeX's MC writes them:
+/// the CamelCase of the value's name (`"Ready"`, `"HealthCheckOk"`), also in nested messages and lists.
+/// A number no value has stays a number. Everything else is written as the derive writes it.
+pub struct EnumsByName<'a, T: ?Sized>(pub &'a T);
+
+impl<T: Serialize + ?Sized> Serialize for EnumsByName<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(Named(s))
+    }
+}
+
+/// A value of an enum field: its number (or numbers) replaced by names.
+struct EnumValue<'a, T: ?Sized>(&'a T, &'static HashMap<i32, String>);
+
+impl<T: Serialize + ?Sized> Serialize for EnumValue<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn name(v: Json, names: &HashMap<i32, String>) -> Json {
+            match v {
+                Json::Number(n) => n
+                    .as_i64()
+                    .and_then(|n| names.get(&i32::try_from(n).ok()?))
+                    .map_or(Json::Number(n), |s| Json::String(s.clone())),
+                Json::Array(a) => Json::Array(a.into_iter().map(|v| name(v, names)).collect()),
+                other => other,
+            }
+        }
+        let v = serde_json::to_value(self.0).map_err(serde::ser::Error::custom)?;
+        name(v, self.1).serialize(s)
+    }
+}
+
+/// The serializer behind [`EnumsByName`]: passes everything to `S`, and sees each struct's fields.
+struct Named<S>(S);
+
+/// A compound value being written; `fields` are the enum fields of the struct it is, if any.
+struct Compound<C> {
+    inner: C,
+    fields: Option<&'static HashMap<String, HashMap<i32, String>>>,
+}
+
+impl<C> Compound<C> {
+    fn plain(inner: C) -> Self {
+        Compound {
+            inner,
+            fields: None,
+        }
+    }
+}
+
+impl<S: Serializer> Serializer for Named<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = Compound<S::SerializeSeq>;
+    type SerializeTuple = Compound<S::SerializeTuple>;
+    type SerializeTupleStruct = Compound<S::SerializeTupleStruct>;
+    type SerializeTupleVariant = Compound<S::SerializeTupleVariant>;
+    type SerializeMap = Compound<S::SerializeMap>;
+    type SerializeStruct = Compound<S::SerializeStruct>;
+    type SerializeStructVariant = Compound<S::SerializeStructVariant>;
+
+    fn serialize_bool(self, v: bool) -> Result<S::Ok, S::Error> {
+        self.0.serialize_bool(v)
+    }
+    fn serialize_i8(self, v: i8) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i8(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i16(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i32(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i64(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u8(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u16(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u32(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u64(v)
+    }
+    fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
+        self.0.serialize_f32(v)
+    }
+    fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
+        self.0.serialize_f64(v)
+    }
+    fn serialize_char(self, v: char) -> Result<S::Ok, S::Error> {
+        self.0.serialize_char(v)
+    }
+    fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
+        self.0.serialize_str(v)
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
+        self.0.serialize_bytes(v)
+    }
+    fn serialize_none(self) -> Result<S::Ok, S::Error> {
+        self.0.serialize_none()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<S::Ok, S::Error> {
+        self.0.serialize_some(&EnumsByName(v))
+    }
+    fn serialize_unit(self) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit()
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit_struct(name)
+    }
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit_variant(name, index, variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        v: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.0.serialize_newtype_struct(name, &EnumsByName(v))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        v: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.0
+            .serialize_newtype_variant(name, index, variant, &EnumsByName(v))
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        self.0.serialize_seq(len).map(Compound::plain)
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
+        self.0.serialize_tuple(len).map(Compound::plain)
+    }
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct, S::Error> {
+        self.0
+            .serialize_tuple_struct(name, len)
+            .map(Compound::plain)
+    }
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        self.0
+            .serialize_tuple_variant(name, index, variant, len)
+            .map(Compound::plain)
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+        self.0.serialize_map(len).map(Compound::plain)
+    }
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStruct, S::Error> {
+        let fields = ENUM_FIELDS.get(name);
+        self.0
+            .serialize_struct(name, len)
+            .map(|inner| Compound { inner, fields })
+    }
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        self.0
+            .serialize_struct_variant(name, index, variant, len)
+            .map(Compound::plain)
+    }
+}
+
+/// The element-wise compounds (lists, tuples, variants) wrap each element.
+macro_rules! compound {
+    ($($trait:ident, $method:ident;)*) => {$(
+        impl<C: ser::$trait> ser::$trait for Compound<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), C::Error> {
+                self.inner.$method(&EnumsByName(v))
+            }
+            fn end(self) -> Result<C::Ok, C::Error> {
+                self.inner.end()
+            }
+        }
+    )*};
+}
+
+compound! {
+    SerializeSeq, serialize_element;
+    SerializeTuple, serialize_element;
+    SerializeTupleStruct, serialize_field;
+    SerializeTupleVariant, serialize_field;
+}
+
+impl<C: ser::SerializeMap> ser::SerializeMap for Compound<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<(), C::Error> {
+        self.inner.serialize_key(k)
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), C::Error> {
+        self.inner.serialize_value(&EnumsByName(v))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.inner.end()
+    }
+}
+
+impl<C: ser::SerializeStruct> ser::SerializeStruct for Compound<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        v: &T,
+    ) -> Result<(), C::Error> {
+        match self.fields.and_then(|f| f.get(key)) {
+            Some(names) => self.inner.serialize_field(key, &EnumValue(v, names)),
+            None => self.inner.serialize_field(key, &EnumsByName(v)),
+        }
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.inner.end()
+    }
+}
+
+impl<C: ser::SerializeStructVariant> ser::SerializeStructVariant for Compound<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        v: &T,
+    ) -> Result<(), C::Error> {
+        self.inner.serialize_field(key, &EnumsByName(v))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.inner.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +445,33 @@ mod tests {
             enum_names_to_numbers(&inst, &mut bad, "AppInst"),
             Err("AppInst.mapped_ports[0].proto: unknown LProto value \"LProtoSctp\"".into())
         );
+    }
+
+    #[test]
+    fn replies_name_enum_values_as_mobiledgex_does() {
+        use edge_proto::edge::{AppInst, AppPort, HealthCheck, LProto, TrackedState};
+        let inst = AppInst {
+            state: TrackedState::Ready as i32,
+            health_check: HealthCheck::Ok as i32,
+            mapped_ports: vec![AppPort {
+                proto: LProto::Udp as i32,
+                public_port: 10000,
+                ..Default::default()
+            }],
+            power_state: 99,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(EnumsByName(&inst)).unwrap();
+        assert_eq!(v["state"], "Ready");
+        assert_eq!(v["health_check"], "HealthCheckOk");
+        assert_eq!(v["mapped_ports"][0]["proto"], "LProtoUdp");
+        assert_eq!(v["mapped_ports"][0]["public_port"], 10000);
+        assert_eq!(v["power_state"], 99, "a number no value has stays");
+        assert_eq!(v["key"], serde_json::to_value(&inst.key).unwrap());
+        // Read back, names are numbers again.
+        let m = pool().get_message_by_name("edge.AppInst").unwrap();
+        let mut back = v.clone();
+        enum_names_to_numbers(&m, &mut back, "AppInst").unwrap();
+        assert_eq!(back, serde_json::to_value(&inst).unwrap());
     }
 }

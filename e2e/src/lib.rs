@@ -10,7 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edge_proto::edge::TrackedState;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use testenv::fixtures::*;
@@ -306,7 +305,7 @@ impl Region {
             .unwrap();
         assert_eq!(
             shown[0]["data"]["state"],
-            TrackedState::Ready as i32,
+            "Ready",
             "the cloudlet did not come up: {}",
             String::from_utf8_lossy(&text)
         );

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::{Mc, Region, answers, dme_finds, docker_ids};
+use edge_common::proto_json;
 use edge_proto::edge::TrackedState;
 use serde_json::{Value, json};
 use testenv::fixtures::*;
@@ -101,7 +102,14 @@ async fn state_of(mc: &Mc, o: &Object) -> Result<Option<i64>, String> {
     let lines = mc
         .ctrl(&format!("Show{}", o.kind), o.kind, o.key.clone())
         .await?;
-    Ok(lines.iter().find_map(|l| l["data"]["state"].as_i64()))
+    let states = proto_json::pool()
+        .get_enum_by_name("edge.TrackedState")
+        .expect("TrackedState");
+    // The MC writes the state by name, as MobiledgeX's MC does ("Ready").
+    Ok(lines
+        .iter()
+        .find_map(|l| proto_json::parse_enum(&states, &l["data"]["state"]).ok())
+        .map(i64::from))
 }
 
 /// Drives the object to `want` as a user's retrying client does, counting its calls in `issued`.

@@ -4,10 +4,12 @@
 //! MC did). RBAC is decided from the object's organization and the method (`WIRE.md` §3.3); Show results
 //! are filtered to what the caller may see. Replies: unary calls return the controller's result JSON;
 //! streamed calls (progress, Show) return newline-delimited `{"data": ...}` lines, and an error after the
-//! first line ends the stream with `{"result": {"message": ..., "code": ...}}`.
+//! first line ends the stream with `{"result": {"message": ..., "code": ...}}`. Enum values in replies are
+//! names, the CamelCase MobiledgeX's MC writes (`"state": "Ready"`); requests take names or numbers.
 
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use edge_common::proto_json::EnumsByName;
 use edge_proto::edge::*;
 use futures::StreamExt;
 use serde::Serialize;
@@ -324,13 +326,13 @@ fn write_lines<T: Serialize>(
         let data = match keep {
             None => {
                 buf.extend_from_slice(b"{\"data\":");
-                if serde_json::to_writer(&mut *buf, &item).is_err() {
+                if serde_json::to_writer(&mut *buf, &EnumsByName(&item)).is_err() {
                     continue;
                 }
                 buf.extend_from_slice(b"}\n");
                 continue;
             }
-            Some(k) => k(serde_json::to_value(&item).unwrap_or_default()),
+            Some(k) => k(serde_json::to_value(EnumsByName(&item)).unwrap_or_default()),
         };
         if let Some(v) = data {
             serde_json::to_writer(&mut *buf, &json!({ "data": v }))
@@ -695,7 +697,7 @@ async fn call_controller(
         r: std::result::Result<tonic::Response<T>, Status>,
     ) -> Result<HttpResponse> {
         let r = r.map_err(|e| from_status(&e))?;
-        Ok(HttpResponse::Ok().json(r.get_ref()))
+        Ok(HttpResponse::Ok().json(EnumsByName(r.get_ref())))
     }
     macro_rules! u {
         ($client:ident, $m:ident) => {

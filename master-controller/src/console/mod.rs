@@ -19,6 +19,7 @@ use std::fmt::Write;
 use actix_web::http::{StatusCode, header};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use edge_common::proto_json;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -368,8 +369,9 @@ async fn call<T: DeserializeOwned>(r: Result<HttpResponse>) -> Result<T> {
         .map_err(|e| ApiError::internal(format!("an unexpected reply: {e}")))
 }
 
-/// The objects a region's `Show<Kind>` returns to the caller (RBAC-filtered by the API).
-async fn show<T: DeserializeOwned>(
+/// The objects a region's `Show<Kind>` returns to the caller (RBAC-filtered by the API; its enum names are
+/// read back as numbers).
+async fn show<T: DeserializeOwned + prost::Name>(
     mc: &web::Data<Mc>,
     req: &HttpRequest,
     c: &Caller,
@@ -389,18 +391,22 @@ async fn show<T: DeserializeOwned>(
     let bytes = actix_web::body::to_bytes(r.into_body())
         .await
         .map_err(|_| ApiError::internal("reading a reply"))?;
+    let unexpected =
+        |e: &dyn std::fmt::Display| ApiError::internal(format!("an unexpected {kind}: {e}"));
+    let message = proto_json::pool()
+        .get_message_by_name(&T::full_name())
+        .ok_or_else(|| unexpected(&"no descriptor"))?;
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let v: Value = crate::json::value(line)?;
+        let mut v: Value = crate::json::value(line)?;
         if let Some(r) = v.get("result") {
             return Err(ApiError::internal(
                 r["message"].as_str().unwrap_or_default().to_string(),
             ));
         }
-        out.push(
-            serde_json::from_value(v["data"].clone())
-                .map_err(|e| ApiError::internal(format!("an unexpected {kind}: {e}")))?,
-        );
+        let data = &mut v["data"];
+        proto_json::enum_names_to_numbers(&message, data, kind).map_err(|e| unexpected(&e))?;
+        out.push(T::deserialize(&*data).map_err(|e| unexpected(&e))?);
     }
     Ok(out)
 }

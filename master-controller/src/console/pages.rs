@@ -32,7 +32,11 @@ impl Ctx {
     }
 
     /// What the region's `Show<kind>` with `filter` returns to the caller.
-    async fn show<T: DeserializeOwned>(&self, kind: &str, filter: Value) -> Result<Vec<T>> {
+    async fn show<T: DeserializeOwned + prost::Name>(
+        &self,
+        kind: &str,
+        filter: Value,
+    ) -> Result<Vec<T>> {
         show(
             &self.mc,
             &self.req,

@@ -527,7 +527,10 @@ async fn rbac_matrix_and_show_filtering() {
     };
     let (s, b) = users["dev1v"].ctrl("ShowApp", "A", "App", json!({})).await;
     assert_eq!((s, names(&b)), (200, vec!["game".to_string()]));
-    assert_eq!(b[0]["data"]["image_type"], 1, "stored by number: {b}");
+    assert_eq!(
+        b[0]["data"]["image_type"], "ImageTypeDocker",
+        "shown by MobiledgeX's name: {b}"
+    );
     let mut bad = app("dev1", "floppy");
     bad["image_type"] = json!("ImageTypeFloppy");
     let (s, b) = users["dev1m"].ctrl("CreateApp", "A", "App", bad).await;
