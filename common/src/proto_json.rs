@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, EnumDescriptor, Kind, MessageDescriptor};
+use serde::de::DeserializeOwned;
 use serde::ser::{self, Serialize, Serializer};
 use serde_json::Value as Json;
 
@@ -102,6 +103,15 @@ pub fn enum_names_to_numbers(
         }
     }
     Ok(())
+}
+
+/// Reads `v` as message `T`, its enum values given by name or number (`v` is left with numbers). The
+/// error names the field by its path from `path`.
+pub fn from_json<T: DeserializeOwned + prost::Name>(v: &mut Json, path: &str) -> Result<T, String> {
+    if let Some(m) = pool().get_message_by_name(&T::full_name()) {
+        enum_names_to_numbers(&m, v, path)?;
+    }
+    T::deserialize(&*v).map_err(|e| format!("{path}: {e}"))
 }
 
 fn convert(kind: &Kind, v: &mut Json, path: &str) -> Result<(), String> {

@@ -91,10 +91,7 @@ fn typed<T: DeserializeOwned + Serialize + prost::Name>(
 ) -> Result<(T, Value)> {
     let invalid = |why: String| ApiError::bad_request(format!("Invalid JSON data: {why}"));
     let mut obj = obj.clone();
-    if let Some(m) = edge_common::proto_json::pool().get_message_by_name(&T::full_name()) {
-        edge_common::proto_json::enum_names_to_numbers(&m, &mut obj, path).map_err(invalid)?;
-    }
-    let t = T::deserialize(&obj).map_err(|e| invalid(format!("{path}: {e}")))?;
+    let t: T = edge_common::proto_json::from_json(&mut obj, path).map_err(invalid)?;
     let canonical = serde_json::to_value(&t).unwrap_or_default();
     if let Some(f) = unknown_field(&obj, &canonical, path) {
         return Err(ApiError::bad_request(format!(

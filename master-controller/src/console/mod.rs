@@ -391,11 +391,6 @@ async fn show<T: DeserializeOwned + prost::Name>(
     let bytes = actix_web::body::to_bytes(r.into_body())
         .await
         .map_err(|_| ApiError::internal("reading a reply"))?;
-    let unexpected =
-        |e: &dyn std::fmt::Display| ApiError::internal(format!("an unexpected {kind}: {e}"));
-    let message = proto_json::pool()
-        .get_message_by_name(&T::full_name())
-        .ok_or_else(|| unexpected(&"no descriptor"))?;
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let mut v: Value = crate::json::value(line)?;
@@ -404,9 +399,10 @@ async fn show<T: DeserializeOwned + prost::Name>(
                 r["message"].as_str().unwrap_or_default().to_string(),
             ));
         }
-        let data = &mut v["data"];
-        proto_json::enum_names_to_numbers(&message, data, kind).map_err(|e| unexpected(&e))?;
-        out.push(T::deserialize(&*data).map_err(|e| unexpected(&e))?);
+        out.push(
+            proto_json::from_json(&mut v["data"], kind)
+                .map_err(|e| ApiError::internal(format!("an unexpected {kind}: {e}")))?,
+        );
     }
     Ok(out)
 }
