@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
+use edge_common::proto_json;
 use edge_proto::edge::*;
+use prost_reflect::{EnumDescriptor, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
 /// One kind of object.
@@ -215,106 +217,44 @@ fn fill(v: Value, key: &Value) -> Value {
     }
 }
 
-/// The values of the enum a field holds, as `(number, name)`.
-fn enum_values(kind: &str, field: &str) -> Option<Vec<(i32, &'static str)>> {
-    fn all<E: TryFrom<i32>>(name: fn(&E) -> &'static str) -> Vec<(i32, &'static str)> {
-        (0..32)
-            .filter_map(|i| E::try_from(i).ok().map(|e| (i, name(&e))))
-            .collect()
-    }
-    Some(match (kind, field) {
-        ("CloudletInfo", "state") => all(CloudletState::as_str_name),
-        ("Cloudlet" | "ClusterInst" | "AppInst", "state") => all(TrackedState::as_str_name),
-        (_, "platform_type") => all(PlatformType::as_str_name),
-        (_, "crm_override") => all(CrmOverride::as_str_name),
-        (_, "ip_access") => all(IpAccess::as_str_name),
-        (_, "image_type") => all(ImageType::as_str_name),
-        (_, "access_type") => all(AccessType::as_str_name),
-        (_, "proto") => all(LProto::as_str_name),
-        (_, "power_state") => all(PowerState::as_str_name),
-        (_, "health_check") => all(HealthCheck::as_str_name),
-        _ => return None,
-    })
+/// The message descriptor of `kind`.
+fn message(kind: &str) -> Option<MessageDescriptor> {
+    proto_json::pool().get_message_by_name(&format!("edge.{kind}"))
 }
 
-/// `IMAGE_TYPE_DOCKER`, `image_type_docker`, `ImageTypeDocker` (MobiledgeX's spelling) and `DOCKER` all
-/// name the same value.
-fn enum_number(values: &[(i32, &str)], given: &str) -> Option<i32> {
-    let norm = |s: &str| s.replace('_', "").to_ascii_uppercase();
-    let g = norm(given);
-    // The shared prefix of the names (`IMAGETYPE`), which may be left out.
-    let names: Vec<String> = values.iter().map(|(_, n)| norm(n)).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let prefix = edge_common::common_prefix(&refs);
-    values
-        .iter()
-        .find(|(_, n)| {
-            let n = norm(n);
-            n == g || n.strip_prefix(prefix) == Some(&g)
-        })
-        .map(|(i, _)| *i)
+/// The enum a field holds, found by its dotted path in `kind`.
+fn enum_at(kind: &str, path: &[&str]) -> Option<EnumDescriptor> {
+    let (last, parents) = path.split_last()?;
+    let mut m = message(kind)?;
+    for p in parents {
+        match m.get_field_by_name(p)?.kind() {
+            prost_reflect::Kind::Message(inner) => m = inner,
+            _ => return None,
+        }
+    }
+    match m.get_field_by_name(last)?.kind() {
+        prost_reflect::Kind::Enum(e) => Some(e),
+        _ => None,
+    }
 }
 
 /// Writes the enum values in `obj` (an object of `kind` as the MC returns it: MobiledgeX's CamelCase
 /// names, or numbers) as their proto names, `READY`.
 pub fn names(kind: &str, obj: &mut Value) {
-    walk(kind, obj, &mut |values, v| {
-        let n = match &*v {
-            Value::String(s) => enum_number(values, s),
-            n => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        };
-        if let Some(n) = n
-            && let Some((_, name)) = values.iter().find(|(i, _)| *i == n)
-        {
-            *v = Value::String(name.to_string());
-        }
-        Ok(())
-    })
-    .expect("naming never fails");
+    if let Some(m) = message(kind) {
+        let _ = proto_json::visit_enums(&m, obj, kind, &mut |e, v, _| {
+            proto_json::enum_proto_name(e, v);
+            Ok(())
+        });
+    }
 }
 
 /// Replaces enum names in `obj` (an object of `kind` as a user wrote it) by their numbers.
 pub fn numbers(kind: &str, obj: &mut Value) -> anyhow::Result<()> {
-    walk(kind, obj, &mut |values, v| {
-        if let Some(s) = v.as_str() {
-            let n = enum_number(values, s).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "\"{s}\" is not one of {}",
-                    values
-                        .iter()
-                        .map(|(_, n)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-            *v = json!(n);
-        }
-        Ok(())
-    })
-}
-
-type Visit<'a> = dyn FnMut(&[(i32, &'static str)], &mut Value) -> anyhow::Result<()> + 'a;
-
-fn walk(kind: &str, v: &mut Value, f: &mut Visit) -> anyhow::Result<()> {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m.iter_mut() {
-                match enum_values(kind, k) {
-                    Some(values) if !v.is_object() && !v.is_array() => {
-                        f(&values, v).map_err(|e| anyhow::anyhow!("{k}: {e}"))?
-                    }
-                    _ => walk(kind, v, f)?,
-                }
-            }
-        }
-        Value::Array(a) => {
-            for v in a {
-                walk(kind, v, f)?;
-            }
-        }
-        _ => {}
+    match message(kind) {
+        Some(m) => proto_json::enum_names_to_numbers(&m, obj, kind).map_err(anyhow::Error::msg),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Short names for the fields users name most.
@@ -357,7 +297,7 @@ pub fn from_args(kind: &Kind, args: &[String]) -> anyhow::Result<Value> {
                 ),
             };
         }
-        let typed = typed_value(kind.name, parts[parts.len() - 1], expected, value)
+        let typed = typed_value(enum_at(kind.name, &parts), expected, value)
             .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
         set(&mut obj, &parts, typed);
     }
@@ -383,20 +323,15 @@ fn field_list(v: &Value, prefix: &str) -> Vec<String> {
     }
 }
 
-fn typed_value(kind: &str, field: &str, expected: &Value, given: &str) -> anyhow::Result<Value> {
-    if let Some(values) = enum_values(kind, field) {
-        return Ok(json!(
-            enum_number(&values, given)
-                .or_else(|| given.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!(
-                    "\"{given}\" is not one of {}",
-                    values
-                        .iter()
-                        .map(|(_, n)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))?
-        ));
+fn typed_value(
+    enum_of: Option<EnumDescriptor>,
+    expected: &Value,
+    given: &str,
+) -> anyhow::Result<Value> {
+    if let Some(e) = enum_of {
+        let n =
+            proto_json::parse_enum(&e, &Value::String(given.into())).map_err(anyhow::Error::msg)?;
+        return Ok(json!(n));
     }
     Ok(match expected {
         Value::Number(_) => {
@@ -672,7 +607,7 @@ mod tests {
                 .to_string()
         };
         assert!(err(&["colour=red"]).contains("AppInst has no field \"colour\""));
-        assert!(err(&["power_state=sideways"]).contains("\"sideways\" is not one of"));
+        assert!(err(&["power_state=sideways"]).contains("power_state: unknown PowerState value \"sideways\"; one of PowerStateUnknown, PowerOnRequested"));
         assert!(err(&["key"]).contains("arguments are field=value"));
         assert!(
             from_args(kind("flavor").unwrap(), &args(&["vcpus=two"]))

@@ -47,7 +47,10 @@ pub fn enum_prefix(e: &EnumDescriptor) -> String {
         .unwrap_or_default()
 }
 
-/// The number of enum value `v` of `e`, given as a number or by one of its names.
+/// The number of enum value `v` of `e`, given as a number or by one of its names. Names are compared
+/// without case and `_`, with or without the enum's common prefix: `IP_ACCESS_DEDICATED`,
+/// `IpAccessDedicated`, `ip_access_dedicated` and `Dedicated` name the same value. The error lists the
+/// names the enum has.
 pub fn parse_enum(e: &EnumDescriptor, v: &Json) -> Result<i32, String> {
     if let Some(n) = v.as_i64() {
         return i32::try_from(n).map_err(|_| format!("{} value {n} out of range", e.name()));
@@ -58,51 +61,90 @@ pub fn parse_enum(e: &EnumDescriptor, v: &Json) -> Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {
         return Ok(n);
     }
-    let prefix = enum_prefix(e);
+    let norm = |s: &str| s.replace('_', "").to_ascii_uppercase();
+    let (given, prefix) = (norm(s), norm(&enum_prefix(e)));
     e.values()
         .find(|x| {
-            let n = x.name();
-            n == s
-                || camel(n) == s
-                || camel(n) == camel(s)
-                || camel(n.strip_prefix(&prefix).unwrap_or(n)) == s
+            let n = norm(x.name());
+            n == given || n.strip_prefix(&prefix) == Some(&given)
         })
         .map(|x| x.number())
-        .ok_or_else(|| format!("unknown {} value \"{s}\"", e.name()))
+        .ok_or_else(|| {
+            let names: Vec<String> = e.values().map(|x| camel(x.name())).collect();
+            format!(
+                "unknown {} value \"{s}\"; one of {}",
+                e.name(),
+                names.join(", ")
+            )
+        })
 }
 
-/// Replaces the enum values given by name in `v`, an object of message `m`, with their numbers (in
-/// nested messages, lists and maps too); fields `m` does not have are left as they are. The error names
-/// the field by its path from `path`.
-pub fn enum_names_to_numbers(
+/// The enum value of `e` that `v` names (by a name [`parse_enum`] takes, or by number), as its proto
+/// name (`READY`); `v` as it is when it names none.
+pub fn enum_proto_name(e: &EnumDescriptor, v: &mut Json) {
+    if let Some(x) = parse_enum(e, v).ok().and_then(|n| e.get_value(n)) {
+        *v = Json::from(x.name());
+    }
+}
+
+/// What [`visit_enums`] calls for each enum value: the enum, the value, and its path.
+pub type EnumVisit<'a> = dyn FnMut(&EnumDescriptor, &mut Json, &str) -> Result<(), String> + 'a;
+
+/// Calls `f` on each enum value in `v`, an object of message `m` (in nested messages, lists and maps
+/// too), with the value's path from `path`; fields `m` does not have are left as they are.
+pub fn visit_enums(
     m: &MessageDescriptor,
     v: &mut Json,
     path: &str,
+    f: &mut EnumVisit,
 ) -> Result<(), String> {
     let Json::Object(obj) = v else {
         return Ok(());
     };
     for (name, value) in obj.iter_mut() {
-        let Some(f) = m.get_field_by_name(name) else {
+        let Some(field) = m.get_field_by_name(name) else {
             continue;
         };
         let path = format!("{path}.{name}");
-        match (value, f.kind()) {
-            (Json::Object(items), Kind::Message(entry)) if f.is_map() => {
+        match (value, field.kind()) {
+            (Json::Object(items), Kind::Message(entry)) if field.is_map() => {
                 let kind = entry.map_entry_value_field().kind();
                 for (k, item) in items.iter_mut() {
-                    convert(&kind, item, &format!("{path}.{k}"))?;
+                    visit(&kind, item, &format!("{path}.{k}"), f)?;
                 }
             }
-            (Json::Array(items), kind) if f.is_list() => {
+            (Json::Array(items), kind) if field.is_list() => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    convert(&kind, item, &format!("{path}[{i}]"))?;
+                    visit(&kind, item, &format!("{path}[{i}]"), f)?;
                 }
             }
-            (value, kind) => convert(&kind, value, &path)?,
+            (value, kind) => visit(&kind, value, &path, f)?,
         }
     }
     Ok(())
+}
+
+fn visit(kind: &Kind, v: &mut Json, path: &str, f: &mut EnumVisit) -> Result<(), String> {
+    match kind {
+        Kind::Enum(e) => f(e, v, path),
+        Kind::Message(m) => visit_enums(m, v, path, f),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the enum values given by name in `v`, an object of message `m`, with their numbers (see
+/// [`visit_enums`]). The error names the field by its path from `path`.
+pub fn enum_names_to_numbers(
+    m: &MessageDescriptor,
+    v: &mut Json,
+    path: &str,
+) -> Result<(), String> {
+    visit_enums(m, v, path, &mut |e, v, path| {
+        if v.is_string() {
+            *v = Json::from(parse_enum(e, v).map_err(|why| format!("{path}: {why}"))?);
+        }
+        Ok(())
+    })
 }
 
 /// Reads `v` as message `T`, its enum values given by name or number (`v` is left with numbers). The
@@ -112,17 +154,6 @@ pub fn from_json<T: DeserializeOwned + prost::Name>(v: &mut Json, path: &str) ->
         enum_names_to_numbers(&m, v, path)?;
     }
     T::deserialize(&*v).map_err(|e| format!("{path}: {e}"))
-}
-
-fn convert(kind: &Kind, v: &mut Json, path: &str) -> Result<(), String> {
-    match kind {
-        Kind::Enum(e) if v.is_string() => {
-            *v = Json::from(parse_enum(e, v).map_err(|why| format!("{path}: {why}"))?);
-        }
-        Kind::Message(m) => enum_names_to_numbers(m, v, path)?,
-        _ => {}
-    }
-    Ok(())
 }
 
 /// For each message (by its short name, as serde sees it), the CamelCase names of each enum field's
@@ -431,19 +462,30 @@ mod tests {
         assert_eq!(v["state"], 5);
         assert_eq!(v["deployment"], "docker", "a string field stays");
         assert_eq!(v["unknown_field"], "Ready", "left for the caller to refuse");
-        for given in ["ready", "Ready", "READY", "5", "TrackedStateReady"] {
+        for given in [
+            "ready",
+            "Ready",
+            "READY",
+            "5",
+            "TrackedStateReady",
+            "re_ady",
+        ] {
             let e = pool().get_enum_by_name("edge.TrackedState").unwrap();
-            let want = if given == "TrackedStateReady" {
-                Err("unknown TrackedState value \"TrackedStateReady\"".to_string())
+            let got = parse_enum(&e, &json!(given));
+            if given == "TrackedStateReady" {
+                let why = got.unwrap_err();
+                assert!(
+                    why.starts_with("unknown TrackedState value \"TrackedStateReady\"; one of TrackedStateUnknown, NotPresent,"),
+                    "{why}"
+                );
             } else {
-                Ok(5)
-            };
-            assert_eq!(parse_enum(&e, &json!(given)), want, "{given}");
+                assert_eq!(got, Ok(5), "{given}");
+            }
         }
         let mut bad = json!({"ip_access": "Sometimes"});
         assert_eq!(
             enum_names_to_numbers(&m, &mut bad, "ClusterInst"),
-            Err("ClusterInst.ip_access: unknown IpAccess value \"Sometimes\"".into())
+            Err("ClusterInst.ip_access: unknown IpAccess value \"Sometimes\"; one of IpAccessUnknown, IpAccessDedicated, IpAccessShared".into())
         );
         // In messages of a list.
         let inst = pool().get_message_by_name("edge.AppInst").unwrap();
@@ -453,7 +495,7 @@ mod tests {
         let mut bad = json!({"mapped_ports": [{"proto": "LProtoSctp"}]});
         assert_eq!(
             enum_names_to_numbers(&inst, &mut bad, "AppInst"),
-            Err("AppInst.mapped_ports[0].proto: unknown LProto value \"LProtoSctp\"".into())
+            Err("AppInst.mapped_ports[0].proto: unknown LProto value \"LProtoSctp\"; one of LProtoUnknown, LProtoTcp, LProtoUdp".into())
         );
     }
 

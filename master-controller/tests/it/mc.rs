@@ -538,7 +538,7 @@ async fn rbac_matrix_and_show_filtering() {
         (s, b["message"].as_str().unwrap()),
         (
             400,
-            "Invalid JSON data: App.image_type: unknown ImageType value \"ImageTypeFloppy\""
+            "Invalid JSON data: App.image_type: unknown ImageType value \"ImageTypeFloppy\"; one of ImageTypeUnknown, ImageTypeDocker, ImageTypeQcow, ImageTypeHelm"
         )
     );
     let (_, b) = users["dev2m"].ctrl("ShowApp", "A", "App", json!({})).await;
