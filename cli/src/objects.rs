@@ -217,6 +217,25 @@ fn fill(v: Value, key: &Value) -> Value {
     }
 }
 
+/// Adds to `obj` (an object of `kind` as the MC returns it, which leaves out fields at their zero value
+/// as MobiledgeX's MC does) every field it lacks, at its default, so that tables, JSON and YAML show
+/// them all.
+pub fn with_defaults(kind: &str, obj: &mut Value) {
+    fn merge(obj: &mut Value, defaults: &Value) {
+        if let (Value::Object(o), Value::Object(d)) = (obj, defaults) {
+            for (k, default) in d {
+                match o.get_mut(k) {
+                    Some(v) => merge(v, default),
+                    None => {
+                        o.insert(k.clone(), default.clone());
+                    }
+                }
+            }
+        }
+    }
+    merge(obj, &schema(kind));
+}
+
 /// The message descriptor of `kind`.
 fn message(kind: &str) -> Option<MessageDescriptor> {
     proto_json::pool().get_message_by_name(&format!("edge.{kind}"))
@@ -523,20 +542,21 @@ fn cell(v: &Value) -> String {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
-        Value::Object(m) if m.contains_key("public_port") => {
-            let proto = m["proto"]
+        // Fields at zero are left out by the MC.
+        Value::Object(m) if m.contains_key("public_port") || m.contains_key("internal_port") => {
+            let proto = v["proto"]
                 .as_str()
                 .unwrap_or("")
                 .trim_start_matches("L_PROTO_");
             format!(
                 "{}:{}->{}",
                 proto.to_ascii_lowercase(),
-                m["public_port"],
-                m["internal_port"]
+                v["public_port"].as_u64().unwrap_or(0),
+                v["internal_port"].as_u64().unwrap_or(0)
             )
         }
         Value::Object(m) if m.contains_key("latitude") => {
-            format!("{},{}", m["latitude"], m["longitude"])
+            format!("{},{}", v["latitude"], v["longitude"])
         }
         Value::Object(m) => ["organization", "name", "version"]
             .iter()
@@ -629,6 +649,22 @@ mod tests {
         let mut info = json!({"state": 2});
         names("CloudletInfo", &mut info);
         assert_eq!(info["state"], "CLOUDLET_STATE_READY");
+    }
+
+    #[test]
+    fn fields_the_mc_left_out_show_at_their_defaults() {
+        let mut inst = json!({"app_key": {"name": "web"}, "state": 5, "mapped_ports": [{"public_port": 10000}]});
+        with_defaults("AppInst", &mut inst);
+        names("AppInst", &mut inst);
+        assert_eq!(inst["state"], "READY");
+        assert_eq!(inst["power_state"], "POWER_STATE_UNKNOWN");
+        assert_eq!(inst["uri"], "");
+        assert_eq!(
+            inst["app_key"],
+            json!({"organization": "", "name": "web", "version": ""})
+        );
+        assert_eq!(inst["key"], json!({"organization": "", "name": ""}));
+        assert_eq!(cell(&inst["mapped_ports"]), ":10000->0");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::mc::{Failure, Mc};
-use crate::objects::{Doc, Kind, describe, key_of, names, numbers};
+use crate::objects::{Doc, Kind, describe, key_of, names, numbers, with_defaults};
 
 /// Output format of `show`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +44,7 @@ pub async fn list(
         let mut row = l.clone();
         // A name this edgectl does not know (a newer MC's) stays a name.
         let _ = numbers(kind.name, &mut row);
+        with_defaults(kind.name, &mut row);
         rows.push(row)
     })
     .await?;

@@ -799,7 +799,7 @@ mod tests {
         assert_eq!(
             lines(&buf),
             vec![
-                json!({"data": serde_json::to_value(flavor("b")).unwrap()}),
+                json!({"data": {"key": {"name": "b"}}}),
                 json!({"result": {"message": "Flavor \"c\" is in use", "code": 400}}),
             ]
         );
