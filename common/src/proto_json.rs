@@ -249,6 +249,15 @@ impl<S: Serializer> Named<S> {
     }
 }
 
+/// The methods of [`Named`] that pass a value on as it is.
+macro_rules! passed_on {
+    ($($method:ident: $t:ty),* $(,)?) => {$(
+        fn $method(self, v: $t) -> Result<S::Ok, S::Error> {
+            self.0.$method(v)
+        }
+    )*};
+}
+
 impl<S: Serializer> Serializer for Named<S> {
     type Ok = S::Ok;
     type Error = S::Error;
@@ -260,50 +269,17 @@ impl<S: Serializer> Serializer for Named<S> {
     type SerializeStruct = Compound<S::SerializeStruct>;
     type SerializeStructVariant = Compound<S::SerializeStructVariant>;
 
-    fn serialize_bool(self, v: bool) -> Result<S::Ok, S::Error> {
-        self.0.serialize_bool(v)
-    }
-    fn serialize_i8(self, v: i8) -> Result<S::Ok, S::Error> {
-        self.0.serialize_i8(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<S::Ok, S::Error> {
-        self.0.serialize_i16(v)
+    passed_on! {
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i64: i64,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64,
+        serialize_f32: f32, serialize_f64: f64, serialize_char: char, serialize_str: &str,
+        serialize_bytes: &[u8],
     }
     fn serialize_i32(self, v: i32) -> Result<S::Ok, S::Error> {
         match self.1.and_then(|names| names.iter().find(|(n, _)| *n == v)) {
             Some((_, name)) => self.0.serialize_str(name),
             None => self.0.serialize_i32(v),
         }
-    }
-    fn serialize_i64(self, v: i64) -> Result<S::Ok, S::Error> {
-        self.0.serialize_i64(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<S::Ok, S::Error> {
-        self.0.serialize_u8(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<S::Ok, S::Error> {
-        self.0.serialize_u16(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<S::Ok, S::Error> {
-        self.0.serialize_u32(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<S::Ok, S::Error> {
-        self.0.serialize_u64(v)
-    }
-    fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
-        self.0.serialize_f32(v)
-    }
-    fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
-        self.0.serialize_f64(v)
-    }
-    fn serialize_char(self, v: char) -> Result<S::Ok, S::Error> {
-        self.0.serialize_char(v)
-    }
-    fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
-        self.0.serialize_str(v)
-    }
-    fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
-        self.0.serialize_bytes(v)
     }
     fn serialize_none(self) -> Result<S::Ok, S::Error> {
         self.0.serialize_none()
@@ -537,34 +513,29 @@ impl ser::SerializeMap for NoElements {
     }
 }
 
-impl ser::SerializeStruct for NoElements {
-    type Ok = bool;
-    type Error = NotEmpty;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), NotEmpty> {
-        Err(NotEmpty)
-    }
-    fn end(self) -> Result<bool, NotEmpty> {
-        Err(NotEmpty)
-    }
+/// (Never made: a struct, set or not, is not empty.)
+macro_rules! no_fields {
+    ($($trait:ident;)*) => {$(
+        impl ser::$trait for NoElements {
+            type Ok = bool;
+            type Error = NotEmpty;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                _: &T,
+            ) -> Result<(), NotEmpty> {
+                Err(NotEmpty)
+            }
+            fn end(self) -> Result<bool, NotEmpty> {
+                Err(NotEmpty)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for NoElements {
-    type Ok = bool;
-    type Error = NotEmpty;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), NotEmpty> {
-        Err(NotEmpty)
-    }
-    fn end(self) -> Result<bool, NotEmpty> {
-        Err(NotEmpty)
-    }
+no_fields! {
+    SerializeStruct;
+    SerializeStructVariant;
 }
 
 /// Lists and maps are empty when their length is 0.
@@ -573,6 +544,15 @@ fn no_elements(len: Option<usize>) -> Result<NoElements, NotEmpty> {
         Some(0) => Ok(NoElements),
         _ => Err(NotEmpty),
     }
+}
+
+/// The number methods of [`Probe`]: empty when zero.
+macro_rules! zero_is_empty {
+    ($($method:ident: $t:ty = $zero:literal),* $(,)?) => {$(
+        fn $method(self, v: $t) -> Result<bool, NotEmpty> {
+            Ok(v == $zero)
+        }
+    )*};
 }
 
 impl Serializer for Probe {
@@ -589,35 +569,10 @@ impl Serializer for Probe {
     fn serialize_bool(self, v: bool) -> Result<bool, NotEmpty> {
         Ok(!v)
     }
-    fn serialize_i8(self, v: i8) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_i16(self, v: i16) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_i32(self, v: i32) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_i64(self, v: i64) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_u8(self, v: u8) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_u16(self, v: u16) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_u32(self, v: u32) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_u64(self, v: u64) -> Result<bool, NotEmpty> {
-        Ok(v == 0)
-    }
-    fn serialize_f32(self, v: f32) -> Result<bool, NotEmpty> {
-        Ok(v == 0.0)
-    }
-    fn serialize_f64(self, v: f64) -> Result<bool, NotEmpty> {
-        Ok(v == 0.0)
+    zero_is_empty! {
+        serialize_i8: i8 = 0, serialize_i16: i16 = 0, serialize_i32: i32 = 0, serialize_i64: i64 = 0,
+        serialize_u8: u8 = 0, serialize_u16: u16 = 0, serialize_u32: u32 = 0, serialize_u64: u64 = 0,
+        serialize_f32: f32 = 0.0, serialize_f64: f64 = 0.0,
     }
     fn serialize_char(self, _: char) -> Result<bool, NotEmpty> {
         Ok(false)
