@@ -126,25 +126,16 @@ fn between(text: &str, start: &str, end: &str) -> String {
     text[from..].split(end).next().unwrap().to_string()
 }
 
-fn app(org: &str, name: &str) -> Value {
-    json!({"Region": "A", "App": {"key": {"organization": org, "name": name, "version": "1.0"},
-           "image_type": 1, "image_path": "img", "deployment": "docker", "access_ports": "tcp:80",
-           "default_flavor": {"name": "small"}}})
+/// A CreateApp request for region A.
+fn create_app(org: &str, name: &str) -> Value {
+    json!({"Region": "A", "App": app(org, name)})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_sessions_are_strict_cookies_with_csrf_and_end_at_logout_password_change_or_lock() {
     let p = Platform::start().await;
     let admin = p.login(ADMIN, ADMIN_PASSWORD).await;
-    let (s, b) = admin
-        .ctrl(
-            "CreateFlavor",
-            "A",
-            "Flavor",
-            json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    admin.create_small_flavor("A").await;
     let alice = p.user("alice").await;
     let (s, b) = alice
         .post(
@@ -274,25 +265,31 @@ async fn console_sessions_are_strict_cookies_with_csrf_and_end_at_logout_passwor
     // The REST handlers behind the console: the CSRF header is required, then the API's own rules.
     let token = c.csrf().await;
     assert_eq!(
-        c.api("/ctrl/CreateApp", None, app("aorg", "a1")).await.0,
+        c.api("/ctrl/CreateApp", None, create_app("aorg", "a1"))
+            .await
+            .0,
         403
     );
     assert_eq!(
-        c.api("/ctrl/CreateApp", Some("forged"), app("aorg", "a1"))
+        c.api("/ctrl/CreateApp", Some("forged"), create_app("aorg", "a1"))
             .await
             .0,
         403
     );
     let (s, b) = c
-        .api("/ctrl/CreateApp", Some(&token), app("aorg", "a1"))
+        .api("/ctrl/CreateApp", Some(&token), create_app("aorg", "a1"))
         .await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = c
-        .api("/ctrl/CreateApp", Some(&token), app("morg", "a2"))
+        .api("/ctrl/CreateApp", Some(&token), create_app("morg", "a2"))
         .await;
     assert_eq!(s, 403, "{b}");
     let (s, b) = c
-        .api("/ctrl/CreateApp", Some(&token), app("aorg", "bad name!"))
+        .api(
+            "/ctrl/CreateApp",
+            Some(&token),
+            create_app("aorg", "bad name!"),
+        )
         .await;
     assert_eq!(s, 400, "{b}");
     // The audit log names the console's route.

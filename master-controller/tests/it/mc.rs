@@ -620,15 +620,7 @@ async fn rbac_matrix_and_show_filtering() {
 async fn forwarding_reaches_only_the_named_region() {
     let p = Platform::start().await;
     let admin = p.login(ADMIN, ADMIN_PASSWORD).await;
-    let (s, b) = admin
-        .ctrl(
-            "CreateFlavor",
-            "A",
-            "Flavor",
-            json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    admin.create_small_flavor("A").await;
     let (_, a) = admin.ctrl("ShowFlavor", "A", "Flavor", json!({})).await;
     let (sb, b) = admin.ctrl("ShowFlavor", "B", "Flavor", json!({})).await;
     assert_eq!(a.as_array().unwrap().len(), 1);
@@ -731,18 +723,7 @@ async fn create_app_inst_progress_streams_incrementally() {
         .0,
         200
     );
-    assert_eq!(
-        admin
-            .ctrl(
-                "CreateFlavor",
-                "A",
-                "Flavor",
-                json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1})
-            )
-            .await
-            .0,
-        200
-    );
+    admin.create_small_flavor("A").await;
 
     // The operator onboards a cloudlet: the first line carries the access key; its CRM (fake platform,
     // 1 s per step) then brings it up.

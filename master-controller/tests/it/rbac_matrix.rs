@@ -502,11 +502,6 @@ impl Env {
     }
 }
 
-fn app(org: &str, name: &str) -> Value {
-    json!({"key": {"organization": org, "name": name, "version": "1.0"}, "image_type": 1, "image_path": "img",
-           "deployment": "docker", "default_flavor": {"name": "small"}})
-}
-
 fn grants(roles: &[(&str, &str)]) -> Grants {
     let mut g = Grants::new();
     for (org, role) in roles {

@@ -6,11 +6,6 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn app(org: &str, name: &str) -> Value {
-    json!({"key": {"organization": org, "name": name, "version": "1.0"}, "image_type": 1, "image_path": "img",
-           "deployment": "docker", "default_flavor": {"name": "small"}})
-}
-
 fn message(b: &Value) -> &str {
     b["message"].as_str().unwrap_or_default()
 }
@@ -29,15 +24,7 @@ async fn tenants(p: &Platform) -> (Client, Client, Client) {
             .await;
         assert_eq!(s, 200, "{b}");
     }
-    let (s, b) = admin
-        .ctrl(
-            "CreateFlavor",
-            "A",
-            "Flavor",
-            json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    admin.create_small_flavor("A").await;
     let (s, b) = victim
         .ctrl("CreateApp", "A", "App", app("victimorg", "vapp"))
         .await;

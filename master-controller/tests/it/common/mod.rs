@@ -175,6 +175,19 @@ impl Client {
         self.request(path, body).send().await.expect("MC answers")
     }
 
+    /// Creates flavor `small` (1 vCPU, 512 MB, 1 GB) in `region`, which [`app`] uses.
+    pub async fn create_small_flavor(&self, region: &str) {
+        let (s, b) = self
+            .ctrl(
+                "CreateFlavor",
+                region,
+                "Flavor",
+                json!({"key": {"name": "small"}, "vcpus": 1, "ram": 512, "disk": 1}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// `/auth/ctrl/<method>` in `region` with `object` under `kind`.
     pub async fn ctrl(
         &self,
@@ -189,4 +202,10 @@ impl Client {
         )
         .await
     }
+}
+
+/// A docker App `org/name/1.0` on flavor `small`.
+pub fn app(org: &str, name: &str) -> Value {
+    json!({"key": {"organization": org, "name": name, "version": "1.0"}, "image_type": 1, "image_path": "img",
+           "deployment": "docker", "default_flavor": {"name": "small"}})
 }
