@@ -6,14 +6,17 @@
 //! streamed calls (progress, Show) return newline-delimited `{"data": ...}` lines, and an error after the
 //! first line ends the stream with `{"result": {"message": ..., "code": ...}}`. Enum values in replies are
 //! names, the CamelCase MobiledgeX's MC writes (`"state": "Ready"`); requests take names or numbers.
+//! Fields at their zero value are left out of replies, as MobiledgeX's `omitempty` tags do.
+
+use std::collections::BTreeSet;
 
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use edge_common::proto_json::EnumsByName;
 use edge_proto::edge::*;
 use futures::StreamExt;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tonic::Status;
 use tonic::metadata::MetadataValue;
@@ -41,13 +44,22 @@ enum Authz {
     ShowAlerts,
 }
 
-/// The organization of an object the controller returned (trusted output; requests are typed instead).
-fn org_of(obj: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    obj.get("organization")
-        .map(s)
-        .or_else(|| obj.get("key").and_then(|k| k.get("organization")).map(s))
-        .unwrap_or_default()
+/// The organization of an object the controller returned (trusted output; requests are typed instead):
+/// its `organization`, or its key's. Reads a JSON tree or text alike, skipping the other fields.
+fn org_of<'de>(obj: impl serde::Deserializer<'de>) -> String {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Key {
+        organization: String,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Owner {
+        organization: Option<String>,
+        key: Key,
+    }
+    let o = Owner::deserialize(obj).unwrap_or_default();
+    o.organization.unwrap_or(o.key.organization)
 }
 
 /// Which message a method's object is.
@@ -303,38 +315,51 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
     serde_json::from_value(v).map_err(invalid_json)
 }
 
-/// What a caller may see of each object of a Show: everything (`None`), or what the filter returns
-/// (`None` from it: nothing of that object).
-type Keep = Option<Box<dyn Fn(Value) -> Option<Value> + Send + Sync>>;
+/// What a caller may see of each object of a Show.
+enum Keep {
+    All,
+    /// The objects of these organizations.
+    Orgs(BTreeSet<String>),
+    /// What the filter returns of each object (`None`: nothing of it).
+    Filter(Box<dyn Fn(Value) -> Option<Value> + Send + Sync>),
+}
 
 /// Appends a `{"data": <item>}` line for each item `keep` lets the caller see, up to the first error,
-/// which it returns. Unfiltered objects are written straight from the message, without a JSON tree in
-/// between.
+/// which it returns. Objects are written straight from the message, without a JSON tree in between,
+/// unless a [`Keep::Filter`] reads them.
 fn write_lines<T: Serialize>(
     buf: &mut Vec<u8>,
     items: Vec<std::result::Result<T, Status>>,
     keep: &Keep,
 ) -> Option<Status> {
+    const DATA: &[u8] = b"{\"data\":";
     for item in items {
         let item = match item {
             Ok(item) => item,
             Err(e) => return Some(e),
         };
-        let data = match keep {
-            None => {
-                buf.extend_from_slice(b"{\"data\":");
-                if serde_json::to_writer(&mut *buf, &EnumsByName(&item)).is_err() {
-                    continue;
-                }
-                buf.extend_from_slice(b"}\n");
-                continue;
+        let start = buf.len();
+        if let Keep::Filter(k) = keep {
+            if let Some(v) = k(serde_json::to_value(EnumsByName(&item)).unwrap_or_default()) {
+                serde_json::to_writer(&mut *buf, &json!({ "data": v }))
+                    .expect("a JSON value serializes");
+                buf.push(b'\n');
             }
-            Some(k) => k(serde_json::to_value(EnumsByName(&item)).unwrap_or_default()),
+            continue;
+        }
+        buf.extend_from_slice(DATA);
+        let written = serde_json::to_writer(&mut *buf, &EnumsByName(&item)).is_ok();
+        let visible = match keep {
+            Keep::Orgs(orgs) => {
+                let obj = &buf[start + DATA.len()..];
+                orgs.contains(&org_of(&mut serde_json::Deserializer::from_slice(obj)))
+            }
+            _ => true,
         };
-        if let Some(v) = data {
-            serde_json::to_writer(&mut *buf, &json!({ "data": v }))
-                .expect("a JSON value serializes");
-            buf.push(b'\n');
+        if written && visible {
+            buf.extend_from_slice(b"}\n");
+        } else {
+            buf.truncate(start);
         }
     }
     None
@@ -546,18 +571,16 @@ pub async fn forward(
         if let Some(kind) = spec.org_kind {
             require_org(&mc, &c, org, kind).await?;
         }
-        let keep: Keep = match spec.authz {
+        let keep = match spec.authz {
             Authz::View(res) => match c.grants.viewable_orgs(res) {
-                None => None,
+                None => Keep::All,
                 Some(orgs) if orgs.is_empty() => return Err(ApiError::forbidden()),
-                Some(orgs) => Some(Box::new(move |v: Value| {
-                    orgs.contains(&org_of(&v)).then_some(v)
-                })),
+                Some(orgs) => Keep::Orgs(orgs),
             },
             Authz::ShowCloudlets => match c.grants.viewable_orgs(CLOUDLETS) {
-                None => None,
+                None => Keep::All,
                 Some(orgs) if orgs.is_empty() => return Err(ApiError::forbidden()),
-                Some(orgs) => Some(Box::new(move |v: Value| {
+                Some(orgs) => Keep::Filter(Box::new(move |v: Value| {
                     Some(if orgs.contains(&org_of(&v)) {
                         v
                     } else {
@@ -571,12 +594,12 @@ pub async fn forward(
                     return Err(ApiError::forbidden());
                 }
                 let grants = c.grants.clone();
-                Some(Box::new(move |v: Value| {
+                Keep::Filter(Box::new(move |v: Value| {
                     let labels = serde_json::from_value(v["labels"].clone()).unwrap_or_default();
                     crate::api::alerts::visible(&grants, &labels).then_some(v)
                 }))
             }
-            _ => None,
+            _ => Keep::All,
         };
         let request = match &update_fields {
             Some(fields) => json!({ spec.update_field: obj.value, "fields": fields }),
@@ -778,7 +801,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         let items = vec![Ok(flavor("a")), Ok(flavor("b"))];
-        assert!(write_lines(&mut buf, items, &None).is_none());
+        assert!(write_lines(&mut buf, items, &Keep::All).is_none());
         let all = lines(&buf);
         assert_eq!(
             (all.len(), &all[1]["data"]["key"]["name"]),
@@ -786,7 +809,7 @@ mod tests {
         );
 
         // A filter drops what the caller may not see; an error ends the items at that point.
-        let only_b: Keep = Some(Box::new(|v: Value| (v["key"]["name"] == "b").then_some(v)));
+        let only_b = Keep::Filter(Box::new(|v: Value| (v["key"]["name"] == "b").then_some(v)));
         let mut buf = Vec::new();
         let items = vec![
             Ok(flavor("a")),
@@ -802,6 +825,33 @@ mod tests {
                 json!({"data": {"key": {"name": "b"}}}),
                 json!({"result": {"message": "Flavor \"c\" is in use", "code": 400}}),
             ]
+        );
+
+        // By organization: the object's own, or its key's.
+        let app = |org: &str| App {
+            key: Some(AppKey {
+                organization: org.into(),
+                name: "web".into(),
+                version: "1".into(),
+            }),
+            ..Default::default()
+        };
+        let code = |org: &str| OperatorCode {
+            code: "1".into(),
+            organization: org.into(),
+        };
+        let only = |org: &str| Keep::Orgs(BTreeSet::from([org.to_string()]));
+        let mut buf = Vec::new();
+        let items = vec![Ok(app("a")), Ok(app("b")), Ok(app("")), Ok(app("a"))];
+        assert!(write_lines(&mut buf, items, &only("a")).is_none());
+        let a = json!({"data": {"key": {"organization": "a", "name": "web", "version": "1"}}});
+        assert_eq!(lines(&buf), vec![a; 2]);
+        let mut buf = Vec::new();
+        let items = vec![Ok(code("b")), Ok(code("a"))];
+        assert!(write_lines(&mut buf, items, &only("a")).is_none());
+        assert_eq!(
+            lines(&buf),
+            vec![json!({"data": {"code": "1", "organization": "a"}})]
         );
     }
 }
