@@ -170,23 +170,40 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_idle_timeout(std::time::Duration::from_secs(2))
         .build()?;
-    let login = |http: reqwest::Client, base: String| async move {
+    let login = |http: reqwest::Client, base: String, user: &'static str| async move {
         let r: serde_json::Value = http
             .post(format!("{base}/login"))
-            .json(&json!({"username": "mexadmin", "password": PASSWORD}))
+            .json(&json!({"username": user, "password": PASSWORD}))
             .send()
             .await?
             .json()
             .await?;
         anyhow::Ok(r["token"].as_str().unwrap_or_default().to_string())
     };
-    let token = login(http.clone(), base.clone()).await?;
-    http.post(format!("{base}/auth/controller/create"))
-        .bearer_auth(&token)
-        .json(&json!({"Region": REGION, "Address": ctrl.api_addr.to_string()}))
-        .send()
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let token = login(http.clone(), base.clone(), "mexadmin").await?;
+    let region = json!({"Region": REGION, "Address": ctrl.api_addr.to_string()});
+    post("/auth/controller/create", &token, region)
         .await?
         .error_for_status()?;
+    // A developer who may view organization "dev", which owns every instance: the MC keeps what the
+    // caller may see of each object.
+    let user = json!({"Name": "devuser", "Email": "devuser@example.com", "Passhash": PASSWORD});
+    let org = json!({"Name": "dev", "Type": "developer"});
+    let role = json!({"org": "dev", "username": "devuser", "role": "DeveloperViewer"});
+    post("/usercreate", "", user).await?.error_for_status()?;
+    post("/auth/org/create", &token, org)
+        .await?
+        .error_for_status()?;
+    post("/auth/role/adduser", &token, role)
+        .await?
+        .error_for_status()?;
+    let dev_token = login(http.clone(), base.clone(), "devuser").await?;
 
     // ShowAppInst of every instance: directly, and through the MC (JSON lines over HTTP).
     let direct_api = AppInstApiClient::new(api);
@@ -207,24 +224,27 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         }
     })
     .await;
-    let (h, b, t) = (http.clone(), base.clone(), token.clone());
-    let through_mc = measure(&args.load, move || {
-        let (h, b, t) = (h.clone(), b.clone(), t.clone());
-        async move {
-            let text = h
-                .post(format!("{b}/auth/ctrl/ShowAppInst"))
-                .bearer_auth(&t)
-                .json(&json!({"Region": REGION, "AppInst": {}}))
-                .send()
-                .await
-                .expect("MC")
-                .text()
-                .await
-                .expect("body");
-            assert_eq!(text.lines().count(), want);
-        }
-    })
-    .await;
+    let show = |token: String| {
+        let (h, b) = (http.clone(), base.clone());
+        measure(&args.load, move || {
+            let (h, b, t) = (h.clone(), b.clone(), token.clone());
+            async move {
+                let text = h
+                    .post(format!("{b}/auth/ctrl/ShowAppInst"))
+                    .bearer_auth(&t)
+                    .json(&json!({"Region": REGION, "AppInst": {}}))
+                    .send()
+                    .await
+                    .expect("MC")
+                    .text()
+                    .await
+                    .expect("body");
+                assert_eq!(text.lines().count(), want);
+            }
+        })
+    };
+    let through_mc = show(token.clone()).await;
+    let as_developer = show(dev_token).await;
 
     // Memory around a burst of logins, 16 at a time.
     let before = crate::rss_mib();
@@ -235,7 +255,9 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
             let (http, base, done) = (http.clone(), base.clone(), done.clone());
             tokio::spawn(async move {
                 while done.fetch_add(1, Ordering::Relaxed) < args.logins {
-                    login(http.clone(), base.clone()).await.expect("login");
+                    login(http.clone(), base.clone(), "mexadmin")
+                        .await
+                        .expect("login");
                 }
             })
         })
@@ -249,6 +271,7 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
     print_table(&[
         (&format!("ShowAppInst x{want} direct") as &str, &direct),
         ("ShowAppInst through the MC", &through_mc),
+        ("... as a developer of the org", &as_developer),
     ]);
     let show_ratio = through_mc.p50.as_secs_f64() / direct.p50.as_secs_f64();
     println!(
@@ -260,7 +283,8 @@ pub async fn mc(args: McArgs) -> anyhow::Result<()> {
         "mc",
         show_ratio,
         1.3,
-        json!({"app_insts": want, "direct": direct.json(), "through_mc": through_mc.json(), "logins": args.logins,
+        json!({"app_insts": want, "direct": direct.json(), "through_mc": through_mc.json(),
+               "through_mc_as_developer": as_developer.json(), "logins": args.logins,
                "logins_per_s": args.logins as f64 / logins_s, "rss_mib_before_logins": before,
                "rss_mib_after_logins": after}),
     );
