@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use edge_common::proto_json;
-use edge_proto::edge::*;
-use prost_reflect::{EnumDescriptor, MessageDescriptor};
+use prost_reflect::{EnumDescriptor, FieldDescriptor, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
 /// One kind of object.
@@ -161,79 +160,62 @@ pub fn kind(s: &str) -> anyhow::Result<&'static Kind> {
 /// Every field of `kind` with its default value, nested messages included: what `field=value`
 /// arguments and files are checked and typed against.
 fn schema(kind: &str) -> Value {
-    let (obj, key) = match kind {
-        "Flavor" => (json!(Flavor::default()), json!(FlavorKey::default())),
-        "OperatorCode" => (json!(OperatorCode::default()), Value::Null),
-        "Cloudlet" => (json!(Cloudlet::default()), json!(CloudletKey::default())),
-        "CloudletInfo" => (
-            json!(CloudletInfo::default()),
-            json!(CloudletKey::default()),
-        ),
-        "AlertPolicy" => (
-            json!(AlertPolicy::default()),
-            json!(AlertPolicyKey::default()),
-        ),
-        "App" => (json!(App::default()), json!(AppKey::default())),
-        "ClusterInst" => (
-            json!(ClusterInst::default()),
-            json!(ClusterInstKey::default()),
-        ),
-        "AppInst" => (json!(AppInst::default()), json!(AppInstKey::default())),
-        _ => (json!(Alert::default()), Value::Null),
-    };
-    fill(obj, &key)
+    message(kind).map_or(Value::Null, |m| defaults(&m))
 }
 
-/// `v` with each nested message (`null` when unset) replaced by its fields' defaults; `key` is the
-/// kind's key message.
-fn fill(v: Value, key: &Value) -> Value {
-    let nested = |name: &str| -> Option<Value> {
-        Some(match name {
-            "key" => key.clone(),
-            "cloudlet_key" => json!(CloudletKey::default()),
-            "cluster_key" => json!(ClusterInstKey::default()),
-            "app_key" => json!(AppKey::default()),
-            "flavor" | "default_flavor" => json!(FlavorKey::default()),
-            "location" => json!(Loc::default()),
-            "runtime_info" => json!(AppInstRuntime::default()),
-            "features" => json!(PlatformFeatures::default()),
-            "active_at" => json!({"seconds": 0, "nanos": 0}),
-            _ => return None,
-        })
-    };
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| {
-                    let v = match (&v, nested(&k)) {
-                        (Value::Null, Some(n)) => n,
-                        _ => fill(v, key),
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ),
-        other => other,
+/// Every field of message `m` at its default, as the messages' serde derive writes it (enums as
+/// numbers), nested messages filled in the same way.
+fn defaults(m: &MessageDescriptor) -> Value {
+    Value::Object(
+        m.fields()
+            .map(|f| (f.name().to_string(), default_of(&f)))
+            .collect(),
+    )
+}
+
+fn default_of(f: &FieldDescriptor) -> Value {
+    if f.is_map() {
+        return json!({});
+    }
+    if f.is_list() {
+        return json!([]);
+    }
+    match f.kind() {
+        prost_reflect::Kind::Message(m) => defaults(&m),
+        prost_reflect::Kind::Bool => json!(false),
+        prost_reflect::Kind::String => json!(""),
+        prost_reflect::Kind::Double | prost_reflect::Kind::Float => json!(0.0),
+        // Integers and enums; this proto has no bytes fields.
+        _ => json!(0),
     }
 }
 
 /// Adds to `obj` (an object of `kind` as the MC returns it, which leaves out fields at their zero value
-/// as MobiledgeX's MC does) every field it lacks, at its default, so that tables, JSON and YAML show
-/// them all.
+/// as MobiledgeX's MC does) every field it lacks, at its default, also in nested messages and lists of
+/// them, so that tables, JSON and YAML show them all.
 pub fn with_defaults(kind: &str, obj: &mut Value) {
-    fn merge(obj: &mut Value, defaults: &Value) {
-        if let (Value::Object(o), Value::Object(d)) = (obj, defaults) {
-            for (k, default) in d {
-                match o.get_mut(k) {
-                    Some(v) => merge(v, default),
-                    None => {
-                        o.insert(k.clone(), default.clone());
-                    }
+    fn fill_in(m: &MessageDescriptor, obj: &mut Value) {
+        let Value::Object(o) = obj else { return };
+        for f in m.fields() {
+            match o.get_mut(f.name()) {
+                None | Some(Value::Null) => {
+                    o.insert(f.name().to_string(), default_of(&f));
                 }
+                Some(v) => match f.kind() {
+                    prost_reflect::Kind::Message(inner) if f.is_list() => {
+                        for e in v.as_array_mut().into_iter().flatten() {
+                            fill_in(&inner, e);
+                        }
+                    }
+                    prost_reflect::Kind::Message(inner) if !f.is_map() => fill_in(&inner, v),
+                    _ => {}
+                },
             }
         }
     }
-    merge(obj, &schema(kind));
+    if let Some(m) = message(kind) {
+        fill_in(&m, obj);
+    }
 }
 
 /// The message descriptor of `kind`.
@@ -664,7 +646,13 @@ mod tests {
             json!({"organization": "", "name": "web", "version": ""})
         );
         assert_eq!(inst["key"], json!({"organization": "", "name": ""}));
-        assert_eq!(cell(&inst["mapped_ports"]), ":10000->0");
+        assert_eq!(
+            inst["mapped_ports"][0],
+            json!({"proto": "L_PROTO_UNKNOWN", "internal_port": 0, "public_port": 10000, "fqdn_prefix": "",
+                   "end_port": 0, "tls": false, "http": false}),
+            "list elements too"
+        );
+        assert_eq!(cell(&inst["mapped_ports"]), "unknown:10000->0");
     }
 
     #[test]
