@@ -47,12 +47,12 @@ enum Authz {
 /// The organization of an object the controller returned (trusted output; requests are typed instead):
 /// its `organization`, or its key's. Reads a JSON tree or text alike, skipping the other fields.
 fn org_of<'de>(obj: impl serde::Deserializer<'de>) -> String {
-    #[derive(serde::Deserialize, Default)]
+    #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Key {
         organization: String,
     }
-    #[derive(serde::Deserialize, Default)]
+    #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Owner {
         organization: Option<String>,
