@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use edge_common::proto_json::EnumsByName;
+use edge_common::proto_json::{self, WireJson};
 use edge_proto::edge::*;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -324,12 +324,13 @@ enum Keep {
     Filter(Box<dyn Fn(Value) -> Option<Value> + Send + Sync>),
 }
 
-/// Appends a `{"data": <item>}` line for each item `keep` lets the caller see, up to the first error,
-/// which it returns. Objects are written straight from the message, without a JSON tree in between,
-/// unless a [`Keep::Filter`] reads them.
-fn write_lines<T: Serialize>(
+/// Appends a `{"data": <item>}` line for each item (a reply message's wire bytes, written as JSON by
+/// `reply`) that `keep` lets the caller see, up to the first error, which it returns. The JSON is written
+/// straight from the bytes; only a [`Keep::Filter`] reads it back as a tree.
+fn write_lines(
     buf: &mut Vec<u8>,
-    items: Vec<std::result::Result<T, Status>>,
+    items: Vec<std::result::Result<Bytes, Status>>,
+    reply: WireJson,
     keep: &Keep,
 ) -> Option<Status> {
     const DATA: &[u8] = b"{\"data\":";
@@ -339,24 +340,31 @@ fn write_lines<T: Serialize>(
             Err(e) => return Some(e),
         };
         let start = buf.len();
-        if let Keep::Filter(k) = keep {
-            if let Some(v) = k(serde_json::to_value(EnumsByName(&item)).unwrap_or_default()) {
-                serde_json::to_writer(&mut *buf, &json!({ "data": v }))
-                    .expect("a JSON value serializes");
-                buf.push(b'\n');
-            }
-            continue;
-        }
         buf.extend_from_slice(DATA);
-        let written = serde_json::to_writer(&mut *buf, &EnumsByName(&item)).is_ok();
+        if let Err(e) = reply.write(&item, buf) {
+            buf.truncate(start);
+            return Some(Status::internal(format!(
+                "malformed reply from the controller: {e}"
+            )));
+        }
+        let obj = &buf[start + DATA.len()..];
         let visible = match keep {
+            Keep::All => true,
             Keep::Orgs(orgs) => {
-                let obj = &buf[start + DATA.len()..];
                 orgs.contains(&org_of(&mut serde_json::Deserializer::from_slice(obj)))
             }
-            _ => true,
+            Keep::Filter(k) => {
+                let v = serde_json::from_slice(obj).ok().and_then(k);
+                buf.truncate(start);
+                if let Some(v) = v {
+                    serde_json::to_writer(&mut *buf, &json!({ "data": v }))
+                        .expect("a JSON value serializes");
+                    buf.push(b'\n');
+                }
+                continue;
+            }
         };
-        if written && visible {
+        if visible {
             buf.extend_from_slice(b"}\n");
         } else {
             buf.truncate(start);
@@ -376,8 +384,9 @@ fn write_error(buf: &mut Vec<u8>, e: &Status) {
 /// Streams `{"data": ...}` lines; the first visible item is awaited so an immediate error is a normal
 /// reply. Messages already at hand are written together into one chunk (a Show's objects); one that comes
 /// alone (a progress message) goes out at once.
-async fn stream_reply<T: Serialize + Send + 'static>(
-    s: tonic::Streaming<T>,
+async fn stream_reply(
+    s: tonic::Streaming<Bytes>,
+    reply: WireJson,
     keep: Keep,
 ) -> Result<HttpResponse> {
     const READY: usize = 256;
@@ -387,7 +396,7 @@ async fn stream_reply<T: Serialize + Send + 'static>(
         let Some(items) = s.next().await else {
             return Ok(HttpResponse::Ok().content_type("application/json").finish());
         };
-        match write_lines(&mut first, items, &keep) {
+        match write_lines(&mut first, items, reply, &keep) {
             Some(e) if first.is_empty() => return Err(from_status(&e)),
             Some(e) => break Some(e),
             None if !first.is_empty() => break None,
@@ -400,14 +409,14 @@ async fn stream_reply<T: Serialize + Send + 'static>(
             .content_type("application/json")
             .body(first));
     }
-    let rest = futures::stream::unfold((s, keep, false), |(mut s, keep, done)| async move {
+    let rest = futures::stream::unfold((s, keep, false), move |(mut s, keep, done)| async move {
         if done {
             return None;
         }
         loop {
             let items = s.next().await?;
             let mut buf = Vec::new();
-            if let Some(e) = write_lines(&mut buf, items, &keep) {
+            if let Some(e) = write_lines(&mut buf, items, reply, &keep) {
                 write_error(&mut buf, &e);
                 return Some((buf, (s, keep, true)));
             }
@@ -713,70 +722,136 @@ async fn call_controller(
     obj: Value,
     keep: Keep,
 ) -> Result<HttpResponse> {
-    fn unary<T: Serialize>(
-        r: std::result::Result<tonic::Response<T>, Status>,
-    ) -> Result<HttpResponse> {
-        let r = r.map_err(|e| from_status(&e))?;
-        Ok(HttpResponse::Ok().json(EnumsByName(r.get_ref())))
-    }
-    macro_rules! u {
-        ($client:ident, $m:ident) => {
-            unary($client::new(ch).$m(with_user(parse(obj)?, c)).await)
-        };
-    }
-    macro_rules! s {
-        ($client:ident, $m:ident) => {
-            match $client::new(ch).$m(with_user(parse(obj)?, c)).await {
-                Ok(r) => stream_reply(r.into_inner(), keep).await,
-                Err(e) => Err(from_status(&e)),
+    macro_rules! methods {
+        ($($name:literal => $request:ty,)*) => {
+            match method {
+                $($name => call::<$request>(ch, c, method, obj, keep).await,)*
+                other => Err(ApiError::not_found(format!("Unknown method {other}"))),
             }
         };
     }
-    use alert_api_client::AlertApiClient as L;
-    use alert_policy_api_client::AlertPolicyApiClient as P;
-    use app_api_client::AppApiClient as A;
-    use app_inst_api_client::AppInstApiClient as I;
-    use cloudlet_api_client::CloudletApiClient as C;
-    use cluster_inst_api_client::ClusterInstApiClient as K;
-    use exec_api_client::ExecApiClient as E;
-    use flavor_api_client::FlavorApiClient as F;
-    use operator_code_api_client::OperatorCodeApiClient as O;
-    match method {
-        "CreateFlavor" => u!(F, create_flavor),
-        "UpdateFlavor" => u!(F, update_flavor),
-        "DeleteFlavor" => u!(F, delete_flavor),
-        "ShowFlavor" => s!(F, show_flavor),
-        "CreateOperatorCode" => u!(O, create_operator_code),
-        "UpdateOperatorCode" => u!(O, update_operator_code),
-        "DeleteOperatorCode" => u!(O, delete_operator_code),
-        "ShowOperatorCode" => s!(O, show_operator_code),
-        "CreateCloudlet" => s!(C, create_cloudlet),
-        "UpdateCloudlet" => u!(C, update_cloudlet),
-        "DeleteCloudlet" => s!(C, delete_cloudlet),
-        "ShowCloudlet" => s!(C, show_cloudlet),
-        "RotateCloudletAccessKey" => u!(C, rotate_cloudlet_access_key),
-        "ShowCloudletInfo" => s!(C, show_cloudlet_info),
-        "CreateClusterInst" => s!(K, create_cluster_inst),
-        "UpdateClusterInst" => s!(K, update_cluster_inst),
-        "DeleteClusterInst" => s!(K, delete_cluster_inst),
-        "ShowClusterInst" => s!(K, show_cluster_inst),
-        "CreateApp" => u!(A, create_app),
-        "UpdateApp" => u!(A, update_app),
-        "DeleteApp" => u!(A, delete_app),
-        "ShowApp" => s!(A, show_app),
-        "CreateAppInst" => s!(I, create_app_inst),
-        "UpdateAppInst" => s!(I, update_app_inst),
-        "DeleteAppInst" => s!(I, delete_app_inst),
-        "ShowAppInst" => s!(I, show_app_inst),
-        "ShowAlert" => s!(L, show_alert),
-        "RunCommand" => u!(E, run_command),
-        "RunConsole" => u!(E, run_console),
-        "ShowLogs" => u!(E, show_logs),
-        "CreateAlertPolicy" => u!(P, create_alert_policy),
-        "UpdateAlertPolicy" => u!(P, update_alert_policy),
-        "DeleteAlertPolicy" => u!(P, delete_alert_policy),
-        "ShowAlertPolicy" => s!(P, show_alert_policy),
-        other => Err(ApiError::not_found(format!("Unknown method {other}"))),
+    methods! {
+        "CreateFlavor" => Flavor,
+        "UpdateFlavor" => FlavorUpdate,
+        "DeleteFlavor" => Flavor,
+        "ShowFlavor" => Flavor,
+        "CreateOperatorCode" => OperatorCode,
+        "UpdateOperatorCode" => OperatorCodeUpdate,
+        "DeleteOperatorCode" => OperatorCode,
+        "ShowOperatorCode" => OperatorCode,
+        "CreateCloudlet" => Cloudlet,
+        "UpdateCloudlet" => CloudletUpdate,
+        "DeleteCloudlet" => Cloudlet,
+        "ShowCloudlet" => Cloudlet,
+        "RotateCloudletAccessKey" => CloudletKey,
+        "ShowCloudletInfo" => CloudletInfo,
+        "CreateClusterInst" => ClusterInst,
+        "UpdateClusterInst" => ClusterInstUpdate,
+        "DeleteClusterInst" => ClusterInst,
+        "ShowClusterInst" => ClusterInst,
+        "CreateApp" => App,
+        "UpdateApp" => AppUpdate,
+        "DeleteApp" => App,
+        "ShowApp" => App,
+        "CreateAppInst" => AppInst,
+        "UpdateAppInst" => AppInstUpdate,
+        "DeleteAppInst" => AppInst,
+        "ShowAppInst" => AppInst,
+        "ShowAlert" => Alert,
+        "RunCommand" => ExecRequest,
+        "RunConsole" => ExecRequest,
+        "ShowLogs" => ExecRequest,
+        "CreateAlertPolicy" => AlertPolicy,
+        "UpdateAlertPolicy" => AlertPolicyUpdate,
+        "DeleteAlertPolicy" => AlertPolicy,
+        "ShowAlertPolicy" => AlertPolicy,
+    }
+}
+
+/// Calls controller method `method` with `obj` as its request `R`. The reply is never decoded into
+/// messages: its wire bytes are written as JSON (`WireJson`), one `{"data": ...}` line per message of a
+/// stream.
+async fn call<R>(
+    ch: Channel,
+    c: &Caller,
+    method: &str,
+    obj: Value,
+    keep: Keep,
+) -> Result<HttpResponse>
+where
+    R: prost::Message + prost::Name + DeserializeOwned + Send + Sync + 'static,
+{
+    let m = proto_json::pool()
+        .services()
+        .filter(|s| s.package_name() == "edge")
+        .flat_map(|s| s.methods().collect::<Vec<_>>())
+        .find(|m| m.name() == method && m.input().full_name() == R::full_name())
+        .ok_or_else(|| {
+            ApiError::internal(format!("no controller method {method}({})", R::full_name()))
+        })?;
+    let reply = WireJson::of(m.output().full_name()).ok_or_else(|| {
+        ApiError::internal(format!("no descriptor of {}", m.output().full_name()))
+    })?;
+    let path = format!("/{}/{}", m.parent_service().full_name(), m.name())
+        .parse::<tonic::codegen::http::uri::PathAndQuery>()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let request = with_user(parse::<R>(obj)?, c);
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| from_status(&Status::unknown(format!("Service was not ready: {e}"))))?;
+    let codec = Raw::<R>(std::marker::PhantomData);
+    if m.is_server_streaming() {
+        match grpc.server_streaming(request, path, codec).await {
+            Ok(r) => stream_reply(r.into_inner(), reply, keep).await,
+            Err(e) => Err(from_status(&e)),
+        }
+    } else {
+        let r = grpc
+            .unary(request, path, codec)
+            .await
+            .map_err(|e| from_status(&e))?;
+        let mut body = Vec::new();
+        reply
+            .write(r.get_ref(), &mut body)
+            .map_err(|e| ApiError::internal(format!("malformed reply from the controller: {e}")))?;
+        Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body))
+    }
+}
+
+/// The gRPC codec of [`call`]: requests encoded by prost (as `edge-proto`'s clients do), replies kept as
+/// their wire bytes.
+struct Raw<R>(std::marker::PhantomData<R>);
+
+impl<R: prost::Message + Send + 'static> tonic::codec::Codec for Raw<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<R>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+struct RawDecoder;
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> std::result::Result<Option<Bytes>, Status> {
+        use bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 
@@ -799,9 +874,21 @@ mod tests {
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect()
         };
+        // The lines of `items` as the controller would send them (wire bytes).
+        fn write<M: prost::Message + prost::Name>(
+            buf: &mut Vec<u8>,
+            items: Vec<std::result::Result<M, Status>>,
+            keep: &Keep,
+        ) -> Option<Status> {
+            let wire = items
+                .into_iter()
+                .map(|i| i.map(|m| Bytes::from(m.encode_to_vec())))
+                .collect();
+            write_lines(buf, wire, WireJson::of(&M::full_name()).unwrap(), keep)
+        }
         let mut buf = Vec::new();
         let items = vec![Ok(flavor("a")), Ok(flavor("b"))];
-        assert!(write_lines(&mut buf, items, &Keep::All).is_none());
+        assert!(write(&mut buf, items, &Keep::All).is_none());
         let all = lines(&buf);
         assert_eq!(
             (all.len(), &all[1]["data"]["key"]["name"]),
@@ -817,7 +904,7 @@ mod tests {
             Err(Status::failed_precondition("Flavor \"c\" is in use")),
             Ok(flavor("d")),
         ];
-        let err = write_lines(&mut buf, items, &only_b).expect("the error");
+        let err = write(&mut buf, items, &only_b).expect("the error");
         write_error(&mut buf, &err);
         assert_eq!(
             lines(&buf),
@@ -843,12 +930,12 @@ mod tests {
         let only = |org: &str| Keep::Orgs(BTreeSet::from([org.to_string()]));
         let mut buf = Vec::new();
         let items = vec![Ok(app("a")), Ok(app("b")), Ok(app("")), Ok(app("a"))];
-        assert!(write_lines(&mut buf, items, &only("a")).is_none());
+        assert!(write(&mut buf, items, &only("a")).is_none());
         let a = json!({"data": {"key": {"organization": "a", "name": "web", "version": "1"}}});
         assert_eq!(lines(&buf), vec![a; 2]);
         let mut buf = Vec::new();
         let items = vec![Ok(code("b")), Ok(code("a"))];
-        assert!(write_lines(&mut buf, items, &only("a")).is_none());
+        assert!(write(&mut buf, items, &only("a")).is_none());
         assert_eq!(
             lines(&buf),
             vec![json!({"data": {"code": "1", "organization": "a"}})]
