@@ -211,8 +211,9 @@ impl<'a> Reader<'a> {
 fn message(t: &Tables, m: usize, r: &mut Reader, out: &mut Vec<u8>) -> Result<(), String> {
     let fields = &t.messages[m].fields;
     out.push(b'{');
-    // The repeated field whose list (or map) is open, and whether a field was written yet.
-    let mut open: Option<(u64, u8)> = None;
+    // The repeated field whose list (or map) is open: its number, closing bracket, and whether it has
+    // an element yet. (An encoder writes a repeated field's elements together.)
+    let mut open: Option<(u64, u8, bool)> = None;
     let mut any = false;
     while !r.0.is_empty() {
         let tag = r.varint()?;
@@ -225,10 +226,8 @@ fn message(t: &Tables, m: usize, r: &mut Reader, out: &mut Vec<u8>) -> Result<()
             r.skip(wire)?;
             continue;
         };
-        if open.is_some_and(|(n, _)| n == number) {
-            out.push(b',');
-        } else {
-            if let Some((_, close)) = open.take() {
+        if open.is_none_or(|(n, ..)| n != number) {
+            if let Some((_, close, _)) = open.take() {
                 out.push(close);
             }
             if any {
@@ -236,42 +235,49 @@ fn message(t: &Tables, m: usize, r: &mut Reader, out: &mut Vec<u8>) -> Result<()
             }
             any = true;
             out.extend_from_slice(&f.key);
-            if f.map.is_some() || f.list {
-                let (start, close) = if f.map.is_some() {
-                    (b'{', b'}')
-                } else {
-                    (b'[', b']')
-                };
-                out.push(start);
-                open = Some((number, close));
+            if f.map.is_some() {
+                out.push(b'{');
+                open = Some((number, b'}', false));
+            } else if f.list {
+                out.push(b'[');
+                open = Some((number, b']', false));
             }
         }
         match f.map {
-            Some((k, v)) => entry(t, k, v, &mut Reader(r.delimited()?), out)?,
+            Some((k, v)) if wire == 2 => {
+                element(&mut open, out);
+                entry(t, k, v, &mut Reader(r.delimited()?), out)?;
+            }
             // A packed list: all its numbers in one length-delimited run.
-            None if f.list
-                && wire == 2
-                && !matches!(f.value, Scalar::String | Scalar::Bytes | Scalar::Message(_)) =>
-            {
+            None if f.list && wire == 2 && f.value.wire_type() != 2 => {
                 let mut packed = Reader(r.delimited()?);
-                let mut first = true;
                 while !packed.0.is_empty() {
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
+                    element(&mut open, out);
                     value(t, f.value, &mut packed, out)?;
                 }
             }
-            None if wire == f.value.wire_type() => value(t, f.value, r, out)?,
-            None => return Err(format!("field {number}: wire type {wire}, not its type's")),
+            None if wire == f.value.wire_type() => {
+                element(&mut open, out);
+                value(t, f.value, r, out)?;
+            }
+            _ => return Err(format!("field {number}: wire type {wire}, not its type's")),
         }
     }
-    if let Some((_, close)) = open {
+    if let Some((_, close, _)) = open {
         out.push(close);
     }
     out.push(b'}');
     Ok(())
+}
+
+/// Before an element of the open list or map (if any): a comma unless it is the first.
+fn element(open: &mut Option<(u64, u8, bool)>, out: &mut Vec<u8>) {
+    if let Some((_, _, started)) = open {
+        if *started {
+            out.push(b',');
+        }
+        *started = true;
+    }
 }
 
 /// One map entry, `"key":value` (a key that is not a string is written as one, as JSON needs).
@@ -286,11 +292,11 @@ fn entry(
     while !r.0.is_empty() {
         match r.varint()? {
             // field 1, the key
-            tag if tag >> 3 == 1 => {
+            tag if tag >> 3 == 1 && tag & 7 == k.wire_type() => {
                 key.clear();
                 value(t, k, r, &mut key)?;
             }
-            tag if tag >> 3 == 2 => {
+            tag if tag >> 3 == 2 && tag & 7 == v.wire_type() => {
                 let start = r.0;
                 r.skip(tag & 7)?;
                 val = Some(&start[..start.len() - r.0.len()]);
