@@ -8,7 +8,8 @@
 //! names, the CamelCase MobiledgeX's MC writes (`"state": "Ready"`); requests take names or numbers.
 //! Fields at their zero value are left out of replies, as MobiledgeX's `omitempty` tags do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
 
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tonic::Status;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -768,6 +770,36 @@ async fn call_controller(
     }
 }
 
+/// A controller method as [`call`] needs it, from the descriptors.
+struct Method {
+    path: PathAndQuery,
+    /// the request message's full name
+    input: String,
+    reply: WireJson,
+    streaming: bool,
+}
+
+/// The controller's gRPC methods by name, looked up once.
+static METHODS: LazyLock<HashMap<String, Method>> = LazyLock::new(|| {
+    let mut all = HashMap::new();
+    for s in proto_json::pool().services() {
+        if s.package_name() != "edge" {
+            continue;
+        }
+        for m in s.methods() {
+            let path = format!("/{}/{}", s.full_name(), m.name());
+            let method = Method {
+                path: path.parse().expect("a gRPC path from the descriptors"),
+                input: m.input().full_name().to_string(),
+                reply: WireJson::of(m.output().full_name()).expect("every message has a writer"),
+                streaming: m.is_server_streaming(),
+            };
+            all.insert(m.name().to_string(), method);
+        }
+    }
+    all
+});
+
 /// Calls controller method `method` with `obj` as its request `R`. The reply is never decoded into
 /// messages: its wire bytes are written as JSON (`WireJson`), one `{"data": ...}` line per message of a
 /// stream.
@@ -781,29 +813,22 @@ async fn call<R>(
 where
     R: prost::Message + prost::Name + DeserializeOwned + Send + Sync + 'static,
 {
-    let m = proto_json::pool()
-        .services()
-        .filter(|s| s.package_name() == "edge")
-        .flat_map(|s| s.methods().collect::<Vec<_>>())
-        .find(|m| m.name() == method && m.input().full_name() == R::full_name())
+    let m = METHODS
+        .get(method)
+        .filter(|m| m.input == R::full_name())
         .ok_or_else(|| {
             ApiError::internal(format!("no controller method {method}({})", R::full_name()))
         })?;
-    let reply = WireJson::of(m.output().full_name()).ok_or_else(|| {
-        ApiError::internal(format!("no descriptor of {}", m.output().full_name()))
-    })?;
-    let path = format!("/{}/{}", m.parent_service().full_name(), m.name())
-        .parse::<tonic::codegen::http::uri::PathAndQuery>()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
     let request = with_user(parse::<R>(obj)?, c);
     let mut grpc = tonic::client::Grpc::new(ch);
     grpc.ready()
         .await
         .map_err(|e| from_status(&Status::unknown(format!("Service was not ready: {e}"))))?;
     let codec = Raw::<R>(std::marker::PhantomData);
-    if m.is_server_streaming() {
+    let path = m.path.clone();
+    if m.streaming {
         match grpc.server_streaming(request, path, codec).await {
-            Ok(r) => stream_reply(r.into_inner(), reply, keep).await,
+            Ok(r) => stream_reply(r.into_inner(), m.reply, keep).await,
             Err(e) => Err(from_status(&e)),
         }
     } else {
@@ -812,7 +837,7 @@ where
             .await
             .map_err(|e| from_status(&e))?;
         let mut body = Vec::new();
-        reply
+        m.reply
             .write(r.get_ref(), &mut body)
             .map_err(|e| ApiError::internal(format!("malformed reply from the controller: {e}")))?;
         Ok(HttpResponse::Ok()
