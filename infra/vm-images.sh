@@ -5,6 +5,7 @@
 #   edge-vm.initrd   busybox + the kernel's virtio, fw_cfg, ACPI button and evdev modules + /init (see below)
 #   edge-web.qcow2   an ext4 disk whose /start serves /www with busybox httpd on port 80
 #   edge-docker.qcow2  the node disk of VM-based docker clusters: Debian's Docker Engine, /start runs dockerd
+#                      with TLS (certificates from the user data)
 # A VM of the `vm` platform boots the kernel and initrd with its own qcow2 overlay of an App's image as
 # /dev/vda. /init loads the drivers, brings up eth0 on qemu's user network, mounts /dev/vda on /data, reads
 # the user data qemu passes through fw_cfg (opt/edge/user-data: the App's command and env, kept out of the
@@ -95,8 +96,11 @@ chmod +x edge-web/start
 disk edge-web 16M 6f1c7a3e-5b2d-4c8e-9a10-2d3e4f5a6b7c 0b7e2a1c-3d4e-4f50-8a6b-7c8d9e0f1a2b
 
 # The docker node disk of VM-based docker clusters: Debian's Docker Engine (dockerd, containerd, runc and
-# the libraries they link) and a /start that runs dockerd on port 2375 of the guest, which qemu forwards
-# to a loopback port of the host for the CRM only. The guest's root is the initramfs, so runc must not
+# the libraries they link) and a /start that runs dockerd on port 2376 of the guest, which qemu forwards
+# to a loopback port of the host. The engine speaks TLS only and takes only clients with a certificate of
+# the node's own CA: the CRM made that CA for this node and passes the CA, the engine's certificate and
+# its key in the user data (EDGE_ENGINE_CA, EDGE_ENGINE_CERT, EDGE_ENGINE_KEY); without them the engine
+# does not start. The guest's root is the initramfs, so runc must not
 # pivot_root (DOCKER_RAMDISK); containers share the guest's network (no bridge, no iptables in the guest)
 # and the vfs storage driver keeps the kernel's overlay module out of the initramfs.
 mkdir -p edge-docker/bin edge-docker/lib edge-docker/lib64
@@ -117,8 +121,19 @@ mount -t tmpfs tmpfs /run
 echo 100 > /proc/sys/vm/dirty_expire_centisecs
 echo 100 > /proc/sys/vm/dirty_writeback_centisecs
 export PATH=/data/bin:$PATH DOCKER_RAMDISK=true
+if [ -z "$EDGE_ENGINE_KEY" ]; then
+  echo "edge-vm: no engine certificate in the user data: not starting the container engine"
+  exit 1
+fi
+mkdir -p /run/engine
+(umask 077
+ printf '%s\n' "$EDGE_ENGINE_CA" > /run/engine/ca.pem
+ printf '%s\n' "$EDGE_ENGINE_CERT" > /run/engine/cert.pem
+ printf '%s\n' "$EDGE_ENGINE_KEY" > /run/engine/key.pem)
+unset EDGE_ENGINE_CA EDGE_ENGINE_CERT EDGE_ENGINE_KEY
 echo "edge-vm: starting the container engine"
-exec dockerd -H tcp://0.0.0.0:2375 --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+exec dockerd -H tcp://0.0.0.0:2376 --tlsverify --tlscacert /run/engine/ca.pem --tlscert /run/engine/cert.pem \
+  --tlskey /run/engine/key.pem --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
   --data-root /data/docker --exec-root /run/docker --pidfile /run/docker.pid --log-level warn
 START
 chmod +x edge-docker/start

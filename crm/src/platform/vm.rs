@@ -61,6 +61,9 @@ struct Spec {
     cluster: bool,
 }
 
+/// Files for the CRM only, by name, written into a VM's directory (mode 0600) before it boots.
+type Secrets = Vec<(&'static str, String)>;
+
 /// A VM to create.
 struct NewVm {
     key: String,
@@ -70,6 +73,7 @@ struct NewVm {
     disk_gb: Option<u64>,
     /// shell lines `/init` runs before the command (exports, `EDGE_COMMAND`)
     user_data: String,
+    secrets: Secrets,
     /// guest ports to forward from loopback, and whether each must answer before the VM counts as up
     ports: Vec<(Proto, u16, bool)>,
     /// MB
@@ -458,17 +462,19 @@ impl VmPlatform {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        {
+        let files = std::iter::once(("user-data", &vm.user_data))
+            .chain(vm.secrets.iter().map(|(name, text)| (*name, text)));
+        for (name, text) in files {
             use std::os::unix::fs::OpenOptionsExt;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(dir.join("user-data"))
-                .map_err(|e| err("writing user data", e))?;
-            std::io::Write::write_all(&mut f, vm.user_data.as_bytes())
-                .map_err(|e| err("writing user data", e))?;
+                .open(dir.join(name))
+                .map_err(|e| err(&format!("writing {name}"), e))?;
+            std::io::Write::write_all(&mut f, text.as_bytes())
+                .map_err(|e| err(&format!("writing {name}"), e))?;
         }
         let mut forwards = Vec::new();
         let mut ready_ports = Vec::new();
@@ -689,6 +695,7 @@ impl VmOps for VmPlatform {
             image,
             disk_gb: flavor.map(|f| f.disk).filter(|d| *d > 0),
             user_data,
+            secrets: Vec::new(),
             ports,
             ram,
             cpus,

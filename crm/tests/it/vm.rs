@@ -278,6 +278,52 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     let node = testenv::processes_in(cloud.dir.path(), "qemu-system");
     assert_eq!(node.len(), 1);
 
+    // Only the CRM can use the node's engine: it speaks TLS only and takes only a client certificate of
+    // the node's own CA, which the CRM keeps in the node's directory (mode 0600).
+    let dir = vm_dirs(&cloud).pop().unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("spec.json")).unwrap()).unwrap();
+    let port = spec["forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f[1] == 2376)
+        .expect("the engine's forward")[2]
+        .as_u64()
+        .unwrap();
+    let stranger = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let refused = stranger
+        .get(format!("https://127.0.0.1:{port}/version"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "served without a client certificate: {refused:?}"
+    );
+    let plain = testenv::http_get(([127, 0, 0, 1], port as u16).into(), "/version");
+    assert!(plain.as_ref().is_none_or(|(s, _)| *s != 200), "{plain:?}");
+    for f in ["engine-key.pem", "user-data"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let crm_side = bollard::Docker::connect_with_ssl(
+        &format!("tcp://127.0.0.1:{port}"),
+        &dir.join("engine-key.pem"),
+        &dir.join("engine-cert.pem"),
+        &dir.join("engine-ca.pem"),
+        30,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    crm_side
+        .version()
+        .await
+        .expect("the CRM's certificate is taken");
+
     // An app on it: its image copied into the node, its container there (not on the cloudlet's engine),
     // its port answering through the shared LB.
     cloud
@@ -307,7 +353,7 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
 
     // kill -9 of the CRM: the node and its app keep running and are adopted, not made again.
     drop(crm);
-    let _crm = cloud.start_crm("berlin");
+    let crm = cloud.start_crm("berlin");
     assert_eq!(get_until_ok(addr).await, "hi from the node");
     assert_eq!(testenv::processes_in(cloud.dir.path(), "qemu-system"), node);
 
@@ -325,6 +371,40 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     )
     .await;
     assert_eq!(qemus(&cloud), 1);
+
+    // The app deleted while its CRM and its node are both down, then made again under the same name:
+    // one container on the node at the end (an old one would hold the name and the port).
+    drop(crm);
+    let node = testenv::processes_in(cloud.dir.path(), "qemu-system");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &node[0].to_string()])
+        .status();
+    testenv::wait_for(
+        "the node to be gone",
+        std::time::Duration::from_secs(30),
+        async || (qemus(&cloud) == 0).then_some(()),
+    )
+    .await;
+    let mut s = cloud
+        .app_insts()
+        .delete_app_inst(app_inst("acme", "w1", "web", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let _crm = cloud.start_crm("berlin");
+    drain(&mut s).await.expect("app instance deleted");
+    cloud.app_inst_ready("w1", "web", "c1").await;
+    let addr = cloud.public_addr("w1").await;
+    assert_eq!(get_until_ok(addr).await, "hi from the node");
+    let on_node = crm_side
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::default()
+                .all(true)
+                .build(),
+        ))
+        .await
+        .expect("the node's containers");
+    assert_eq!(on_node.len(), 1, "{on_node:?}");
 
     // Deleting the app removes its route; deleting the cluster stops the node and leaves nothing.
     let mut s = cloud

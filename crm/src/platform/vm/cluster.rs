@@ -1,8 +1,12 @@
 //! VM-based docker clusters: a docker ClusterInst on the `vm` platform is one VM (the node) booted from
-//! `edge-docker.qcow2`, whose Docker Engine listens on guest port 2375; qemu forwards it to a loopback port
-//! only the CRM uses. Its AppInsts are containers in that engine with the guest's network (the guest has
-//! no bridge and no iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback
-//! port, which the shared root LB routes to, as for VM AppInsts.
+//! `edge-docker.qcow2`, whose Docker Engine listens on guest port 2376 with TLS; qemu forwards it to a
+//! loopback port. The engine takes only clients with a certificate of the node's own CA, which only the
+//! CRM holds (in the node's directory, mode 0600), and the CRM takes only an engine whose certificate that
+//! CA signed: another process on the host that reaches the port can do nothing with it.
+//!
+//! Its AppInsts are containers in that engine with the guest's network (the guest has no bridge and no
+//! iptables); each App port is forwarded live (QMP `hostfwd_add`) from a free loopback port, which the
+//! shared root LB routes to, as for VM AppInsts.
 //!
 //! Images: the guest reaches no registry (`restrict=on`), so an App's image is pulled on the cloudlet's
 //! Docker Engine (`VmConfig::image_engine`, with the credentials the controller sent) and copied into the
@@ -14,8 +18,8 @@
 use bollard::Docker;
 use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder,
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use edge_proto::edge::ClusterInst;
 use tokio_stream::StreamExt;
@@ -26,8 +30,12 @@ use crate::platform::docker::{
 };
 use crate::platform::{LABEL_APPINST, LABEL_MANAGED, LogOptions};
 
-/// The guest port of the node's Docker Engine.
-const ENGINE_PORT: u16 = 2375;
+/// The guest port of the node's Docker Engine (TLS, client certificates required).
+const ENGINE_PORT: u16 = 2376;
+/// In the node's directory: its CA's certificate, and the CRM's client certificate and key.
+const ENGINE_CA: &str = "engine-ca.pem";
+const ENGINE_CERT: &str = "engine-cert.pem";
+const ENGINE_KEY: &str = "engine-key.pem";
 /// A node is sized by the cluster's flavor, with at least this much for its engine (MB, GB) and its
 /// image's 1 GB file system.
 const NODE_MIN_RAM_MB: u64 = 512;
@@ -56,6 +64,52 @@ impl AppRecord {
                 .collect(),
         }
     }
+}
+
+/// TLS for a new node's engine, from a CA made for that node alone (its key is dropped here): the guest's
+/// user data (the engine's certificate for 127.0.0.1, where its forward ends, its key and the CA) and the
+/// CRM's files (the CA and a client certificate with its key).
+fn engine_tls() -> std::result::Result<(String, Secrets), rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "edge cluster node engine CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let leaf = |usage: ExtendedKeyUsagePurpose, name: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        p
+    };
+    let mut server = leaf(
+        ExtendedKeyUsagePurpose::ServerAuth,
+        "edge cluster node engine",
+    );
+    server.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let server_key = KeyPair::generate()?;
+    let server_cert = server.signed_by(&server_key, &ca)?;
+    let client_key = KeyPair::generate()?;
+    let client_cert =
+        leaf(ExtendedKeyUsagePurpose::ClientAuth, "edge crm").signed_by(&client_key, &ca)?;
+    let user_data = [
+        ("EDGE_ENGINE_CA", ca.pem()),
+        ("EDGE_ENGINE_CERT", server_cert.pem()),
+        ("EDGE_ENGINE_KEY", server_key.serialize_pem()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+    .collect();
+    let crm = vec![
+        (ENGINE_CA, ca.pem()),
+        (ENGINE_CERT, client_cert.pem()),
+        (ENGINE_KEY, client_key.serialize_pem()),
+    ];
+    Ok((user_data, crm))
 }
 
 /// The container name of AppInst `key` (also its record's file name).
@@ -112,16 +166,19 @@ impl VmPlatform {
         })
     }
 
-    /// A client of the node's Docker Engine, through its forward.
-    fn engine(spec: &Spec) -> Result<Docker> {
+    /// A client of the node's Docker Engine in `dir`, through its forward.
+    fn engine(dir: &Path, spec: &Spec) -> Result<Docker> {
         let port = spec
             .forwards
             .iter()
             .find(|(_, guest, _)| *guest == ENGINE_PORT)
             .map(|(_, _, host)| *host)
             .ok_or_else(|| PlatformError::permanent("the node has no engine forward"))?;
-        Docker::connect_with_http(
+        Docker::connect_with_ssl(
             &format!("tcp://127.0.0.1:{port}"),
+            &dir.join(ENGINE_KEY),
+            &dir.join(ENGINE_CERT),
+            &dir.join(ENGINE_CA),
             120,
             bollard::API_DEFAULT_VERSION,
         )
@@ -198,11 +255,12 @@ impl VmPlatform {
         Ok(true)
     }
 
-    /// Starts the node in `dir` again if its qemu stopped (its apps' containers restart with the engine,
-    /// their forwards are added again), and waits until its engine answers.
-    async fn start_node(&self, dir: &Path, spec: &Spec, progress: &dyn Progress) -> Result<()> {
+    /// Starts the node in `dir` again if its qemu stopped (its apps' forwards are added again), and
+    /// waits until its engine answers; a client of that engine.
+    async fn start_node(&self, dir: &Path, spec: &Spec, progress: &dyn Progress) -> Result<Docker> {
         if Self::pid(dir).is_some() {
-            return self.wait_ready(dir, spec, progress).await;
+            self.wait_ready(dir, spec, progress).await?;
+            return self.engine_answers(dir, spec).await;
         }
         progress.step("Starting the cluster's node");
         self.spawn(dir, spec)?;
@@ -210,7 +268,67 @@ impl VmPlatform {
         for (_, record) in Self::records(dir) {
             Self::forward(dir, &record.forwards, true).await?;
         }
+        let node = self.engine_answers(dir, spec).await?;
+        Self::remove_unrecorded(dir, &node).await?;
+        Ok(node)
+    }
+
+    /// Removes the node's containers whose app has no record (deleted while the node was down): the
+    /// engine would start them again, holding their ports in the guest.
+    async fn remove_unrecorded(dir: &Path, node: &Docker) -> Result<()> {
+        let recorded: Vec<String> = Self::records(dir).into_iter().map(|(n, _)| n).collect();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&std::collections::HashMap::from([(
+                "label",
+                vec![format!("{LABEL_MANAGED}=true")],
+            )]))
+            .build();
+        let list = node
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| engine_error("listing containers", e))?;
+        for name in list.into_iter().filter_map(|c| c.names?.first().cloned()) {
+            let name = name.trim_start_matches('/');
+            if !recorded.iter().any(|r| r == name) {
+                tracing::info!(container = name, dir = %dir.display(), "removing a container of an app deleted while its node was down");
+                Self::remove_container(node, name).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Removes container `name` from `node`, running or not; no such container is fine.
+    async fn remove_container(node: &Docker, name: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match node.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error(&format!("removing container {name}"), e)),
+        }
+    }
+
+    /// Waits until the node's engine answers an API call over TLS: that qemu's forward takes a
+    /// connection, or that nothing is said on it for a moment, only shows that the guest may be
+    /// listening (under load the guest can take longer than the port check waits to refuse it).
+    async fn engine_answers(&self, dir: &Path, spec: &Spec) -> Result<Docker> {
+        let node = Self::engine(dir, spec)?;
+        let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
+        loop {
+            let why = match tokio::time::timeout(Duration::from_secs(10), node.ping()).await {
+                Ok(Ok(_)) => return Ok(node),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 10 s".to_string(),
+            };
+            if tokio::time::Instant::now() > deadline {
+                return Err(PlatformError::transient(format!(
+                    "the node's container engine did not answer within {} s ({why}); console: {}",
+                    self.cfg.boot_timeout.as_secs(),
+                    self.tail(dir)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Whether the container `name` runs on `node` (`None`: there is no such container).
@@ -219,6 +337,88 @@ impl VmPlatform {
             Ok(c) => Ok(Some(c.state.and_then(|s| s.running).unwrap_or(false))),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(engine_error("inspecting container", e)),
+        }
+    }
+
+    /// Starts container `name` of `record` and waits until it is up: running, and its first TCP port
+    /// answering through the forward, telling `progress` every 10 s. A container that exits fails; when
+    /// its image was not `copied` by this deploy, the image goes too (a node that lost power may keep an
+    /// image whose files never reached its disk, "exec format error"), so a retry copies it afresh.
+    async fn start_app(
+        &self,
+        node: &Docker,
+        record: &AppRecord,
+        name: &str,
+        app: &App,
+        copied: bool,
+        progress: &dyn Progress,
+    ) -> Result<ObservedAppInst> {
+        progress.step("Starting container");
+        let start = tokio::time::Instant::now();
+        let up = async {
+            node.start_container(name, None)
+                .await
+                .map_err(|e| engine_error("starting container", e))?;
+            self.until_up(node, record, name, app, copied).await
+        };
+        tokio::pin!(up);
+        let mut tick =
+            tokio::time::interval_at(start + Duration::from_secs(10), Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                r = &mut up => return r,
+                _ = tick.tick() => progress.step(&format!(
+                    "Waiting for the container to answer ({} s)",
+                    start.elapsed().as_secs()
+                )),
+            }
+        }
+    }
+
+    /// Waits until the started container `name` is up (see [`Self::start_app`]).
+    async fn until_up(
+        &self,
+        node: &Docker,
+        record: &AppRecord,
+        name: &str,
+        app: &App,
+        copied: bool,
+    ) -> Result<ObservedAppInst> {
+        let first_tcp = record.forwards.iter().find(|(p, _, _)| *p == Proto::Tcp);
+        let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
+        loop {
+            if Self::container_running(node, name).await? != Some(true) {
+                let logs = self
+                    .app_logs(
+                        &record.key,
+                        "",
+                        LogOptions {
+                            tail: 5,
+                            since: None,
+                            timestamps: false,
+                        },
+                    )
+                    .await
+                    .unwrap_or_default();
+                let why = format!("the container exited: {}", logs.trim());
+                if copied {
+                    return Err(PlatformError::permanent(why));
+                }
+                let opts = RemoveImageOptionsBuilder::default().force(true).build();
+                let _ = node.remove_image(&app.image_path, Some(opts), None).await;
+                return Err(PlatformError::transient(why));
+            }
+            match first_tcp {
+                Some((_, _, host)) if !answers(*host).await => {}
+                _ => return Ok(record.observed(name, true)),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(PlatformError::permanent(format!(
+                    "the app did not answer on its first port within {} s",
+                    self.cfg.boot_timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -238,7 +438,7 @@ impl ClusterOps for VmPlatform {
         let key = c.key_string();
         let dir = self.cluster_dir(&key);
         if let Some(spec) = Self::read_spec(&dir) {
-            return self.start_node(&dir, &spec, progress).await;
+            return self.start_node(&dir, &spec, progress).await.map(drop);
         }
         let image = self.cfg.images.join("edge-docker.qcow2");
         if !image.is_file() {
@@ -248,17 +448,21 @@ impl ClusterOps for VmPlatform {
             )));
         }
         progress.step("Creating the cluster's node (a VM with a container engine)");
+        let (user_data, secrets) =
+            engine_tls().map_err(|e| err("making the node engine's certificates", e))?;
         let vm = NewVm {
             key,
             image,
             disk_gb: Some(flavor.map_or(0, |f| f.disk).max(NODE_MIN_DISK_GB)),
-            user_data: String::new(),
+            user_data,
+            secrets,
             ports: vec![(Proto::Tcp, ENGINE_PORT, true)],
             ram: flavor.map_or(0, |f| f.ram).max(NODE_MIN_RAM_MB),
             cpus: flavor.map_or(0, |f| f.vcpus).max(1),
             cluster: true,
         };
-        self.create(&dir, vm, progress).await?;
+        let spec = self.create(&dir, vm, progress).await?;
+        self.engine_answers(&dir, &spec).await?;
         progress.step("The cluster's container engine answers");
         Ok(())
     }
@@ -270,7 +474,7 @@ impl ClusterOps for VmPlatform {
     async fn list_app_insts(&self) -> Result<Vec<ObservedAppInst>> {
         let mut out = Vec::new();
         for (dir, spec) in self.nodes() {
-            let node = Self::pid(&dir).and_then(|_| Self::engine(&spec).ok());
+            let node = Self::pid(&dir).and_then(|_| Self::engine(&dir, &spec).ok());
             for (name, record) in Self::records(&dir) {
                 // A node that just died may keep its pid a moment: no answer is "not running".
                 let running = match &node {
@@ -298,13 +502,28 @@ impl ClusterOps for VmPlatform {
         let dir = self.cluster_dir(&cluster.key_string());
         let spec = Self::read_spec(&dir)
             .ok_or_else(|| PlatformError::transient("the cluster's node is not created yet"))?;
-        self.start_node(&dir, &spec, progress).await?;
-        let node = Self::engine(&spec)?;
+        let node = self.start_node(&dir, &spec, progress).await?;
         if let Some((_, _, record)) = self.node_of(&key) {
-            if Self::container_running(&node, &name).await? == Some(true) {
-                return Ok(record.observed(&name, true));
+            match Self::container_running(&node, &name).await? {
+                Some(true) => return Ok(record.observed(&name, true)),
+                // Its node restarted and the engine has not started it again (yet): it starts where it
+                // is, which races nothing the engine does and copies nothing.
+                Some(false) => {
+                    match self
+                        .start_app(&node, &record, &name, app, false, progress)
+                        .await
+                    {
+                        Ok(observed) => return Ok(observed),
+                        // Unless the engine is gone meanwhile (the node died again): then later.
+                        Err(e) => {
+                            Self::container_running(&node, &name).await?;
+                            tracing::warn!(key, error = %e, "the container did not start again: making it anew");
+                        }
+                    }
+                }
+                None => {}
             }
-            // A leftover of an interrupted deploy: start over.
+            // A leftover of an interrupted deploy, or a container that no longer starts: start over.
             self.delete_app(&key).await?;
         }
         let copied = self.copy_image(&node, app, progress).await?;
@@ -323,6 +542,9 @@ impl ClusterOps for VmPlatform {
             "Creating container {name} from image {} on the cluster's node",
             app.image_path
         ));
+        // A container of this name without a record (its record went while the node was down) is an
+        // earlier deploy's: it goes, or the name would be taken for good.
+        Self::remove_container(&node, &name).await?;
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         node.create_container(Some(opts), body)
             .await
@@ -344,49 +566,8 @@ impl ClusterOps for VmPlatform {
             )
             .map_err(|e| err("recording the app", e))?;
             Self::forward(&dir, &record.forwards, true).await?;
-            progress.step("Starting container");
-            node.start_container(&name, None)
+            self.start_app(&node, &record, &name, app, copied, progress)
                 .await
-                .map_err(|e| engine_error("starting container", e))?;
-            // Up once its first TCP port answers through the forward; a command that exits fails.
-            let first_tcp = record.forwards.iter().find(|(p, _, _)| *p == Proto::Tcp);
-            let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
-            loop {
-                if Self::container_running(&node, &name).await? != Some(true) {
-                    let logs = self
-                        .app_logs(
-                            &key,
-                            "",
-                            LogOptions {
-                                tail: 5,
-                                since: None,
-                                timestamps: false,
-                            },
-                        )
-                        .await
-                        .unwrap_or_default();
-                    let why = format!("the container exited: {}", logs.trim());
-                    if copied {
-                        return Err(PlatformError::permanent(why));
-                    }
-                    // A node that lost power may keep an image whose files never reached its disk
-                    // ("exec format error"): the image goes too, and the retry copies it afresh.
-                    let opts = RemoveImageOptionsBuilder::default().force(true).build();
-                    let _ = node.remove_image(&app.image_path, Some(opts), None).await;
-                    return Err(PlatformError::transient(why));
-                }
-                match first_tcp {
-                    Some((_, _, host)) if !answers(*host).await => {}
-                    _ => return Ok(record.observed(&name, true)),
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(PlatformError::permanent(format!(
-                        "the app did not answer on its first port within {} s",
-                        self.cfg.boot_timeout.as_secs()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
         }
         .await;
         if result.is_err() {
@@ -397,7 +578,7 @@ impl ClusterOps for VmPlatform {
 
     async fn app_logs(&self, key: &str, container: &str, opts: LogOptions) -> Result<String> {
         let name = app_name(key);
-        let Some((_, spec, _)) = self.node_of(key) else {
+        let Some((dir, spec, _)) = self.node_of(key) else {
             return Err(PlatformError::permanent(format!(
                 "AppInst \"{key}\" has no container on this cloudlet (not deployed yet, or failed)"
             )));
@@ -407,7 +588,7 @@ impl ClusterOps for VmPlatform {
                 "container \"{container}\" is not part of AppInst \"{key}\": its container is \"{name}\""
             )));
         }
-        read_logs(&Self::engine(&spec)?, &name, opts).await
+        read_logs(&Self::engine(&dir, &spec)?, &name, opts).await
     }
 
     async fn delete_app(&self, key: &str) -> Result<()> {
@@ -416,13 +597,7 @@ impl ClusterOps for VmPlatform {
         };
         let name = app_name(key);
         if Self::pid(&dir).is_some() {
-            let node = Self::engine(&spec)?;
-            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-            match node.remove_container(&name, Some(opts)).await {
-                Ok(()) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(engine_error(&format!("removing container {name}"), e)),
-            }
+            Self::remove_container(&Self::engine(&dir, &spec)?, &name).await?;
             Self::forward(&dir, &record.forwards, false).await?;
         }
         match std::fs::remove_file(dir.join("apps").join(format!("{name}.json"))) {
