@@ -1,7 +1,9 @@
 //! `edge-bench lb`: the shared root load balancer (`edge-lb`, the real process, programmed like the CRM
 //! does) against a direct connection to the same backend, measured in the same run: TCP throughput of one
-//! and of several streams, and connections per second (connect, one byte each way, close). Target: ≥ 0.8
-//! of direct throughput.
+//! and of several streams, and connections per second (connect, one byte each way, close), with the CPU
+//! time the LB process spends per GiB and per 1,000 connections (what a root LB must be sized for).
+//! Target: ≥ 0.8 of direct throughput. `--pin` puts the LB on a core of its own, as on a real root LB
+//! whose clients and backends run elsewhere: it tells the LB's own cost from the sharing of two cores.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,6 +30,10 @@ pub struct Args {
     /// Concurrent connectors in the connection-rate measurement.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Run the LB on the last core and this process (clients and backends) on the others, in both the
+    /// direct and the LB measurements (needs at least two cores and `taskset`).
+    #[arg(long)]
+    pin: bool,
 }
 
 /// A backend on a thread of its own (so its work never queues behind the measuring client's), serving
@@ -72,26 +78,61 @@ fn echo_one() -> anyhow::Result<SocketAddr> {
     })
 }
 
-/// Medians of `rounds` measurements of `direct` and `via`, taken in turn.
-async fn medians<F, Fut>(rounds: usize, measure: F) -> anyhow::Result<(f64, f64)>
+/// One measurement: how much moved (bytes or connections) in how many seconds.
+struct Moved {
+    count: f64,
+    secs: f64,
+}
+
+/// Medians of `rounds` measurements of the rate direct and through the LB (`measure(true)`), taken in
+/// turn, and the LB's CPU seconds per unit moved through it.
+struct Compared {
+    direct: f64,
+    via: f64,
+    lb_cpu_per_unit: f64,
+}
+
+async fn compare<F, Fut>(rounds: usize, lb_pid: u32, measure: F) -> anyhow::Result<Compared>
 where
     F: Fn(bool) -> Fut,
-    Fut: Future<Output = anyhow::Result<f64>>,
+    Fut: Future<Output = anyhow::Result<Moved>>,
 {
+    let lb_cpu = || edge_common::process_usage(lb_pid).map_or(0.0, |(cpu, _)| cpu);
     let (mut direct, mut via) = (Vec::new(), Vec::new());
+    let (mut cpu, mut moved) = (0.0, 0.0);
     for _ in 0..rounds.max(1) {
-        direct.push(measure(false).await?);
-        via.push(measure(true).await?);
+        let d = measure(false).await?;
+        direct.push(d.count / d.secs);
+        let before = lb_cpu();
+        let v = measure(true).await?;
+        cpu += lb_cpu() - before;
+        moved += v.count;
+        via.push(v.count / v.secs);
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    Ok((median(direct), median(via)))
+    Ok(Compared {
+        direct: median(direct),
+        via: median(via),
+        lb_cpu_per_unit: cpu / moved.max(1.0),
+    })
 }
 
-/// Bytes per second written to `addr` by `streams` connections for `secs`.
-async fn throughput(addr: SocketAddr, streams: usize, secs: u64) -> anyhow::Result<f64> {
+/// Moves every thread of process `pid` onto the CPUs in `list` (taskset's syntax, e.g. `0-2`).
+fn pin(pid: u32, list: &str) -> anyhow::Result<()> {
+    let ok = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", list, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "taskset could not pin process {pid} to CPUs {list}");
+    Ok(())
+}
+
+/// Bytes written to `addr` by `streams` connections for `secs`.
+async fn throughput(addr: SocketAddr, streams: usize, secs: u64) -> anyhow::Result<Moved> {
     let end = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -111,11 +152,15 @@ async fn throughput(addr: SocketAddr, streams: usize, secs: u64) -> anyhow::Resu
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(Moved {
+        count: total as f64,
+        secs: start.elapsed().as_secs_f64(),
+    })
 }
 
-/// Connections per second to `addr`: connect, one byte there and back, close.
-async fn connection_rate(addr: SocketAddr, args: &Args) -> anyhow::Result<f64> {
+/// Connections made to `addr` in turn by `--concurrency` connectors: connect, one byte there and back,
+/// close.
+async fn connection_rate(addr: SocketAddr, args: &Args) -> anyhow::Result<Moved> {
     let end = Instant::now() + Duration::from_secs(args.secs);
     let start = Instant::now();
     let per_task = args.connections.div_ceil(args.concurrency);
@@ -138,10 +183,18 @@ async fn connection_rate(addr: SocketAddr, args: &Args) -> anyhow::Result<f64> {
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(Moved {
+        count: total as f64,
+        secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism()?.get();
+    if args.pin {
+        anyhow::ensure!(cores >= 2, "--pin needs at least two cores");
+        pin(std::process::id(), &format!("0-{}", cores - 2))?;
+    }
     let dir = tempfile::tempdir()?;
     let lb = LbClient::new(
         LbConfig {
@@ -167,39 +220,67 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
         through.push(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let pid = lb
+        .status()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("edge-lb is not running"))?
+        .pid;
+    if args.pin {
+        pin(pid, &(cores - 1).to_string())?;
+        println!(
+            "edge-lb on CPU {}, clients and backends on the others",
+            cores - 1
+        );
+    }
+    let gib = |b: f64| b / f64::from(1 << 30);
     let mut ratios = Vec::new();
+    let mut cpu_per_gib = Vec::new();
     for streams in [1, args.streams] {
-        let (direct, via) = medians(args.rounds, |lb| {
+        let c = compare(args.rounds, pid, |lb| {
             throughput(if lb { through[0] } else { sink }, streams, args.secs)
         })
         .await?;
+        let cpu = c.lb_cpu_per_unit * f64::from(1 << 30);
         println!(
-            "throughput, {streams} stream(s): direct {:.0} MiB/s, through the LB {:.0} MiB/s ({:.2})",
-            mib(direct),
-            mib(via),
-            via / direct
+            "throughput, {streams} stream(s): direct {:.2} GiB/s, through the LB {:.2} GiB/s ({:.2}); edge-lb CPU {cpu:.2} s per GiB",
+            gib(c.direct),
+            gib(c.via),
+            c.via / c.direct
         );
-        ratios.push(via / direct);
+        ratios.push(c.via / c.direct);
+        cpu_per_gib.push(cpu);
     }
-    let (direct, via) = medians(args.rounds, |lb| {
+    let c = compare(args.rounds, pid, |lb| {
         connection_rate(if lb { through[1] } else { echo }, &args)
     })
     .await?;
+    let cpu_per_1k = c.lb_cpu_per_unit * 1000.0;
     println!(
-        "connections/s ({} at once): direct {direct:.0}, through the LB {via:.0} ({:.2})",
+        "connections/s ({} at once): direct {:.0}, through the LB {:.0} ({:.2}); edge-lb CPU {:.0} ms per 1,000",
         args.concurrency,
-        via / direct
+        c.direct,
+        c.via,
+        c.via / c.direct,
+        cpu_per_1k * 1000.0
     );
-    if let Some(s) = lb.status().await? {
-        println!(
-            "edge-lb RSS after the run: {} MiB",
-            edge_common::process_usage(s.pid).map_or(0, |(_, rss)| rss / (1024 * 1024))
-        );
-        std::process::Command::new("kill")
-            .args(["-TERM", &s.pid.to_string()])
-            .status()?;
-    }
-    crate::ratio("lb", ratios[0], 0.8, serde_json::json!({"ratios": ratios}));
+    ratios.push(c.via / c.direct);
+    println!(
+        "edge-lb RSS after the run: {} MiB",
+        edge_common::process_usage(pid).map_or(0, |(_, rss)| rss / (1024 * 1024))
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    crate::ratio(
+        "lb",
+        ratios[0],
+        0.8,
+        serde_json::json!({
+            "ratios": ratios,
+            "lb_cpu_s_per_gib": cpu_per_gib,
+            "lb_cpu_s_per_1000_connections": cpu_per_1k,
+            "pinned": args.pin,
+        }),
+    );
     Ok(())
 }
