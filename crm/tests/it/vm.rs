@@ -57,6 +57,15 @@ fn qemus(cloud: &Cloud) -> usize {
     testenv::processes_in(cloud.dir.path(), "qemu-system").len()
 }
 
+/// kill -9 of every qemu of this test's CRM (a node losing power).
+fn kill_qemus(cloud: &Cloud) {
+    for pid in testenv::processes_in(cloud.dir.path(), "qemu-system") {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_app_boots_answers_through_the_lb_survives_a_crm_crash_and_deletes_clean() {
     let cloud = vm_cloud().await;
@@ -358,9 +367,7 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     assert_eq!(testenv::processes_in(cloud.dir.path(), "qemu-system"), node);
 
     // A node that dies (kill -9 of its qemu) is started again, with its app and the same route.
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &node[0].to_string()])
-        .status();
+    kill_qemus(&cloud);
     testenv::wait_for(
         "the app to answer again after its node was killed",
         std::time::Duration::from_secs(420),
@@ -375,22 +382,22 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     // The app deleted while its CRM and its node are both down, then made again under the same name:
     // one container on the node at the end (an old one would hold the name and the port).
     drop(crm);
-    let node = testenv::processes_in(cloud.dir.path(), "qemu-system");
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &node[0].to_string()])
-        .status();
+    kill_qemus(&cloud);
     testenv::wait_for(
         "the node to be gone",
         std::time::Duration::from_secs(30),
         async || (qemus(&cloud) == 0).then_some(()),
     )
     .await;
-    let mut s = cloud
-        .app_insts()
-        .delete_app_inst(app_inst("acme", "w1", "web", "c1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let delete_w1 = async || {
+        cloud
+            .app_insts()
+            .delete_app_inst(app_inst("acme", "w1", "web", "c1"))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let mut s = delete_w1().await;
     let _crm = cloud.start_crm("berlin");
     drain(&mut s).await.expect("app instance deleted");
     cloud.app_inst_ready("w1", "web", "c1").await;
@@ -407,13 +414,9 @@ async fn a_docker_cluster_on_the_vm_platform_is_a_node_vm_whose_containers_answe
     assert_eq!(on_node.len(), 1, "{on_node:?}");
 
     // Deleting the app removes its route; deleting the cluster stops the node and leaves nothing.
-    let mut s = cloud
-        .app_insts()
-        .delete_app_inst(app_inst("acme", "w1", "web", "c1"))
+    drain(&mut delete_w1().await)
         .await
-        .unwrap()
-        .into_inner();
-    drain(&mut s).await.expect("app instance deleted");
+        .expect("app instance deleted");
     assert!(
         testenv::http_get(addr, "/").is_none(),
         "route still answers"

@@ -359,7 +359,42 @@ impl VmPlatform {
             node.start_container(name, None)
                 .await
                 .map_err(|e| engine_error("starting container", e))?;
-            self.until_up(node, record, name, app, copied).await
+            let first_tcp = record.forwards.iter().find(|(p, _, _)| *p == Proto::Tcp);
+            let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
+            loop {
+                if Self::container_running(node, name).await? != Some(true) {
+                    let logs = self
+                        .app_logs(
+                            &record.key,
+                            "",
+                            LogOptions {
+                                tail: 5,
+                                since: None,
+                                timestamps: false,
+                            },
+                        )
+                        .await
+                        .unwrap_or_default();
+                    let why = format!("the container exited: {}", logs.trim());
+                    if copied {
+                        return Err(PlatformError::permanent(why));
+                    }
+                    let opts = RemoveImageOptionsBuilder::default().force(true).build();
+                    let _ = node.remove_image(&app.image_path, Some(opts), None).await;
+                    return Err(PlatformError::transient(why));
+                }
+                match first_tcp {
+                    Some((_, _, host)) if !answers(*host).await => {}
+                    _ => return Ok(record.observed(name, true)),
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(PlatformError::permanent(format!(
+                        "the app did not answer on its first port within {} s",
+                        self.cfg.boot_timeout.as_secs()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         };
         tokio::pin!(up);
         let mut tick =
@@ -372,53 +407,6 @@ impl VmPlatform {
                     start.elapsed().as_secs()
                 )),
             }
-        }
-    }
-
-    /// Waits until the started container `name` is up (see [`Self::start_app`]).
-    async fn until_up(
-        &self,
-        node: &Docker,
-        record: &AppRecord,
-        name: &str,
-        app: &App,
-        copied: bool,
-    ) -> Result<ObservedAppInst> {
-        let first_tcp = record.forwards.iter().find(|(p, _, _)| *p == Proto::Tcp);
-        let deadline = tokio::time::Instant::now() + self.cfg.boot_timeout;
-        loop {
-            if Self::container_running(node, name).await? != Some(true) {
-                let logs = self
-                    .app_logs(
-                        &record.key,
-                        "",
-                        LogOptions {
-                            tail: 5,
-                            since: None,
-                            timestamps: false,
-                        },
-                    )
-                    .await
-                    .unwrap_or_default();
-                let why = format!("the container exited: {}", logs.trim());
-                if copied {
-                    return Err(PlatformError::permanent(why));
-                }
-                let opts = RemoveImageOptionsBuilder::default().force(true).build();
-                let _ = node.remove_image(&app.image_path, Some(opts), None).await;
-                return Err(PlatformError::transient(why));
-            }
-            match first_tcp {
-                Some((_, _, host)) if !answers(*host).await => {}
-                _ => return Ok(record.observed(name, true)),
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(PlatformError::permanent(format!(
-                    "the app did not answer on its first port within {} s",
-                    self.cfg.boot_timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
