@@ -513,6 +513,11 @@ impl ClusterOps for VmPlatform {
             }
             // A leftover of an interrupted deploy, or a container that no longer starts: start over.
             self.delete_app(&key).await?;
+        } else {
+            // A container of this name without a record (the record went while the node was down, or
+            // the CRM stopped between making it and recording it) is an earlier deploy's: it goes, or
+            // the name would be taken for good.
+            Self::remove_container(&node, &name).await?;
         }
         let copied = self.copy_image(&node, app, progress).await?;
         let labels = std::collections::HashMap::from([
@@ -530,9 +535,6 @@ impl ClusterOps for VmPlatform {
             "Creating container {name} from image {} on the cluster's node",
             app.image_path
         ));
-        // A container of this name without a record (its record went while the node was down) is an
-        // earlier deploy's: it goes, or the name would be taken for good.
-        Self::remove_container(&node, &name).await?;
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         node.create_container(Some(opts), body)
             .await
